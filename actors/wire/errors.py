@@ -19,6 +19,7 @@ class Reason(StrEnum):
     OVERSIZE = "oversize"  #: larger than the configured geometry allows
     BAD_HASH = "bad_hash"  #: MD5 in the header does not match
     CORRUPT = "corrupt"  #: compressed payload does not decompress to the declared size
+    INCOMPLETE = "incomplete"  #: the detector reports missing packets (sls completeImage 0)
     GEOMETRY = "geometry"  #: frame shape/dtype differs from the configured geometry
     DUPLICATE = "duplicate"  #: frame number already seen in this series
     OUT_OF_SERIES = "out_of_series"  #: image of another series than the current one
