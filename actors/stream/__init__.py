@@ -1,0 +1,1 @@
+"""ZMQ transport: sockets, the async receiver and its frame ledger."""

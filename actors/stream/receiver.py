@@ -1,0 +1,202 @@
+"""Async receiver: a zmq.asyncio SUB or PULL socket yielding typed messages, with a ledger.
+
+Usable on its own (no Ray)::
+
+    async with Receiver(ReceiverSettings("tcp://127.0.0.1:30001", "sub", Protocol.SLS)) as rx:
+        async for msg in rx:
+            ...
+
+The hot path only parses headers; pixel payloads stay zero-copy views of the ZMQ frames.
+Malformed messages never escape: each is counted in :attr:`Receiver.ledger` with a reason
+and valid messages around them still arrive.
+
+Size limits come from the declared geometry: a message part larger than
+:func:`part_limit` is rejected as ``oversize``; ``ZMQ_MAXMSGSIZE`` is set to four times that
+as a hard guard (libzmq drops the connection of a peer that exceeds it; the sender
+reconnects and the event is counted in ``ledger.disconnects``)..
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from actors.stream.ledger import Ledger
+from actors.stream.sockets import hwm_for, make_socket
+from actors.wire.codec import decoder_for
+from actors.wire.errors import DecodeError, Reason
+from actors.wire.model import Geometry, Image, Message, Protocol, SeriesEnd, SeriesStart
+
+logger = logging.getLogger(__name__)
+
+#: part limit when no geometry is declared (1 GiB)
+DEFAULT_PART_LIMIT = 1 << 30
+
+
+def part_limit(geometry: Geometry | None) -> int:
+    """Largest acceptable message part for a geometry: room for 16 bytes per pixel
+    (a series start with mask + flatfield for two channels, or four 32-bit channels) + 1 MiB."""
+    if geometry is None:
+        return DEFAULT_PART_LIMIT
+    return 16 * geometry.rows * geometry.cols + (1 << 20)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverSettings:
+    """Where and how to receive. ``bind`` is False for the usual case (the detector binds)."""
+
+    endpoint: str
+    socket: Literal["sub", "pull"]
+    protocol: Protocol
+    geometry: Geometry | None = None
+    bind: bool = False
+    hwm: int | None = None
+    accept_incomplete: bool = False
+    name: str = ""
+
+
+class Receiver:
+    """Owns one socket (and its monitor task); use as an async context manager."""
+
+    def __init__(self, settings: ReceiverSettings,
+                 context: zmq.asyncio.Context | None = None) -> None:
+        self.settings = settings
+        self.ledger = Ledger(source=settings.name or settings.endpoint)
+        self._decode = decoder_for(settings.protocol, accept_incomplete=settings.accept_incomplete)
+        self._own_ctx = context is None
+        self._ctx = context or zmq.asyncio.Context()
+        self._sock: zmq.asyncio.Socket | None = None
+        self._monitor_task: asyncio.Task[None] | None = None
+        self._geometry = settings.geometry
+        self._limit = part_limit(settings.geometry)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def __aenter__(self) -> Receiver:
+        self.open()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    def open(self) -> None:
+        s = self.settings
+        geometry_bytes = s.geometry.nbytes if s.geometry else None
+        sock = make_socket(self._ctx, s.socket, s.endpoint, bind=s.bind,
+                           hwm=s.hwm or hwm_for(geometry_bytes),
+                           max_message_bytes=4 * self._limit)
+        self._sock = sock
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor_task = asyncio.get_running_loop().create_task(
+            self._watch(monitor), name=f"monitor {s.endpoint}")
+
+    async def close(self) -> None:
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor_task
+            self._monitor_task = None
+        if self._sock is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._sock.disable_monitor()
+            self._sock.close(linger=0)
+            self._sock = None
+        if self._own_ctx:
+            self._ctx.term()
+
+    async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())
+                if event["event"] == zmq.EVENT_DISCONNECTED:
+                    self.ledger.disconnects += 1
+                    logger.warning("%s: peer %s disconnected (sender restart, or a message "
+                                   "over ZMQ_MAXMSGSIZE)", self.ledger.source,
+                                   event["endpoint"].decode(errors="replace"))
+        finally:
+            monitor.close(linger=0)
+
+    # -- receiving -------------------------------------------------------------------------
+    @property
+    def geometry(self) -> Geometry | None:
+        """The configured geometry, else the one declared by the current series."""
+        return self._geometry
+
+    async def recv(self, timeout: float | None = None) -> Message | None:
+        """The next accepted message, or None when ``timeout`` seconds pass without one."""
+        if self._sock is None:
+            raise RuntimeError("receiver is not open")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(remaining):
+                    parts = await self._sock.recv_multipart(copy=False)
+            except TimeoutError:
+                return None
+            msg = self.accept(parts)
+            if msg is not None:
+                return msg
+
+    async def __aiter__(self) -> AsyncIterator[Message]:
+        while True:
+            msg = await self.recv()
+            if msg is not None:
+                yield msg
+
+    def accept(self, parts: Sequence[zmq.Frame]) -> Message | None:
+        """Check, decode and account one multipart message (the whole hot path)."""
+        ledger = self.ledger
+        sizes = [len(p) for p in parts]
+        ledger.message(sum(sizes))
+        if max(sizes, default=0) > self._limit:
+            ledger.reject(Reason.OVERSIZE, f"part of {max(sizes)} bytes exceeds the limit "
+                                           f"{self._limit} for geometry {self._geometry}")
+            return None
+        try:
+            msg = self._decode([p.buffer for p in parts])
+        except DecodeError as exc:
+            ledger.reject(exc.reason, exc.detail)
+            return None
+        except Exception as exc:  # a decoder bug must not kill the receive loop
+            ledger.reject("decoder_error", repr(exc))
+            if ledger.rejected["decoder_error"] == 1:
+                logger.exception("decoder raised an unexpected error")
+            return None
+        if isinstance(msg, Image):
+            return msg if self._accept_image(msg) else None
+        if isinstance(msg, SeriesStart):
+            ledger.start_series(msg.series_id, msg.number_of_images)
+            if self.settings.geometry is None and msg.geometry is not None:
+                self._geometry = msg.geometry
+                self._limit = part_limit(msg.geometry)
+        elif isinstance(msg, SeriesEnd):
+            ledger.end_series()
+            if self.settings.geometry is None and self.settings.protocol is Protocol.SLS:
+                self._geometry = None  # the next acquisition may use another geometry
+                self._limit = part_limit(None)
+        return msg
+
+    def _accept_image(self, image: Image) -> bool:
+        expected = self._geometry
+        if expected is not None:
+            for name, payload in image.channels.items():
+                if payload.shape != expected.shape or payload.dtype != expected.dtype:
+                    self.ledger.reject(Reason.GEOMETRY, f"frame {image.frame} channel {name}: "
+                                       f"{payload.shape} {payload.dtype}, expected "
+                                       f"{expected.shape} {expected.dtype}")
+                    return False
+        elif self.settings.protocol is Protocol.SLS:
+            self._geometry = image.geometry  # sls declares geometry with every frame
+            self._limit = part_limit(self._geometry)
+        return self.ledger.image(image.series_id, image.frame)
