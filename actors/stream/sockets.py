@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket as _socket
+import time
 from typing import Any, Literal
 
 import zmq
@@ -64,3 +65,28 @@ def free_tcp_endpoint(host: str = "127.0.0.1") -> str:
         s.bind((host, 0))
         port = s.getsockname()[1]
     return f"tcp://{host}:{port}"
+
+
+def wait_for_subscribers(sock: Any, n: int, timeout: float) -> None:
+    """Block until an XPUB socket (``XPUB_VERBOSE`` set) has seen ``n`` subscriptions."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while seen < n:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not sock.poll(int(remaining * 1000), zmq.POLLIN):
+            raise TimeoutError(f"{seen} of {n} subscribers joined "
+                               f"{bound_endpoint(sock)} within {timeout} s")
+        if sock.recv()[:1] == b"\x01":
+            seen += 1
+
+
+def make_publisher(ctx: zmq.Context[Any], kind: Literal["pub", "push"], endpoint: str, *,
+                   hwm: int = 1000, send_timeout: float = 30.0, lossless: bool = False) -> Any:
+    """A bound sender: PUB is an XPUB (so subscribers can be awaited), PUSH blocks when full."""
+    sock = make_socket(ctx, "xpub" if kind == "pub" else "push", endpoint, bind=True, hwm=hwm)
+    sock.setsockopt(zmq.SNDTIMEO, int(send_timeout * 1000))
+    if kind == "pub":
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        if lossless:
+            sock.setsockopt(zmq.XPUB_NODROP, 1)
+    return sock

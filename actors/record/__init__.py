@@ -1,0 +1,1 @@
+"""Recording live streams to files, replaying them, and reading other tools' dumps."""

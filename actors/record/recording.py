@@ -1,0 +1,199 @@
+"""Record a live ZMQ stream to a file and play it back.
+
+File format (``.rlrec``): a CBOR sequence. The first item is a map
+``{"format": "rayline-recording", "version": 1, "created": ISO time, "endpoint", "socket",
+"protocol"}``; every following item is one multipart message ``[t_ns, [part, ...]]`` with
+``t_ns`` the receive time in nanoseconds since the first message and the parts as raw
+bytes. Replay also reads the dump formats of other tools (:mod:`actors.record.dumps`),
+which carry no timestamps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import cbor2
+import zmq
+
+from actors.stream.sockets import bound_endpoint, make_publisher, make_socket, wait_for_subscribers
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "rayline-recording"
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One multipart message and when it arrived (ns since the first; None if unknown)."""
+
+    t_ns: int | None
+    parts: list[bytes]
+
+
+class RecordingWriter:
+    """Appends records to a new file (never overwrites)."""
+
+    def __init__(self, path: str | Path, **meta: Any) -> None:
+        self.path = Path(path)
+        self._fp: BinaryIO = self.path.open("xb")
+        cbor2.dump({"format": FORMAT, "version": VERSION,
+                    "created": datetime.now(UTC).isoformat(), **meta}, self._fp)
+        self._t0: int | None = None
+        self.count = 0
+
+    def write(self, parts: list[bytes], t_ns: int | None = None) -> None:
+        now = time.monotonic_ns() if t_ns is None else t_ns
+        if self._t0 is None:
+            self._t0 = now
+        cbor2.dump([now - self._t0, parts], self._fp)
+        self.count += 1
+
+    def close(self) -> None:
+        self._fp.close()
+
+    def __enter__(self) -> RecordingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _is_rayline_recording(path: Path) -> bool:
+    try:
+        with path.open("rb") as fp:
+            head = cbor2.load(fp)
+    except Exception:
+        return False
+    return isinstance(head, dict) and head.get("format") == FORMAT
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The header map of a rayline recording."""
+    with Path(path).open("rb") as fp:
+        head = cbor2.load(fp)
+    if not isinstance(head, dict) or head.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a rayline recording")
+    return head
+
+
+def iter_records(path: str | Path) -> Iterator[Record]:
+    """Records of a rayline recording, or of a dranspose/MAX IV dump (no timestamps)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no recording at {p}")
+    if _is_rayline_recording(p):
+        with p.open("rb") as fp:
+            cbor2.load(fp)  # header
+            while True:
+                try:
+                    t_ns, parts = cbor2.load(fp)
+                except EOFError:
+                    return
+                except (cbor2.CBORDecodeError, ValueError, TypeError) as exc:
+                    raise ValueError(f"{p}: corrupt record after {exc}") from exc
+                yield Record(int(t_ns), [bytes(x) for x in parts])
+    else:
+        from actors.record.dumps import iter_dump_messages
+
+        for parts in iter_dump_messages(p):
+            yield Record(None, list(parts))
+
+
+def record(endpoint: str, socket: Literal["sub", "pull"], path: str | Path, *,
+           max_messages: int = 0, duration: float = 0.0, idle_timeout: float = 0.0,
+           protocol: str = "", on_message: Callable[[int], None] | None = None,
+           stop: Callable[[], bool] | None = None,
+           context: zmq.Context[Any] | None = None) -> int:
+    """Capture messages from ``endpoint`` (connect) into a new recording file.
+
+    Stops after ``max_messages`` messages, ``duration`` seconds, ``idle_timeout`` seconds
+    without a message, or when ``stop()`` returns True (each 0/None = no limit).
+    Returns the number of messages recorded.
+    """
+    ctx = context or zmq.Context()
+    sock = make_socket(ctx, socket, endpoint, bind=False)
+    t_end = time.monotonic() + duration if duration else None
+    try:
+        with RecordingWriter(path, endpoint=endpoint, socket=socket, protocol=protocol) as out:
+            last = time.monotonic()
+            while not (max_messages and out.count >= max_messages):
+                if stop is not None and stop():
+                    break
+                now = time.monotonic()
+                if t_end is not None and now >= t_end:
+                    break
+                if idle_timeout and now - last >= idle_timeout:
+                    break
+                if not sock.poll(100, zmq.POLLIN):
+                    continue
+                parts = sock.recv_multipart()
+                last = time.monotonic()
+                out.write(parts)
+                if on_message is not None:
+                    on_message(out.count)
+            return out.count
+    finally:
+        sock.close(linger=0)
+        if context is None:
+            ctx.term()
+
+
+def replay(path: str | Path, endpoint: str, socket: Literal["pub", "push"], *,
+           rate: float | None = None, wait_subscribers: int = 1, subscriber_timeout: float = 30,
+           send_timeout: float = 30.0, loop: int = 1,
+           on_bound: Callable[[str], None] | None = None,
+           on_message: Callable[[int], None] | None = None,
+           context: zmq.Context[Any] | None = None) -> int:
+    """Play a recording onto a bound socket.
+
+    ``rate`` None keeps the recorded timing (dumps without timestamps go as fast as
+    possible), 0 sends as fast as the socket takes them, > 0 paces at that many messages/s.
+    A PUB waits for ``wait_subscribers`` subscribers first. Returns messages sent.
+    """
+    ctx = context or zmq.Context()
+    sock = make_publisher(ctx, socket, endpoint, send_timeout=send_timeout)
+    sent = 0
+    try:
+        if on_bound is not None:
+            on_bound(bound_endpoint(sock))
+        if socket == "pub" and wait_subscribers > 0:
+            wait_for_subscribers(sock, wait_subscribers, subscriber_timeout)
+        for _ in range(max(1, loop)):
+            t0 = time.monotonic_ns()
+            for i, rec in enumerate(iter_records(path)):
+                due = _due_ns(rec, i, rate)
+                if due is not None:
+                    delay = (t0 + due - time.monotonic_ns()) / 1e9
+                    if delay > 0:
+                        time.sleep(delay)  # pacing the replay, not synchronisation
+                try:
+                    sock.send_multipart(rec.parts, copy=False)
+                except zmq.Again:
+                    raise TimeoutError(f"no receiver took message {i} within {send_timeout} s"
+                                       ) from None
+                sent += 1
+                if on_message is not None:
+                    on_message(sent)
+        return sent
+    finally:
+        with contextlib.suppress(zmq.ZMQError):
+            sock.close(linger=0)
+        if context is None:
+            ctx.term()
+
+
+def _due_ns(rec: Record, index: int, rate: float | None) -> int | None:
+    if rate is None:
+        return rec.t_ns
+    if rate > 0:
+        return int(index * 1e9 / rate)
+    return None
+

@@ -1,0 +1,1 @@
+"""The detector simulator: realistic synthetic frames sent with the real wire protocols."""

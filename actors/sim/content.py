@@ -1,0 +1,189 @@
+"""Realistic synthetic detector frames (pure numpy, deterministic for a seed).
+
+Every scene is a pure function ``frame(i)`` of its settings and the frame number, so a test
+can regenerate exactly what the simulator sent. ``pool`` > 0 reuses ``pool`` distinct
+frames cyclically (frame ``i`` equals frame ``i % pool``) so high rates need no per-frame
+random generation; keep ``pool`` even so the pump-probe parity is preserved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+Detector = Literal["moench", "jungfrau", "eiger"]
+MoenchMode = Literal["pumpprobe", "dark", "photons"]
+
+#: EIGER module and gap sizes in pixels (protocols.md §7: EIGER1 module 1030 x 514, gaps 10/37)
+EIGER_MODULE = (514, 1030)
+EIGER_GAP = (37, 10)
+
+
+def _rng(seed: int, i: int, salt: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, salt, i])
+
+
+@dataclass(frozen=True)
+class MoenchScene:
+    """MOENCH03 400 x 400 uint16: pedestal + Gaussian noise + single photons (+ pump signal).
+
+    ``mode``: ``dark`` (pedestal runs: no photons), ``photons`` (uniform photons) or
+    ``pumpprobe`` (photons on every frame plus ``pump_photons`` extra photons in a Gaussian
+    spot on odd frames — odd frames are the pumped ones, as with ``split_pump``).
+    A photon deposits ``photon_adu`` shared between its pixel (most) and one neighbour.
+    """
+
+    rows: int = 400
+    cols: int = 400
+    pedestal: float = 5400.0
+    pedestal_spread: float = 40.0  # fixed-pattern pixel-to-pixel pedestal variation
+    noise: float = 19.0
+    photon_adu: float = 110.0
+    photons: float = 40.0  # mean photons per frame (Poisson)
+    pump_photons: float = 40.0  # mean extra photons on pumped (odd) frames
+    spot: tuple[float, float, float] = (200.0, 200.0, 25.0)  # row, col, sigma
+    mode: MoenchMode = "pumpprobe"
+    seed: int = 0
+    pool: int = 0
+
+    @cached_property
+    def pedestal_map(self) -> npt.NDArray[np.float64]:
+        rng = _rng(self.seed, 0, salt=1)
+        return self.pedestal + self.pedestal_spread * rng.standard_normal((self.rows, self.cols))
+
+    def frame(self, i: int) -> npt.NDArray[np.uint16]:
+        if self.pool:
+            i %= self.pool
+        rng = _rng(self.seed, i)
+        img = self.pedestal_map + self.noise * rng.standard_normal((self.rows, self.cols))
+        if self.mode != "dark":
+            self._deposit(img, rng, rng.poisson(self.photons), spot=None)
+            if self.mode == "pumpprobe" and i % 2 == 1:
+                self._deposit(img, rng, rng.poisson(self.pump_photons), spot=self.spot)
+        return np.clip(np.rint(img), 0, 65535).astype(np.uint16)
+
+    def _deposit(self, img: npt.NDArray[np.float64], rng: np.random.Generator, n: int,
+                 spot: tuple[float, float, float] | None) -> None:
+        if spot is None:
+            r = rng.integers(0, self.rows, n)
+            c = rng.integers(0, self.cols, n)
+        else:
+            r = np.clip(np.rint(rng.normal(spot[0], spot[2], n)), 0, self.rows - 1).astype(int)
+            c = np.clip(np.rint(rng.normal(spot[1], spot[2], n)), 0, self.cols - 1).astype(int)
+        share = rng.uniform(0.6, 1.0, n)
+        np.add.at(img, (r, c), self.photon_adu * share)
+        dr, dc = rng.integers(-1, 2, n), rng.integers(-1, 2, n)
+        r2, c2 = np.clip(r + dr, 0, self.rows - 1), np.clip(c + dc, 0, self.cols - 1)
+        np.add.at(img, (r2, c2), self.photon_adu * (1 - share))
+
+
+@dataclass(frozen=True)
+class JungfrauScene:
+    """Jungfrau-like uint16 frames: gain bits (top 2) = 0, 14-bit ADC with pedestal, noise and
+    photons of ``photon_adu`` (12 keV at ~40 ADU/keV in gain 0)."""
+
+    rows: int = 512
+    cols: int = 1024
+    pedestal: float = 3000.0
+    noise: float = 12.0
+    photon_adu: float = 480.0
+    photons: float = 200.0
+    seed: int = 0
+    pool: int = 0
+
+    def frame(self, i: int) -> npt.NDArray[np.uint16]:
+        if self.pool:
+            i %= self.pool
+        rng = _rng(self.seed, i)
+        img = self.pedestal + self.noise * rng.standard_normal((self.rows, self.cols))
+        n = rng.poisson(self.photons)
+        np.add.at(img, (rng.integers(0, self.rows, n), rng.integers(0, self.cols, n)),
+                  self.photon_adu)
+        return np.clip(np.rint(img), 0, 0x3FFF).astype(np.uint16)
+
+
+def eiger_gap_mask(rows: int, cols: int) -> npt.NDArray[np.bool_]:
+    """True on the inter-module gaps of an EIGER-like detector of this size."""
+    mask = np.zeros((rows, cols), dtype=bool)
+    for axis, (module, gap) in enumerate(zip(EIGER_MODULE, EIGER_GAP)):
+        n = rows if axis == 0 else cols
+        pos = module
+        while pos < n:
+            sl = slice(pos, min(pos + gap, n))
+            if axis == 0:
+                mask[sl, :] = True
+            else:
+                mask[:, sl] = True
+            pos += gap + module
+    return mask
+
+
+@dataclass(frozen=True)
+class EigerScene:
+    """EIGER-like photon-counting frames: Poisson counts of diffraction rings on a background,
+    inter-module gaps and a few dead pixels at the dtype maximum (the DECTRIS mask value)."""
+
+    rows: int = 1065
+    cols: int = 1030
+    dtype: str = "uint32"
+    centre: tuple[float, float] = (540.0, 510.0)
+    rings: tuple[float, ...] = (120.0, 260.0, 410.0)
+    ring_width: float = 6.0
+    ring_counts: float = 4.0
+    background: float = 0.05
+    dead_fraction: float = 1e-4
+    seed: int = 0
+    pool: int = 16
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @cached_property
+    def mask(self) -> npt.NDArray[np.bool_]:
+        """The pixel mask (gaps + dead pixels), as the series start would declare it."""
+        mask = eiger_gap_mask(self.rows, self.cols)
+        rng = _rng(self.seed, 0, salt=2)
+        mask |= rng.random((self.rows, self.cols)) < self.dead_fraction
+        return mask
+
+    @cached_property
+    def expectation(self) -> npt.NDArray[np.float64]:
+        y, x = np.indices((self.rows, self.cols), dtype=np.float64)
+        r = np.hypot(y - self.centre[0], x - self.centre[1])
+        lam = np.full_like(r, self.background)
+        for radius in self.rings:
+            lam += self.ring_counts * np.exp(-0.5 * ((r - radius) / self.ring_width) ** 2)
+        return lam
+
+    def frame(self, i: int) -> npt.NDArray[Any]:
+        if self.pool:
+            i %= self.pool
+        rng = _rng(self.seed, i)
+        counts = rng.poisson(self.expectation)
+        maxval = np.iinfo(self.dtype).max
+        img = np.minimum(counts, maxval - 1).astype(self.dtype)
+        img[self.mask] = maxval
+        return img
+
+
+Scene = MoenchScene | JungfrauScene | EigerScene
+
+
+def make_scene(detector: Detector, *, seed: int = 0, pool: int = 0,
+               **overrides: Any) -> Scene:
+    """Build the scene of a detector kind; ``overrides`` are scene fields (rows, cols, mode…)."""
+    kinds: dict[str, type[Scene]] = {"moench": MoenchScene, "jungfrau": JungfrauScene,
+                                     "eiger": EigerScene}
+    if detector not in kinds:
+        raise ValueError(f"detector {detector!r} is not one of {sorted(kinds)}")
+    cls = kinds[detector]
+    fields = set(cls.__dataclass_fields__)
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"unknown {detector} scene settings {sorted(unknown)}; "
+                         f"allowed: {sorted(fields)}")
+    if detector == "eiger" and not pool:
+        pool = 16
+    return cls(seed=seed, pool=pool, **overrides)
