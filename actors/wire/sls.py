@@ -38,7 +38,7 @@ def parse_header(part: Buffer) -> dict[str, Any]:
     """Parse the JSON header part; any failure is a :class:`DecodeError`."""
     try:
         header = json.loads(bytes(part))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise DecodeError(Reason.BAD_JSON, f"header is not JSON: {exc}") from None
     if not isinstance(header, dict):
         raise DecodeError(Reason.BAD_JSON, f"header is a JSON {type(header).__name__}, "

@@ -1,0 +1,278 @@
+"""The ``rayline`` command line: one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from actors.logs import Progress, setup_logging
+from actors.wire.model import Geometry, Image, Protocol, SeriesEnd
+
+logger = logging.getLogger("actors.cli")
+
+DEFAULT_PORTS = {Protocol.SLS: 30001, Protocol.DECTRIS_V1: 9999, Protocol.DECTRIS_V2: 31001}
+DEFAULT_DETECTOR = {Protocol.SLS: "moench", Protocol.DECTRIS_V1: "eiger",
+                    Protocol.DECTRIS_V2: "eiger"}
+
+
+def _default_endpoint(protocol: Protocol, host: str = "127.0.0.1") -> str:
+    return f"tcp://{host}:{DEFAULT_PORTS[protocol]}"
+
+
+def _socket_for(protocol: Protocol) -> str:
+    return "sub" if protocol is Protocol.SLS else "pull"
+
+
+# -- simulate -------------------------------------------------------------------------------
+def _add_simulate(sub: Any) -> None:
+    p = sub.add_parser("simulate", help="send realistic detector frames (MOENCH, Jungfrau, "
+                       "EIGER) over sls (PUB) or DECTRIS V1/V2 (PUSH)",
+                       description="Bind a PUB (sls) or PUSH (DECTRIS) socket and send a "
+                       "series of synthetic frames, deterministic for a seed.")
+    p.add_argument("--protocol", type=Protocol, choices=list(Protocol), default=Protocol.SLS)
+    p.add_argument("--detector", choices=["moench", "jungfrau", "eiger"],
+                   help="scene (default: moench for sls, eiger for DECTRIS)")
+    p.add_argument("--endpoint", help="bind address (default tcp://127.0.0.1:30001 for sls, "
+                   ":9999 for dectris-v1, :31001 for dectris-v2; port * = any free port)")
+    p.add_argument("-n", "--frames", type=int, default=1000, help="frames per series")
+    p.add_argument("--series", type=int, default=1, help="number of series to send")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="frames/s (0 = as fast as the socket takes them)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool", type=int, default=0,
+                   help="reuse this many distinct frames cyclically (fast, still deterministic)")
+    p.add_argument("--mode", choices=["pumpprobe", "dark", "photons"],
+                   help="MOENCH content: pump-probe (default), dark (pedestal run), photons")
+    p.add_argument("--rows", type=int)
+    p.add_argument("--cols", type=int)
+    p.add_argument("--dtype", help="EIGER pixel type: uint8, uint16 or uint32")
+    p.add_argument("--compression", choices=["bslz4", "lz4", "none"], default="bslz4",
+                   help="DECTRIS V2 compression")
+    p.add_argument("--v1-encoding", choices=["<", "lz4<", "bs8-lz4<", "bs16-lz4<", "bs32-lz4<"],
+                   help="DECTRIS V1 encoding (default bsN-lz4< for the pixel size)")
+    p.add_argument("--header-detail", choices=["all", "basic", "none"], default="basic")
+    p.add_argument("--reorder", choices=["none", "moench03"], default="none",
+                   help="sls: send MOENCH03 frames in the raw ADC order of sls <= 7")
+    p.add_argument("--wait-subscribers", type=int, default=1,
+                   help="PUB: wait for this many subscribers before sending (0 = don't)")
+    p.add_argument("--lossless", action="store_true",
+                   help="PUB: block instead of dropping frames for slow subscribers")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from actors.sim.simulator import Simulator, SimulatorSettings
+
+    protocol = Protocol(args.protocol)
+    scene: dict[str, Any] = {k: getattr(args, k) for k in ("rows", "cols", "dtype", "mode")
+                             if getattr(args, k) is not None}
+    detector = args.detector or DEFAULT_DETECTOR[protocol]
+    total = 0
+    with_progress = not args.no_progress
+    for series in range(args.series):
+        settings = SimulatorSettings(
+            protocol=protocol, detector=detector,
+            endpoint=args.endpoint or _default_endpoint(protocol), frames=args.frames,
+            rate=args.rate, seed=args.seed + series, pool=args.pool, series_id=series + 1,
+            scene=scene, compression=None if args.compression == "none" else args.compression,
+            v1_encoding=args.v1_encoding, header_detail=args.header_detail,
+            reorder=args.reorder, wait_subscribers=args.wait_subscribers if series == 0 else 0,
+            lossless=args.lossless)
+        with Simulator(settings) as sim:
+            if series == 0:
+                print(f"simulate: {protocol} {detector} {sim.geometry.rows}x"
+                      f"{sim.geometry.cols} {sim.geometry.dtype} on {sim.endpoint}",
+                      file=sys.stderr, flush=True)
+            progress = Progress(f"series {series + 1}", enabled=with_progress)
+            total += sim.run(progress)
+            progress.finish()
+    return 0
+
+
+# -- receive --------------------------------------------------------------------------------
+def _add_receive(sub: Any) -> None:
+    p = sub.add_parser("receive", help="receive a stream without Ray and print its ledger",
+                       description="Connect a SUB (sls) or PULL (DECTRIS) socket, decode every "
+                       "message and print the ledger (received, rejected by reason, lost).")
+    p.add_argument("endpoint", nargs="?", help="detector endpoint (default per protocol)")
+    p.add_argument("--protocol", type=Protocol, choices=list(Protocol), default=Protocol.SLS)
+    p.add_argument("--socket", choices=["sub", "pull"], help="default: sub for sls, else pull")
+    p.add_argument("--frames", type=int, default=0, help="stop after this many frames")
+    p.add_argument("--series", type=int, default=1,
+                   help="stop after this many end-of-series messages (0 = never)")
+    p.add_argument("--idle-timeout", type=float, default=0.0,
+                   help="stop after this many seconds without a message")
+    p.add_argument("--decode", action="store_true", help="also decompress every frame")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_receive)
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    protocol = Protocol(args.protocol)
+    ledger = asyncio.run(_receive(
+        args.endpoint or _default_endpoint(protocol), args.socket or _socket_for(protocol),
+        protocol, frames=args.frames, series=args.series, idle_timeout=args.idle_timeout,
+        decode=args.decode, progress=Progress("receive", enabled=not args.no_progress)))
+    print(json.dumps(ledger, indent=2))
+    return 0
+
+
+async def _receive(endpoint: str, socket: Any, protocol: Protocol, *, frames: int, series: int,
+                   idle_timeout: float, decode: bool, progress: Progress,
+                   on_ready: Callable[[], None] | None = None) -> dict[str, Any]:
+    from actors.stream.receiver import Receiver, ReceiverSettings
+    from actors.wire.pixels import decode_pixels
+
+    ends = 0
+    async with Receiver(ReceiverSettings(endpoint, socket, protocol)) as rx:
+        if on_ready is not None:
+            on_ready()
+        while True:
+            msg = await rx.recv(timeout=idle_timeout or None)
+            if msg is None:
+                break
+            if isinstance(msg, Image):
+                if decode:
+                    for payload in msg.channels.values():
+                        decode_pixels(payload)
+                progress(rx.ledger.received)
+                if frames and rx.ledger.received >= frames:
+                    break
+            elif isinstance(msg, SeriesEnd):
+                ends += 1
+                if series and ends >= series:
+                    break
+        progress.finish()
+        return rx.ledger.snapshot()
+
+
+# -- record / replay ------------------------------------------------------------------------
+def _add_record(sub: Any) -> None:
+    p = sub.add_parser("record", help="capture a live stream to a file (raw bytes + times)",
+                       description="Connect to a stream and write every multipart message, "
+                       "as raw bytes with its arrival time, to a new .rlrec file.")
+    p.add_argument("endpoint")
+    p.add_argument("-o", "--output", required=True, help="file to create (never overwritten)")
+    p.add_argument("--socket", choices=["sub", "pull"], default="sub")
+    p.add_argument("--protocol", default="", help="protocol name stored in the file header")
+    p.add_argument("--messages", type=int, default=0, help="stop after N messages")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after N seconds")
+    p.add_argument("--idle-timeout", type=float, default=0.0,
+                   help="stop after N seconds without a message")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_record)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from actors.record.recording import record
+
+    progress = Progress("record", unit="messages", enabled=not args.no_progress)
+    n = record(args.endpoint, args.socket, args.output, max_messages=args.messages,
+               duration=args.duration, idle_timeout=args.idle_timeout, protocol=args.protocol,
+               on_message=progress)
+    progress.finish()
+    print(f"recorded {n} messages to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _add_replay(sub: Any) -> None:
+    p = sub.add_parser("replay", help="play a recording back onto a socket",
+                       description="Bind a PUB or PUSH socket and send a recording (.rlrec, "
+                       "or a dranspose/MAX IV .cbors dump, also inside a .zip).")
+    p.add_argument("file")
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:30001")
+    p.add_argument("--socket", choices=["pub", "push"], default="pub")
+    p.add_argument("--rate", type=float, default=None,
+                   help="messages/s (default: the recorded timing; 0 = as fast as possible)")
+    p.add_argument("--loop", type=int, default=1, help="play the file this many times")
+    p.add_argument("--wait-subscribers", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from actors.record.recording import replay
+
+    progress = Progress("replay", unit="messages", enabled=not args.no_progress)
+    n = replay(args.file, args.endpoint, args.socket, rate=args.rate, loop=args.loop,
+               wait_subscribers=args.wait_subscribers,
+               on_bound=lambda ep: print(f"replay: {args.file} on {ep}", file=sys.stderr,
+                                         flush=True),
+               on_message=progress)
+    progress.finish()
+    print(f"replayed {n} messages", file=sys.stderr)
+    return 0
+
+
+# -- demo -----------------------------------------------------------------------------------
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="run the main job on embedded defaults (no detector, "
+                       "no cluster, no Tango database)",
+                       description="Simulate a MOENCH detector and receive its stream over "
+                       "real ZMQ on loopback, then print the ledger.")
+    p.add_argument("-n", "--frames", type=int, default=2000)
+    p.add_argument("--rate", type=float, default=0.0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import threading
+
+    from actors.sim.simulator import Simulator, SimulatorSettings
+
+    settings = SimulatorSettings(protocol=Protocol.SLS, detector="moench", frames=args.frames,
+                                 rate=args.rate, pool=64, lossless=True)
+    t0 = time.monotonic()
+    with Simulator(settings) as sim:
+        sender = threading.Thread(target=sim.run, name="simulator", daemon=True)
+        ledger = asyncio.run(_receive(
+            sim.endpoint, "sub", Protocol.SLS, frames=0, series=1, idle_timeout=30.0,
+            decode=True, progress=Progress("demo", enabled=not args.no_progress),
+            on_ready=sender.start))
+        sender.join(timeout=30)
+    elapsed = time.monotonic() - t0
+    geometry: Geometry = sim.geometry
+    print(f"\nrayline demo: MOENCH {geometry.rows}x{geometry.cols} {geometry.dtype} over sls "
+          f"PUB/SUB on {sim.endpoint}")
+    print(f"  frames sent      {sim.sent}")
+    print(f"  frames received  {ledger['received']}")
+    print(f"  rejected         {ledger['rejected_total']}")
+    print(f"  lost             {ledger['lost']}")
+    print(f"  elapsed          {elapsed:.2f} s ({ledger['received'] / elapsed:.0f} frames/s)")
+    return 0 if ledger["received"] == sim.sent else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rayline", description="Live X-ray detector stream "
+                                     "processing: ZMQ ingest, reducers, Tango, files.")
+    parser.add_argument("--log-level", default="WARNING",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_simulate, _add_receive, _add_record, _add_replay):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (TimeoutError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"rayline {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

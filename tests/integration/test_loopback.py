@@ -1,0 +1,124 @@
+"""Simulator → receiver over real loopback ZMQ (PUB/SUB and PUSH/PULL)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from actors.sim.simulator import Simulator, SimulatorSettings
+from actors.stream.receiver import Receiver, ReceiverSettings
+from actors.wire import reorder
+from actors.wire.model import Image, Message, Protocol, SeriesEnd, SeriesStart
+from actors.wire.pixels import decode_pixels
+from tests.conftest import SenderThread
+
+
+async def _collect(rx: Receiver, *, idle: float = 10.0,
+                   on_image: Callable[[Image], Any] | None = None) -> list[Message]:
+    """Receive until the series ends (or nothing arrives for ``idle`` seconds)."""
+    out: list[Message] = []
+    while True:
+        msg = await rx.recv(timeout=idle)
+        if msg is None:
+            return out
+        out.append(msg)
+        if isinstance(msg, Image) and on_image is not None:
+            on_image(msg)
+        if isinstance(msg, SeriesEnd):
+            return out
+
+
+CASES = [
+    pytest.param(dict(protocol=Protocol.SLS, detector="moench", lossless=True), "sub",
+                 id="sls-moench-sub"),
+    pytest.param(dict(protocol=Protocol.SLS, detector="jungfrau", lossless=True), "sub",
+                 id="sls-jungfrau-sub"),
+    pytest.param(dict(protocol=Protocol.DECTRIS_V1, detector="eiger",
+                      scene={"rows": 260, "cols": 300}), "pull", id="v1-eiger-pull"),
+    pytest.param(dict(protocol=Protocol.DECTRIS_V2, detector="eiger",
+                      scene={"rows": 260, "cols": 300, "dtype": "uint16"}), "pull",
+                 id="v2-eiger-pull-bslz4"),
+    pytest.param(dict(protocol=Protocol.DECTRIS_V2, detector="eiger", compression="lz4",
+                      scene={"rows": 100, "cols": 120, "dtype": "uint8"}), "pull",
+                 id="v2-eiger-pull-lz4"),
+]
+
+
+@pytest.mark.parametrize(("sim_kwargs", "socket"), CASES)
+async def test_simulator_to_receiver_delivers_every_frame(
+        sim_kwargs: dict[str, Any], socket: Any,
+        sender_threads: Callable[..., SenderThread]) -> None:
+    n = 40
+    with Simulator(SimulatorSettings(frames=n, seed=3, **sim_kwargs)) as sim:
+        settings = ReceiverSettings(sim.endpoint, socket, sim.settings.protocol)
+        async with Receiver(settings) as rx:
+            sender = sender_threads(sim.run)
+            frames: dict[int, np.ndarray] = {}
+            msgs = await _collect(rx, on_image=lambda im: frames.__setitem__(
+                im.frame, decode_pixels(im.payload).copy()))
+            sender.join()
+    assert sorted(frames) == list(range(n))
+    for i in (0, 1, n - 1):
+        np.testing.assert_array_equal(frames[i], sim.scene.frame(i))
+    assert isinstance(msgs[-1], SeriesEnd)
+    if sim.settings.protocol is not Protocol.SLS:
+        assert isinstance(msgs[0], SeriesStart)
+        assert msgs[0].geometry == sim.geometry
+        assert msgs[0].number_of_images == n
+    snap = rx.ledger.snapshot()
+    assert (snap["received"], snap["lost"], snap["rejected_total"]) == (n, 0, 0)
+    assert snap["series_ended"] == 1
+
+
+async def test_moench03_raw_order_is_reordered_back(
+        sender_threads: Callable[..., SenderThread]) -> None:
+    settings = SimulatorSettings(frames=3, reorder="moench03", lossless=True)
+    with Simulator(settings) as sim:
+        async with Receiver(ReceiverSettings(sim.endpoint, "sub", Protocol.SLS)) as rx:
+            sender = sender_threads(sim.run)
+            msgs = await _collect(rx)
+            sender.join()
+    images = [m for m in msgs if isinstance(m, Image)]
+    m = reorder.moench03_map()
+    raw = decode_pixels(images[1].payload)
+    assert not np.array_equal(raw, sim.scene.frame(1))
+    np.testing.assert_array_equal(reorder.apply_map(raw, m), sim.scene.frame(1))
+
+
+@pytest.mark.slow
+async def test_slow_subscriber_counts_exactly_the_true_gaps(
+        sender_threads: Callable[..., SenderThread]) -> None:
+    """PUB drops frames for a slow SUB; the ledger's lost count equals the real gaps."""
+    n = 400
+    settings = SimulatorSettings(frames=n, pool=8, hwm=4, end_of_series=False,
+                                 scene={"rows": 64, "cols": 64})
+    with Simulator(settings) as sim:
+        rx_settings = ReceiverSettings(sim.endpoint, "sub", Protocol.SLS, hwm=4)
+        async with Receiver(rx_settings) as rx:
+            sender = sender_threads(sim.run)
+            seen: list[int] = []
+            while True:
+                msg = await rx.recv(timeout=3.0)
+                if msg is None:
+                    break
+                assert isinstance(msg, Image)
+                seen.append(msg.frame)
+                time.sleep(0.002)  # deliberately slow consumer (not synchronisation)
+            sender.join()
+    assert len(seen) < n, "the consumer was not slow enough to make the PUB drop frames"
+    assert seen == sorted(seen)
+    true_gaps = (max(seen) + 1) - len(seen)
+    assert rx.ledger.lost == true_gaps > 0
+    assert rx.ledger.received == len(seen)
+
+
+async def test_receiver_recv_times_out_without_a_sender() -> None:
+    async with Receiver(ReceiverSettings("tcp://127.0.0.1:1", "pull", Protocol.SLS)) as rx:
+        t0 = asyncio.get_running_loop().time()
+        assert await rx.recv(timeout=0.2) is None
+        assert asyncio.get_running_loop().time() - t0 >= 0.19
