@@ -1,0 +1,102 @@
+"""Per-pixel MovingStat pedestal with epoch-synchronous updates (design.md §Pedestal).
+
+:class:`EpochSamples` holds the exact integer sums (count c, Σx, Σx²) of the pedestal
+samples of one epoch; :class:`PedestalState` is the MovingStat state (n, S, Q) and
+:meth:`PedestalState.fold` applies one epoch's samples with capacity N:
+
+* if n + c ≤ N: n += c, S += s, Q += q;
+* else, with k = n + c − N: S ← S + s − k·(S/n), Q ← Q + q − k·(Q/n) (S/n, Q/n taken as
+  s/c, q/c where n = 0), n ← N.
+
+μ = S/n and σ = sqrt(max(Q/n − μ², 0)), both 0 where n = 0. With one frame per epoch
+this is exactly the SLS MovingStat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from actors.reduce.base import readonly
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, eq=False)
+class EpochSamples:
+    """Exact per-pixel sums of one epoch's pedestal samples (int64 arrays, read-only)."""
+
+    c: I64
+    s: I64
+    q: I64
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, int]) -> EpochSamples:
+        return cls(np.zeros(shape, np.int64), np.zeros(shape, np.int64),
+                   np.zeros(shape, np.int64))
+
+    def __add__(self, other: EpochSamples) -> EpochSamples:
+        return EpochSamples(readonly(self.c + other.c), readonly(self.s + other.s),
+                            readonly(self.q + other.q))
+
+    def frozen(self) -> EpochSamples:
+        for a in (self.c, self.s, self.q):
+            readonly(a)
+        return self
+
+
+@dataclass(frozen=True, eq=False)
+class PedestalState:
+    """MovingStat state: sample count ``n`` (int64), sums ``S`` and ``Q`` (float64)."""
+
+    n: I64
+    S: F64
+    Q: F64
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int]) -> PedestalState:
+        return cls(readonly(np.zeros(shape, np.int64)), readonly(np.zeros(shape)),
+                   readonly(np.zeros(shape)))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        r, c = self.n.shape
+        return (r, c)
+
+    def mean(self) -> F64:
+        """μ = S/n, 0 where n = 0."""
+        n = self.n.astype(np.float64)
+        return np.divide(self.S, n, out=np.zeros_like(self.S), where=self.n > 0)
+
+    def std(self) -> F64:
+        """σ = sqrt(max(Q/n − μ², 0)), 0 where n = 0."""
+        n = self.n.astype(np.float64)
+        mu = self.mean()
+        q = np.divide(self.Q, n, out=np.zeros_like(self.Q), where=self.n > 0)
+        var = q - mu * mu
+        return np.sqrt(np.maximum(var, 0.0))
+
+    def fold(self, samples: EpochSamples, capacity: int) -> PedestalState:
+        """The state after applying one epoch's samples (a new object)."""
+        c, s, q = samples.c, samples.s.astype(np.float64), samples.q.astype(np.float64)
+        total = self.n + c
+        over = total > capacity
+        if not bool(np.any(over)):
+            return PedestalState(readonly(total), readonly(self.S + s), readonly(self.Q + q))
+        fresh = self.n == 0
+        nf = np.where(fresh, 1, self.n).astype(np.float64)
+        cf = np.where(c == 0, 1, c).astype(np.float64)
+        s_per = np.where(fresh, s / cf, self.S / nf)
+        q_per = np.where(fresh, q / cf, self.Q / nf)
+        k = (total - capacity).astype(np.float64)
+        S = np.where(over, (self.S + s) - k * s_per, self.S + s)
+        Q = np.where(over, (self.Q + q) - k * q_per, self.Q + q)
+        n = np.where(over, capacity, total).astype(np.int64)
+        return PedestalState(readonly(n), readonly(S), readonly(Q))
+
+    def equals(self, other: PedestalState) -> bool:
+        return (np.array_equal(self.n, other.n) and np.array_equal(self.S, other.S)
+                and np.array_equal(self.Q, other.Q))
