@@ -73,7 +73,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     protocol = Protocol(args.protocol)
     scene: dict[str, Any] = {k: getattr(args, k) for k in ("rows", "cols", "dtype", "mode")
                              if getattr(args, k) is not None}
-    detector = args.detector or DEFAULT_DETECTOR[protocol]
+    detector: Any = args.detector or DEFAULT_DETECTOR[protocol]
     total = 0
     with_progress = not args.no_progress
     for series in range(args.series):
