@@ -37,7 +37,7 @@ I64 = npt.NDArray[np.int64]
 try:
     import numba
 except ImportError:  # pragma: no cover - exercised only where numba is missing
-    numba = None
+    numba = None  # type: ignore[assignment]
 
 #: rows per band of the numba kernel (its working set stays in L2 across the frames)
 BAND_ROWS = 8
