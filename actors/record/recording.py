@@ -90,14 +90,13 @@ def iter_records(path: str | Path) -> Iterator[Record]:
     if not p.is_file():
         raise FileNotFoundError(f"no recording at {p}")
     if _is_rayline_recording(p):
+        size = p.stat().st_size
         with p.open("rb") as fp:
             cbor2.load(fp)  # header
-            while True:
+            while fp.tell() < size:
                 try:
                     t_ns, parts = cbor2.load(fp)
-                except EOFError:
-                    return
-                except (cbor2.CBORDecodeError, ValueError, TypeError) as exc:
+                except (cbor2.CBORDecodeError, EOFError, ValueError, TypeError) as exc:
                     raise ValueError(f"{p}: corrupt record after {exc}") from exc
                 yield Record(int(t_ns), [bytes(x) for x in parts])
     else:

@@ -12,8 +12,8 @@ and valid messages around them still arrive.
 
 Size limits come from the declared geometry: a message part larger than
 :func:`part_limit` is rejected as ``oversize``; ``ZMQ_MAXMSGSIZE`` is set to four times that
-as a hard guard (libzmq drops the connection of a peer that exceeds it; the sender
-reconnects and the event is counted in ``ledger.disconnects``)..
+as a hard guard: libzmq drops the connection of a peer that exceeds it, the event is counted
+in ``ledger.disconnects`` and the receiver connects again..
 """
 
 from __future__ import annotations
@@ -123,8 +123,18 @@ class Receiver:
                     logger.warning("%s: peer %s disconnected (sender restart, or a message "
                                    "over ZMQ_MAXMSGSIZE)", self.ledger.source,
                                    event["endpoint"].decode(errors="replace"))
+                    self._reconnect()
         finally:
             monitor.close(linger=0)
+
+    def _reconnect(self) -> None:
+        """libzmq does not reconnect after a protocol error (e.g. ZMQ_MAXMSGSIZE exceeded),
+        so a connecting receiver re-establishes the connection itself."""
+        if self._sock is None or self.settings.bind:
+            return
+        with contextlib.suppress(zmq.ZMQError):
+            self._sock.disconnect(self.settings.endpoint)
+        self._sock.connect(self.settings.endpoint)
 
     # -- receiving -------------------------------------------------------------------------
     @property

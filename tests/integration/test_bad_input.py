@@ -108,6 +108,7 @@ async def test_corpus_over_the_wire_counts_every_rejection_and_keeps_valid_frame
                 expected[reason] += 1
     corpus.append(_valid(5))  # a duplicate frame number
     expected[Reason.DUPLICATE] += 1
+    corpus.append(_valid(n_valid))  # a valid last frame
     assert sum(expected.values()) >= 300
     try:
         settings = ReceiverSettings(bound_endpoint(push), "pull", Protocol.SLS, geometry=GEOM)
@@ -125,10 +126,10 @@ async def test_corpus_over_the_wire_counts_every_rejection_and_keeps_valid_frame
             for parts in corpus:
                 await asyncio.to_thread(push.send_multipart, parts)
             await asyncio.wait_for(task, 30)
-        assert received == list(range(n_valid))
+        assert received == list(range(n_valid + 1))
         snap = rx.ledger.snapshot()
         assert snap["rejected"] == {str(k): v for k, v in expected.items()}
-        assert snap["received"] == n_valid and snap["lost"] == 0
+        assert snap["received"] == n_valid + 1 and snap["lost"] == 0
         assert snap["messages"] == snap["received"] + snap["rejected_total"] == len(corpus)
     finally:
         push.close(linger=0)
