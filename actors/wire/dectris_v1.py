@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -300,18 +301,78 @@ def decode(parts: Sequence[Buffer]) -> Message:
 # ----------------------------------------------------------------------------- encode
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+def format_float(value: float) -> str:
+    """Shortest round-trip float text laid out like the firmware's JSON writer (ryu).
+
+    Same digits as Python's ``repr``; decimal notation for 1e-5 <= |x| < 1e16
+    (``0.000075``, ``8000.0``), else ``7.540540540540541e-6`` / ``1e16``. NaN and
+    infinities, which JSON cannot hold, become ``null``.
+    """
+    if not math.isfinite(value):
+        return "null"
+    text = repr(float(value))
+    sign = ""
+    if text.startswith("-"):
+        sign, text = "-", text[1:]
+    mantissa, _, exp = text.partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits = (whole + frac).lstrip("0")
+    if not digits:
+        return sign + "0.0"
+    k = (int(exp) if exp else 0) - len(frac)  # value = int(digits) * 10**k
+    stripped = digits.rstrip("0")
+    k += len(digits) - len(stripped)
+    digits = stripped
+    kk = len(digits) + k  # 10**(kk-1) <= value < 10**kk
+    if k >= 0 and kk <= 16:
+        return f"{sign}{digits}{'0' * k}.0"
+    if 0 < kk <= 16:
+        return f"{sign}{digits[:kk]}.{digits[kk:]}"
+    if -5 < kk <= 0:
+        return f"{sign}0.{'0' * -kk}{digits}"
+    if len(digits) == 1:
+        return f"{sign}{digits}e{kk - 1}"
+    return f"{sign}{digits[0]}.{digits[1:]}e{kk - 1}"
+
+
+def _write_json(obj: Any, out: list[str]) -> None:
+    if obj is None:
+        out.append("null")
+    elif obj is True or obj is False:
+        out.append("true" if obj else "false")
+    elif isinstance(obj, int):
+        out.append(str(int(obj)))
+    elif isinstance(obj, float):
+        out.append(format_float(obj))
+    elif isinstance(obj, str):
+        out.append(json.dumps(obj, ensure_ascii=False))
+    elif isinstance(obj, Mapping):
+        out.append("{")
+        for i, key in enumerate(sorted(obj)):
+            if not isinstance(key, str):
+                raise TypeError(f"JSON object keys must be str, got {key!r}")
+            out.append("," if i else "")
+            out.append(json.dumps(key, ensure_ascii=False) + ":")
+            _write_json(obj[key], out)
+        out.append("}")
+    elif isinstance(obj, list | tuple):
+        out.append("[")
+        for i, item in enumerate(obj):
+            out.append("," if i else "")
+            _write_json(item, out)
+        out.append("]")
+    elif isinstance(obj, np.generic | np.ndarray):
+        _write_json(obj.tolist(), out)
+    else:
+        raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def dumps(obj: Mapping[str, Any]) -> bytes:
-    """JSON the way the DECTRIS firmware writes it: compact, keys sorted, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=_json_default).encode()
+    """JSON the way the DECTRIS firmware writes it: compact, keys sorted, UTF-8, floats
+    as :func:`format_float` (a re-encoded real header is byte-identical)."""
+    out: list[str] = []
+    _write_json(obj, out)
+    return "".join(out).encode()
 
 
 def default_config(geometry: Geometry) -> dict[str, Any]:
