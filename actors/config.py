@@ -1,0 +1,233 @@
+"""The pipeline configuration: one YAML (or TOML) file, validated at load.
+
+Every key has a default, so an empty file (or no file) runs the demo: a MOENCH detector on
+``tcp://127.0.0.1:30001`` (sls, SUB), two workers, the MOENCH reducer chain. Errors name the
+bad key and what is allowed. :func:`json_schema` gives a JSON schema for editors.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from actors.wire.model import PIXEL_DTYPES, Geometry, Protocol
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names every bad key."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GeometryConfig(_Model):
+    """Frame shape for protocols that do not declare it up front."""
+
+    rows: Annotated[int, Field(gt=0, description="frame height in pixels")]
+    cols: Annotated[int, Field(gt=0, description="frame width in pixels")]
+    dtype: Annotated[str, Field(description=f"pixel type, one of {PIXEL_DTYPES}")] = "uint16"
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str) -> str:
+        if v not in PIXEL_DTYPES:
+            raise ValueError(f"must be one of {', '.join(PIXEL_DTYPES)}")
+        return v
+
+    def to_geometry(self) -> Geometry:
+        return Geometry(self.rows, self.cols, self.dtype)
+
+
+class SourceConfig(_Model):
+    """Where frames come from."""
+
+    endpoint: str = Field("tcp://127.0.0.1:30001",
+                          description="ZMQ endpoint of the detector stream")
+    protocol: Protocol = Field(Protocol.SLS, description="sls, dectris-v1 or dectris-v2")
+    socket: Literal["sub", "pull"] | None = Field(
+        None, description="sub or pull (default: sub for sls, pull for DECTRIS)")
+    bind: bool = Field(False, description="bind instead of connect (the detector connects)")
+    geometry: GeometryConfig | None = Field(
+        None, description="expected frame geometry (default: learned from the stream)")
+    channel: str | None = Field(None, description="DECTRIS V2 channel to reduce "
+                                "(default: the first)")
+    reorder: str = Field("none", description="pixel reorder map: none, moench03 or a .npy")
+    accept_incomplete: bool = Field(False, description="sls: keep frames with missing packets")
+    hwm: int | None = Field(None, gt=0, description="ZMQ receive high-water mark (messages)")
+
+    @property
+    def socket_kind(self) -> Literal["sub", "pull"]:
+        if self.socket is not None:
+            return self.socket
+        return "sub" if self.protocol is Protocol.SLS else "pull"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        if not v.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError("must be a ZMQ endpoint such as tcp://host:port or ipc:///path")
+        return v
+
+
+class RayConfig(_Model):
+    """The Ray runtime."""
+
+    address: str | None = Field(None, description="join an existing cluster ('auto' or "
+                                "host:port); default: start a local Ray")
+    object_store_memory: int | None = Field(
+        1_000_000_000, ge=78_643_200,
+        description="object store bound in bytes for a local Ray (None: Ray's default)")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs of a local Ray (default: all)")
+    namespace: str = "rayline"
+    placement: Literal["spread", "pack"] = Field(
+        "spread", description="processing actors: spread over all nodes, or pack")
+
+
+class BatchConfig(_Model):
+    """How frames are grouped before they enter the object store."""
+
+    max_frames: int = Field(32, gt=0, le=4096, description="frames per batch at most")
+    max_delay: float = Field(0.05, gt=0, description="seconds a batch may wait to fill")
+
+
+class OutputConfig(_Model):
+    """The acquisition files."""
+
+    enabled: bool = True
+    directory: str = Field("rayline-data", description="directory for the NeXus files")
+    filename: str = Field("run", description="file name prefix: {filename}_{index:06d}.h5")
+    frames: bool = Field(False, description="also store per-frame stacks")
+
+
+class TangoConfig(_Model):
+    """The Tango device."""
+
+    enabled: bool = True
+    device: str = Field("rayline/pipeline/1", description="device name (domain/family/member)")
+    database: bool = Field(False, description="register in the Tango database (TANGO_HOST); "
+                           "False runs -nodb")
+    host: str = Field("127.0.0.1", description="address the -nodb server listens on")
+    port: int = Field(0, ge=0, le=65535, description="-nodb port (0: any free port)")
+    instance: str = Field("rayline", description="server instance name")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if len(v.split("/")) != 3 or not all(v.split("/")):
+            raise ValueError("must be domain/family/member")
+        return v
+
+
+ReducerSpec = dict[str, Any]
+
+
+class PipelineConfig(_Model):
+    """The whole pipeline."""
+
+    source: SourceConfig = SourceConfig()
+    backend: Literal["ray", "local"] = Field("ray", description="ray or local "
+                                             "(multiprocessing shared memory)")
+    ray: RayConfig = RayConfig()
+    workers: int = Field(2, gt=0, le=1024, description="processing actors / worker processes")
+    batch: BatchConfig = BatchConfig()
+    max_inflight: int = Field(4, gt=0, description="batches in flight at most (back-pressure)")
+    overflow: Literal["block", "drop"] = Field(
+        "block", description="when workers fall behind: block (stop reading) or drop batches")
+    reducers: list[ReducerSpec] = Field(
+        default_factory=lambda: [{"type": "moench"}],
+        description="ordered reducer list: {type: name or package.module:Class, name?, "
+                    "settings...}")
+    output: OutputConfig = OutputConfig()
+    tango: TangoConfig = TangoConfig()
+    live_period: float = Field(0.5, gt=0, description="seconds between live result events")
+    acquisition_timeout: float = Field(60.0, gt=0,
+                                       description="stop waits this long for processing")
+
+    @field_validator("reducers")
+    @classmethod
+    def _reducers(cls, v: list[ReducerSpec]) -> list[ReducerSpec]:
+        if not v:
+            raise ValueError("needs at least one reducer")
+        names: list[str] = []
+        for i, spec in enumerate(v):
+            if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+                raise ValueError(f"entry {i} needs a 'type' (a built-in name or "
+                                 "package.module:Class)")
+            names.append(str(spec.get("name", spec["type"])))
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"reducer names must be unique; repeated: {sorted(dup)} "
+                             "(give each a 'name')")
+        return v
+
+    @model_validator(mode="after")
+    def _inflight(self) -> PipelineConfig:
+        if self.max_inflight < self.workers:
+            raise ValueError(f"max_inflight ({self.max_inflight}) must be at least workers "
+                             f"({self.workers}) or some workers would idle")
+        return self
+
+
+def _format_errors(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration {origin}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "literal_error" or err["type"] == "enum":
+            msg = f"{msg} (got {err.get('input')!r})"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, origin: str = "") -> PipelineConfig:
+    """Validate a mapping (from YAML/TOML/JSON); raises :class:`ConfigError`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid configuration {origin}: the top level must be a mapping")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origin)) from None
+
+
+def load_config(path: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Load a YAML (``.yaml``/``.yml``/``.json``) or TOML (``.toml``) file, or the defaults."""
+    data: Any = {}
+    origin = "(defaults)"
+    if path is not None:
+        p = Path(path)
+        origin = str(p)
+        try:
+            text = p.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration {p}: {exc.strerror}") from None
+        try:
+            data = tomllib.loads(text) if p.suffix == ".toml" else yaml.safe_load(text)
+        except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"configuration {p} does not parse: {exc}") from None
+    if overrides:
+        data = _deep_merge(data or {}, overrides)
+    return parse_config(data, origin)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(
+            out.get(k), dict) else v
+    return out
+
+
+def json_schema() -> str:
+    """The JSON schema of the configuration file (for editor validation)."""
+    return json.dumps(PipelineConfig.model_json_schema(), indent=2)

@@ -1,0 +1,1 @@
+"""Backend-independent pipeline logic: batches, the reducer chain, ordered merging."""

@@ -1,0 +1,215 @@
+"""Frame batches: assembled from decoded headers by the ingest, decoded by the workers.
+
+A :class:`FrameBatch` is what enters the object store (Ray) or a shared-memory slot
+(local backend): either the raw pixels ``(n, rows, cols)``, or, for compressed streams,
+the still-compressed payloads back to back with their offsets, so decompression runs in
+the processing workers. :class:`BatchAssembler` groups images into batches: at most
+``max_frames``, cut where the stateful reducers need it (:class:`BatchCutter`), and the
+caller flushes it when ``max_delay`` has passed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from actors.reduce.base import Batch
+from actors.reduce.cutter import BatchCutter
+from actors.wire.model import Buffer, Encoding, Geometry, Image, Payload
+from actors.wire.pixels import decode_pixels
+from actors.wire.reorder import IndexArray, apply_map
+
+#: supplies the (max_frames, rows, cols) array a new raw batch is written into
+BufferFactory = Callable[[Geometry, int], npt.NDArray[Any]]
+
+
+def new_buffer(geometry: Geometry, max_frames: int) -> npt.NDArray[Any]:
+    """A fresh buffer per batch (simple; the local backend hands out its shm slots)."""
+    return np.empty((max_frames, geometry.rows, geometry.cols), dtype=geometry.dtype)
+
+
+class AlternatingBuffers:
+    """Two reusable buffers, handed out in turn: enough when each closed batch is stored
+    (``ray.put`` copies it) before the assembler's next ``add``."""
+
+    def __init__(self) -> None:
+        self._buffers: list[npt.NDArray[Any]] = []
+        self._turn = 0
+
+    def __call__(self, geometry: Geometry, max_frames: int) -> npt.NDArray[Any]:
+        shape = (max_frames, geometry.rows, geometry.cols)
+        if not self._buffers or self._buffers[0].shape != shape or \
+                self._buffers[0].dtype != np.dtype(geometry.dtype):
+            self._buffers = [new_buffer(geometry, max_frames) for _ in range(2)]
+        self._turn ^= 1
+        return self._buffers[self._turn]
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Consecutive frames of one acquisition, as stored between ingest and workers."""
+
+    acquisition: int
+    index: int
+    frame_numbers: npt.NDArray[np.int64]
+    geometry: Geometry
+    encoding: Encoding
+    pixels: npt.NDArray[Any] | None = None  # RAW: (n, rows, cols)
+    blobs: npt.NDArray[np.uint8] | None = None  # compressed: payloads back to back
+    offsets: npt.NDArray[np.int64] | None = None  # (n + 1,) into blobs
+
+    @property
+    def n(self) -> int:
+        return int(self.frame_numbers.shape[0])
+
+    @property
+    def first_frame(self) -> int:
+        return int(self.frame_numbers[0])
+
+    @property
+    def last_frame(self) -> int:
+        return int(self.frame_numbers[-1])
+
+    @property
+    def nbytes(self) -> int:
+        data = self.pixels if self.pixels is not None else self.blobs
+        return int(data.nbytes) if data is not None else 0
+
+    def frames(self, reorder_map: IndexArray | None = None) -> npt.NDArray[Any]:
+        """Decoded pixels ``(n, rows, cols)`` (decompressing and reordering as needed)."""
+        if self.pixels is not None:
+            out = self.pixels
+        else:
+            assert self.blobs is not None and self.offsets is not None
+            g = self.geometry
+            out = np.empty((self.n, g.rows, g.cols), dtype=g.dtype)
+            for i in range(self.n):
+                blob = self.blobs[self.offsets[i]:self.offsets[i + 1]]
+                out[i] = decode_pixels(Payload(blob.data, self.encoding, g.shape, g.dtype))
+        if reorder_map is not None:
+            out = apply_map(out, reorder_map)
+        return out
+
+    def to_batch(self, mask: npt.NDArray[np.bool_] | None = None,
+                 reorder_map: IndexArray | None = None) -> Batch:
+        """The reducer input for this batch."""
+        return Batch(self.index, self.frames(reorder_map), self.frame_numbers, mask)
+
+
+@dataclass
+class _Open:
+    frame_numbers: list[int] = field(default_factory=list)
+    buffer: npt.NDArray[Any] | None = None
+    blobs: list[Buffer] = field(default_factory=list)
+    encoding: Encoding = Encoding.RAW
+    opened: float = 0.0
+
+
+class BatchAssembler:
+    """Groups the images of one acquisition into :class:`FrameBatch` objects.
+
+    ``add`` returns the batch it had to close (a cut or a full batch), if any. A raw
+    batch's ``pixels`` is a view of a buffer from ``buffer_factory``: store it before the
+    next ``add`` and never let the factory hand out a buffer whose batch is not stored yet
+    (:class:`AlternatingBuffers` for Ray, where ``ray.put`` copies; the local backend hands
+    out free shared-memory slots).
+    """
+
+    def __init__(self, acquisition: int, geometry: Geometry, max_frames: int,
+                 epochs: list[int | None] | None = None, channel: str | None = None,
+                 buffer_factory: BufferFactory = new_buffer) -> None:
+        self.acquisition = acquisition
+        self.geometry = geometry
+        self.max_frames = max_frames
+        self.channel = channel
+        self._cutter = BatchCutter(epochs or [])
+        self._factory = buffer_factory
+        self._reuse: npt.NDArray[Any] | None = None
+        self._open: _Open | None = None
+        self.next_index = 0
+
+    @property
+    def pending(self) -> int:
+        """Frames in the open batch."""
+        return len(self._open.frame_numbers) if self._open else 0
+
+    @property
+    def age(self) -> float:
+        """Seconds since the open batch received its first frame (0 if none is open)."""
+        return time.monotonic() - self._open.opened if self._open else 0.0
+
+    def payload_of(self, image: Image) -> Payload:
+        if self.channel is None:
+            return image.payload
+        try:
+            return image.channels[self.channel]
+        except KeyError:
+            raise ValueError(f"image has no channel {self.channel!r} "
+                             f"(channels: {', '.join(image.channels)})") from None
+
+    def add(self, image: Image) -> FrameBatch | None:
+        """Add one image (frame numbers must increase); may return a closed batch."""
+        closed = None
+        if self._open is not None and self._cutter.must_cut(image.frame):
+            closed = self.flush()
+        payload = self.payload_of(image)
+        if self._open is None:
+            self._open = _Open(encoding=payload.encoding, opened=time.monotonic())
+        elif payload.encoding is not self._open.encoding:
+            if closed is not None:  # pragma: no cover - a cut already closed the batch
+                raise AssertionError("two closed batches at once")
+            closed = self.flush()
+            self._open = _Open(encoding=payload.encoding, opened=time.monotonic())
+        self._cutter.add(image.frame)
+        op = self._open
+        k = len(op.frame_numbers)
+        if payload.encoding is Encoding.RAW:
+            if op.buffer is None:
+                op.buffer = self._factory(self.geometry, self.max_frames)
+            op.buffer[k] = np.frombuffer(payload.data, dtype=self.geometry.dtype).reshape(
+                self.geometry.shape)
+        else:
+            op.blobs.append(payload.data)
+        op.frame_numbers.append(image.frame)
+        if len(op.frame_numbers) >= self.max_frames:
+            if closed is not None:  # max_frames >= 1 and a cut leaves 1 frame: impossible
+                raise AssertionError("two closed batches at once")
+            closed = self.flush()
+        return closed
+
+    def flush(self) -> FrameBatch | None:
+        """Close the open batch (delay expired, end of series, stop)."""
+        op = self._open
+        if op is None or not op.frame_numbers:
+            return None
+        self._open = None
+        self._cutter.close()
+        n = len(op.frame_numbers)
+        numbers = np.asarray(op.frame_numbers, dtype=np.int64)
+        if op.encoding is Encoding.RAW:
+            assert op.buffer is not None
+            batch = FrameBatch(self.acquisition, self.next_index, numbers, self.geometry,
+                               Encoding.RAW, pixels=op.buffer[:n])
+        else:
+            sizes = [memoryview(b).nbytes for b in op.blobs]
+            offsets = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(sizes, out=offsets[1:])
+            blobs = np.empty(int(offsets[-1]), dtype=np.uint8)
+            for i, b in enumerate(op.blobs):
+                blobs[offsets[i]:offsets[i + 1]] = np.frombuffer(b, dtype=np.uint8)
+            batch = FrameBatch(self.acquisition, self.next_index, numbers, self.geometry,
+                               op.encoding, blobs=blobs, offsets=offsets)
+        self.next_index += 1
+        return batch
+
+    def discard(self) -> int:
+        """Drop the open batch (abort); returns how many frames it held."""
+        n = self.pending
+        self._open = None
+        self._cutter.close()
+        return n

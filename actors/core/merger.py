@@ -1,0 +1,130 @@
+"""In-order merging of batch partials and the pedestal-state hand-off (pure logic).
+
+The coordinator (Ray ResultsActor, or the local backend's results process) owns one
+:class:`OrderedMerger` per acquisition:
+
+* :meth:`register` — every batch, in batch order, before it is dispatched (frame range and
+  the state keys its reducers need);
+* :meth:`states_for` — the states a registered batch needs, or None while they are not
+  published yet (the caller waits and retries after the next :meth:`add`);
+* :meth:`add` — a finished partial (any order); partials are merged strictly in batch
+  order, so results never depend on timing or on the number of workers.
+
+Published states are cached until no later batch can need them, so a batch whose states
+were published long ago still gets them after the prefix has moved on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from actors.core.chain import Partials, ReducerChain
+from actors.reduce.base import OutputValue
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    index: int
+    first_frame: int
+    last_frame: int
+    n: int
+    keys: dict[str, tuple[int, ...]]
+
+
+class OrderedMerger:
+    """Merges partials of one acquisition in batch order."""
+
+    def __init__(self, chain: ReducerChain, carried: dict[str, Any] | None = None) -> None:
+        self.chain = chain
+        self.prefix: Partials = chain.initial(carried)
+        self.merged_through = -1  # highest index merged with all earlier ones
+        self.processed_frames = 0
+        self.processed_batches = 0
+        self._info: dict[int, BatchInfo] = {}
+        self._pending: dict[int, Partials] = {}
+        self._cache: dict[str, dict[int, Any]] = {}
+        self._advanced_to = -1
+        self._floor: dict[str, int] = {}  # smallest key the latest registered batch needs
+        self._refresh()
+
+    def register(self, info: BatchInfo) -> None:
+        """A batch about to be dispatched (indices must arrive in order, without gaps)."""
+        expected = max(self._info, default=self.merged_through) + 1
+        if info.index != expected:
+            raise ValueError(f"batch {info.index} registered, expected {expected}")
+        self._info[info.index] = info
+        for reducer, keys in info.keys.items():
+            self._floor[reducer] = min(keys)
+        self._advance()
+
+    def states_for(self, index: int) -> dict[str, dict[int, Any]] | None:
+        """The states batch ``index`` needs, or None if some are not published yet."""
+        info = self._info[index]
+        out: dict[str, dict[int, Any]] = {}
+        for reducer, keys in info.keys.items():
+            have = self._cache.get(reducer, {})
+            if any(k not in have for k in keys):
+                return None
+            out[reducer] = {k: have[k] for k in keys}
+        return out
+
+    def add(self, index: int, partial: Partials) -> int:
+        """Accept a finished partial; returns how many batches got merged now."""
+        if index <= self.merged_through or index in self._pending:
+            raise ValueError(f"batch {index} merged twice")
+        if index not in self._info:
+            raise ValueError(f"batch {index} was never registered")
+        self._pending[index] = partial
+        merged = 0
+        while self.merged_through + 1 in self._pending:
+            i = self.merged_through + 1
+            self.prefix = self.chain.merge(self.prefix, self._pending.pop(i))
+            info = self._info.pop(i)
+            self.merged_through = i
+            self.processed_frames += info.n
+            self.processed_batches += 1
+            merged += 1
+        if merged:
+            self._advance()
+        return merged
+
+    @property
+    def outstanding(self) -> int:
+        """Registered batches not merged yet."""
+        return len(self._info)
+
+    def finish(self) -> Partials:
+        """Fold everything (end of acquisition); the prefix is then final."""
+        if self._info:
+            raise ValueError(f"{len(self._info)} batches were never merged")
+        return self.prefix
+
+    def outputs(self) -> dict[str, OutputValue]:
+        return self.chain.outputs(self.prefix)
+
+    def carry_over(self) -> dict[str, Any]:
+        return self.chain.carry_over(self.prefix)
+
+    # -- internals ------------------------------------------------------------------------
+    def _advance(self) -> None:
+        """Fold every epoch before the next unmerged batch, then cache what is published."""
+        nxt = self._info.get(self.merged_through + 1)
+        if nxt is not None and nxt.first_frame > self._advanced_to:
+            self.prefix = self.chain.advance(self.prefix, nxt.first_frame)
+            self._advanced_to = nxt.first_frame
+        self._refresh()
+
+    def _refresh(self) -> None:
+        for reducer, states in self.chain.published_states(self.prefix).items():
+            self._cache.setdefault(reducer, {}).update(states)
+        # drop states no registered or future batch can need (needed keys never decrease
+        # with the batch index): keys below the smallest key of any unmerged batch, or of
+        # the latest registered batch
+        for reducer, cache in self._cache.items():
+            needed = [min(info.keys[reducer]) for info in self._info.values()
+                      if reducer in info.keys]
+            floor = min(needed) if needed else self._floor.get(reducer)
+            if floor is not None:
+                for k in [k for k in cache if k < floor]:
+                    del cache[k]
