@@ -41,6 +41,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 
 #: rows per band of the numba kernel (its working set stays in L2 across the frames)
 BAND_ROWS = 8
+#: frames per numba kernel call (keeps its float64 sums of x**2 exact)
+MAX_KERNEL_FRAMES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,24 @@ def process_segment(frames: npt.NDArray[Any], types: npt.NDArray[np.int8], mu: F
     if frames.shape[0] == 0:
         return
     if resolve_backend(backend) == "numba":
-        _kernel_entry()(frames, types, mu, thr, float(flags.threshold), flags.analog,
-                        flags.thresholded, flags.counting, flags.update, acc.analog,
-                        acc.threshold, acc.counting, samples[0], samples[1], samples[2],
-                        photons, BAND_ROWS)
+        # Σx and Σx² accumulate in float64 inside the kernel: exact below 2**53, i.e. for
+        # fewer than 2**53 / 65535**2 ≈ 2.1e6 frames per call, hence the chunks.
+        c_f = np.zeros(mu.shape)
+        s_f = np.zeros(mu.shape)
+        q_f = np.zeros(mu.shape)
+        count_img = acc.counting if flags.counting else np.zeros_like(acc.counting)
+        for lo in range(0, frames.shape[0], MAX_KERNEL_FRAMES):
+            hi = lo + MAX_KERNEL_FRAMES
+            _kernel_entry()(frames[lo:hi], types[lo:hi], mu, thr, float(flags.threshold),
+                            flags.analog, flags.thresholded, flags.update, acc.analog,
+                            acc.threshold, count_img, c_f, s_f, q_f, photons[lo:hi],
+                            BAND_ROWS)
+            np.add(samples[0], c_f.astype(np.int64), out=samples[0])
+            np.add(samples[1], s_f.astype(np.int64), out=samples[1])
+            np.add(samples[2], q_f.astype(np.int64), out=samples[2])
+            c_f[...] = 0.0
+            s_f[...] = 0.0
+            q_f[...] = 0.0
     else:
         _numpy_segment(frames, types, mu, thr, flags, acc, samples, photons)
 
@@ -191,9 +207,28 @@ def _jit(fn: Callable[..., None]) -> Callable[..., None]:
 _fill_row = _jit(_fill_row_py)
 
 
+def _classify_row_py(Pu: Any, Pm: Any, Pd: Any, H3u: Any, H3m: Any, H3d: Any, HMu: Any,
+                     HMm: Any, HMd: Any, VT: Any, VB: Any, thr: Any, is2: Any,
+                     is0: Any) -> None:
+    """Branch-free classification of one row into 0/1 flags (vectorisable)."""
+    for c in range(thr.shape[0]):
+        a = Pm[c + 1]
+        tot = (H3u[c] + H3m[c]) + H3d[c]
+        m = max(max(HMu[c], HMm[c]), max(HMd[c], 0.0))
+        q = max(max(VT[c], VT[c + 1]), max(VB[c], VB[c + 1]))
+        th = thr[c]
+        not_neg = a >= -th
+        is2[c] = np.int64((m > th) | (q > 2.0 * th) | (tot > 3.0 * th)) & np.int64(
+            not_neg & (a == m))
+        is0[c] = np.float64(not_neg & (m <= th) & (q <= 2.0 * th) & (tot <= 3.0 * th))
+
+
+_classify_row = _jit(_classify_row_py)
+
+
 def _kernel_py(frames: Any, types: Any, mu: Any, thr: Any, threshold: float, do_analog: bool,
-            do_thresh: bool, do_count: bool, do_update: bool, analog: Any, thresh_img: Any,
-            count_img: Any, sc: Any, ss: Any, sq: Any, photons: Any, band: int) -> None:
+               do_thresh: bool, do_update: bool, analog: Any, thresh_img: Any, count_img: Any,
+               sc: Any, ss: Any, sq: Any, photons: Any, band: int) -> None:
     n, R, C = frames.shape
     P = np.zeros((3, C + 2))
     H3 = np.zeros((3, C))
@@ -201,6 +236,8 @@ def _kernel_py(frames: Any, types: Any, mu: Any, thr: Any, threshold: float, do_
     H2 = np.zeros((3, C + 1))
     VT = np.zeros(C + 1)
     VB = np.zeros(C + 1)
+    is2 = np.zeros(C, np.int64)
+    is0 = np.zeros(C)
     for t in range(n):
         photons[t] = 0
     for b0 in range(0, R, band):
@@ -208,11 +245,15 @@ def _kernel_py(frames: Any, types: Any, mu: Any, thr: Any, threshold: float, do_
         for t in range(n):
             if types[t] == 0:
                 for i in range(b0, b1):
+                    frow = frames[t, i]
+                    scr = sc[i]
+                    ssr = ss[i]
+                    sqr = sq[i]
                     for c in range(C):
-                        x = np.int64(frames[t, i, c])
-                        sc[i, c] += 1
-                        ss[i, c] += x
-                        sq[i, c] += x * x
+                        x = np.float64(frow[c])
+                        scr[c] += 1.0
+                        ssr[c] += x
+                        sqr[c] += x * x
                 continue
             st = types[t] - 1
             _fill_row(frames, t, b0 - 1, mu, P, H3, HM, H2)
@@ -226,28 +267,31 @@ def _kernel_py(frames: Any, types: Any, mu: Any, thr: Any, threshold: float, do_
                 for k in range(C + 1):
                     VT[k] = H2[su, k] + H2[sm, k]
                     VB[k] = H2[sm, k] + H2[sd, k]
+                _classify_row(P[su], P[sm], P[sd], H3[su], H3[sm], H3[sd], HM[su], HM[sm],
+                              HM[sd], VT, VB, thr[i], is2, is0)
+                a_row = P[sm]
+                if do_analog:
+                    acc = analog[st, i]
+                    for c in range(C):
+                        acc[c] += a_row[c + 1]
+                if do_thresh:
+                    tacc = thresh_img[st, i]
+                    for c in range(C):
+                        tacc[c] += np.int64(a_row[c + 1] > threshold)
+                cacc = count_img[st, i]
                 for c in range(C):
-                    a = P[sm, c + 1]
-                    tot = (H3[su, c] + H3[sm, c]) + H3[sd, c]
-                    m = max(max(HM[su, c], HM[sm, c]), max(HM[sd, c], 0.0))
-                    q = max(max(VT[c], VT[c + 1]), max(VB[c], VB[c + 1]))
-                    th = thr[i, c]
-                    neg = a < -th
-                    ph = (m > th) | (q > 2.0 * th) | (tot > 3.0 * th)
-                    is2 = ph & (not neg) & (a == m)
-                    is0 = not (neg | ph)
-                    found += is2
-                    if do_analog:
-                        analog[st, i, c] += a
-                    if do_thresh:
-                        thresh_img[st, i, c] += a > threshold
-                    if do_count:
-                        count_img[st, i, c] += is2
-                    if do_update:
-                        x = np.int64(frames[t, i, c]) * is0
-                        sc[i, c] += is0
-                        ss[i, c] += x
-                        sq[i, c] += x * x
+                    found += is2[c]
+                    cacc[c] += is2[c]
+                if do_update:
+                    frow = frames[t, i]
+                    scr = sc[i]
+                    ssr = ss[i]
+                    sqr = sq[i]
+                    for c in range(C):
+                        x = np.float64(frow[c]) * is0[c]
+                        scr[c] += is0[c]
+                        ssr[c] += x
+                        sqr[c] += x * x
             photons[t] += found
 
 
