@@ -180,7 +180,7 @@ def _header_array(head: memoryview, data: memoryview, name: str, htype: str,
 
 def _decode_header(views: list[memoryview], head: dict[str, Any]) -> SeriesStart:
     detail = head.get("header_detail")
-    if detail not in HEADER_PARTS:
+    if not isinstance(detail, str) or detail not in HEADER_PARTS:
         raise DecodeError(Reason.BAD_HEADER, f"header_detail must be one of "
                                              f"{sorted(HEADER_PARTS)}, got {detail!r}")
     series = _int(head, "series", "dheader")
