@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from actors.reduce.base import Batch, OutputSpec, OutputValue, Reducer, ReducerConfigError
 from actors.wire.model import Geometry
 
@@ -140,3 +142,40 @@ class ReducerChain:
             for name, value in r.outputs(prefix[r.name]).items():
                 out[self._output_names[(r.name, name)]] = value
         return out
+
+
+def reconfigure_specs(specs: Sequence[Mapping[str, Any]], changes: Mapping[str, Any]
+                      ) -> tuple[dict[str, Any], ...]:
+    """Apply runtime parameter changes to reducer config entries (no geometry needed).
+
+    Names are ``setting`` (when exactly one reducer has that runtime setting) or
+    ``reducer.setting``; values are validated by the reducer's settings model.
+    """
+    from actors.reduce.registry import reducer_class
+
+    classes = [reducer_class(str(spec["type"])) for spec in specs]
+    names = [str(spec.get("name", spec["type"])) for spec in specs]
+    counts = Counter(s for cls in classes for s in cls.runtime_settings)
+    out = [dict(spec) for spec in specs]
+    for key, value in changes.items():
+        reducer, _, setting = key.rpartition(".")
+        targets = [i for i, (cls, name) in enumerate(zip(classes, names))
+                   if setting in cls.runtime_settings and reducer in ("", name)]
+        if not targets or (not reducer and counts[setting] > 1):
+            known = sorted({s if counts[s] == 1 else f"{n}.{s}" for cls, n in zip(classes, names)
+                            for s in cls.runtime_settings})
+            raise ReducerConfigError(f"unknown runtime parameter {key!r}; known: "
+                                     f"{', '.join(known) or '(none)'}")
+        i = targets[0]
+        out[i][setting] = value
+        settings = {k: v for k, v in out[i].items() if k not in ("type", "name")}
+        try:
+            classes[i].Settings.model_validate(settings)
+        except ValidationError as exc:
+            raise ReducerConfigError(f"parameter {key!r}: {_first_error(exc)}") from None
+    return tuple(out)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    return str(err["msg"])

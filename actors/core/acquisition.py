@@ -1,0 +1,75 @@
+"""Acquisition results and the per-acquisition bookkeeping of the results stage (pure)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from actors.core.chain import ReducerChain
+from actors.core.merger import BatchInfo, OrderedMerger
+from actors.reduce.base import OutputValue
+
+Outcome = Literal["finished", "aborted", "failed"]
+
+
+@dataclass
+class AcquisitionResult:
+    """What an acquisition produced: named outputs, its ledger and its file."""
+
+    acquisition: int
+    outcome: Outcome
+    outputs: dict[str, OutputValue]
+    ledger: dict[str, Any]
+    started: float
+    finished: float
+    file: str | None = None
+    error: str | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.finished - self.started
+
+
+@dataclass
+class Acquisition:
+    """The results stage's view of one running acquisition."""
+
+    acquisition: int
+    chain: ReducerChain
+    merger: OrderedMerger
+    started: float = field(default_factory=time.time)
+    expected_batches: int | None = None  # known once the ingest declares the end
+    ingest_ledger: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def begin(cls, acquisition: int, chain: ReducerChain,
+              carried: dict[str, Any] | None) -> Acquisition:
+        return cls(acquisition, chain, OrderedMerger(chain, carried))
+
+    def register(self, info: BatchInfo) -> None:
+        self.merger.register(info)
+
+    def skip(self, info: BatchInfo) -> None:
+        """A batch the ingest dropped (overflow) or gave up on: merged as empty."""
+        self.merger.register(BatchInfo(info.index, info.first_frame, info.last_frame, 0,
+                                       info.keys))
+        self.merger.add(info.index, self.chain.empty())
+
+    def end(self, batches: int, ingest_ledger: dict[str, Any]) -> None:
+        self.expected_batches = batches
+        self.ingest_ledger = ingest_ledger
+
+    @property
+    def complete(self) -> bool:
+        return (self.expected_batches is not None
+                and self.merger.merged_through == self.expected_batches - 1
+                and self.merger.outstanding == 0)
+
+    def result(self, outcome: Outcome = "finished", error: str | None = None
+               ) -> AcquisitionResult:
+        outputs = self.merger.outputs() if outcome != "aborted" else {}
+        ledger = {**self.ingest_ledger, "processed": self.merger.processed_frames,
+                  "processed_batches": self.merger.processed_batches}
+        return AcquisitionResult(self.acquisition, outcome, outputs, ledger, self.started,
+                                 time.time(), error=error)

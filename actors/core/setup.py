@@ -1,0 +1,59 @@
+"""Everything a worker needs to turn a :class:`FrameBatch` into partials, as one value.
+
+Built by the ingest once the frame geometry is known, stored once (``ray.put`` or pickled to
+the local workers), and cached by workers by identity, so a restarted worker rebuilds it
+from the same stored value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from actors.core.batch import FrameBatch
+from actors.core.chain import Partials, ReducerChain
+from actors.wire.model import Geometry
+from actors.wire.reorder import IndexArray, load_map
+
+
+@dataclass(frozen=True)
+class ChainSetup:
+    """Reducer specs + geometry + optional reorder map spec and pixel mask, versioned."""
+
+    acquisition: int
+    version: int
+    specs: tuple[dict[str, Any], ...]
+    geometry: Geometry
+    reorder: str = "none"
+    mask: npt.NDArray[np.bool_] | None = None
+    first_batch: int = 0  # batches with index >= first_batch use this version
+
+    def build(self) -> ReducerChain:
+        return ReducerChain.from_specs(self.specs, self.geometry)
+
+    def reorder_map(self) -> IndexArray | None:
+        return load_map(self.reorder, self.geometry.shape)
+
+
+@dataclass
+class Worker:
+    """A worker's cache of built chains (pure; wrapped by the Ray actor / worker process)."""
+
+    chains: dict[tuple[int, int], tuple[ReducerChain, IndexArray | None]] = field(
+        default_factory=dict)
+
+    def chain_for(self, setup: ChainSetup) -> tuple[ReducerChain, IndexArray | None]:
+        key = (setup.acquisition, setup.version)
+        if key not in self.chains:
+            if len(self.chains) > 8:  # keep the cache small across acquisitions
+                self.chains.pop(next(iter(self.chains)))
+            self.chains[key] = (setup.build(), setup.reorder_map())
+        return self.chains[key]
+
+    def process(self, batch: FrameBatch, states: dict[str, dict[int, Any]] | None,
+                setup: ChainSetup) -> Partials:
+        chain, rmap = self.chain_for(setup)
+        return chain.process(batch.to_batch(setup.mask, rmap), states)

@@ -1,0 +1,396 @@
+"""IngestActor: receive, account, batch, store once, dispatch with bounded work in flight.
+
+Only header parsing runs on this actor's event loop; raw pixels are copied once into a
+batch buffer, compressed payloads are concatenated, and each batch is ``ray.put`` once.
+Every batch is registered with the ResultsActor (which hands out the pedestal states it
+needs), processed by a ProcessingActor and merged; its ObjectRefs are released as soon as
+the merge is acknowledged, so the object store holds at most ``max_inflight`` batches.
+A batch whose worker died is sent again (to the restarted or another worker) from the
+object store: nothing lost, nothing counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from actors.config import PipelineConfig
+from actors.core.batch import AlternatingBuffers, BatchAssembler, FrameBatch
+from actors.core.chain import ReducerChain, reconfigure_specs
+from actors.core.merger import BatchInfo
+from actors.core.rates import RateMeter
+from actors.core.setup import ChainSetup
+from actors.stream.receiver import Receiver, ReceiverSettings
+from actors.wire.model import Geometry, Image, Message, SeriesEnd, SeriesStart
+
+logger = logging.getLogger(__name__)
+
+#: attempts per batch before it is given up (dropped with reason "processing_failed")
+MAX_ATTEMPTS = 5
+
+
+@dataclass
+class InFlight:
+    batch: FrameBatch
+    batch_ref: Any
+    states_ref: Any
+    setup_ref: Any
+    ack: asyncio.Future[Any]
+    worker: int
+    attempts: int = 1
+
+
+@dataclass
+class IngestAcquisition:
+    """The ingest's state for one acquisition."""
+
+    acquisition: int
+    specs: tuple[dict[str, Any], ...]
+    ledger_at_start: dict[str, Any]
+    started: float = field(default_factory=time.time)
+    chain: ReducerChain | None = None
+    setup: ChainSetup | None = None
+    setup_ref: Any = None
+    assembler: BatchAssembler | None = None
+    received: int = 0
+    dispatched_frames: int = 0
+    dispatched_batches: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    inflight: dict[int, InFlight] = field(default_factory=dict)
+    ending: bool = False
+
+
+class IngestCore:
+    """The ingest logic; the Ray actor below is a thin shell around it."""
+
+    def __init__(self, config: PipelineConfig, results: Any, workers: list[Any]) -> None:
+        self.config = config
+        self.results = results
+        self.workers = workers
+        src = config.source
+        self.receiver = Receiver(ReceiverSettings(
+            src.endpoint, src.socket_kind, src.protocol,
+            geometry=src.geometry.to_geometry() if src.geometry else None, bind=src.bind,
+            hwm=src.hwm, accept_incomplete=src.accept_incomplete, name="ingest"))
+        self.specs: tuple[dict[str, Any], ...] = tuple(dict(s) for s in config.reducers)
+        self.acq: IngestAcquisition | None = None
+        self.idle_dropped = 0
+        self.fault: str | None = None
+        self.series_mask: np.ndarray[Any, Any] | None = None
+        self.rate = RateMeter()
+        self._buffers = AlternatingBuffers()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._reaper_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._finished = asyncio.Event()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def open(self) -> None:
+        self.receiver.open()
+        loop = asyncio.get_running_loop()
+        self._loop_task = loop.create_task(self._receive_loop(), name="ingest receive")
+        self._reaper_task = loop.create_task(self._reap_loop(), name="ingest reaper")
+
+    async def close(self) -> None:
+        for task in (self._loop_task, self._reaper_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.receiver.close()
+
+    # -- commands -----------------------------------------------------------------------------
+    def start(self, acquisition: int) -> None:
+        if self.acq is not None:
+            raise RuntimeError(f"acquisition {self.acq.acquisition} is still running")
+        self.acq = IngestAcquisition(acquisition, self.specs, self.receiver.ledger.snapshot())
+        self._finished.clear()
+        logger.info("acquisition %d started", acquisition)
+
+    async def stop(self, acquisition: int) -> None:
+        """No more frames for this acquisition: flush, then declare the end."""
+        acq = self.acq
+        if acq is not None and acq.acquisition == acquisition:
+            await self._end(acq, "stop")
+
+    async def abort(self, acquisition: int) -> None:
+        acq = self.acq
+        if acq is None or acq.acquisition != acquisition:
+            return
+        self.acq = None
+        pending = acq.assembler.discard() if acq.assembler else 0
+        acq.dropped["aborted"] += pending + sum(f.batch.n for f in acq.inflight.values())
+        acq.inflight.clear()
+        await self.results.abort.remote(acquisition, self._ledger(acq))
+        self._finished.set()
+
+    async def set(self, changes: dict[str, Any]) -> int | None:
+        """Apply runtime parameters; returns the first batch index they apply to (None when
+        no acquisition is configured yet: they apply to the next one)."""
+        self.specs = reconfigure_specs(self.specs, changes)
+        acq = self.acq
+        if acq is None:
+            return None
+        acq.specs = self.specs
+        if acq.chain is None or acq.assembler is None or acq.setup is None:
+            return None  # not configured yet: the first batch will use the new specs
+        # the open batch was assembled under the old settings: close it at the boundary
+        await self._dispatch_closed(acq, acq.assembler.flush())
+        first = acq.assembler.next_index
+        acq.setup = ChainSetup(acq.acquisition, acq.setup.version + 1, self.specs,
+                               acq.setup.geometry, acq.setup.reorder, acq.setup.mask, first)
+        acq.chain = acq.setup.build()
+        acq.setup_ref = ray.put(acq.setup)
+        await self.results.reconfigure.remote(acq.setup_ref)
+        logger.info("parameters %s apply from batch %d", changes, first)
+        return first
+
+    async def wait_finished(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._finished.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- receiving ------------------------------------------------------------------------------
+    async def _receive_loop(self) -> None:
+        delay = self.config.batch.max_delay
+        while True:
+            acq = self.acq
+            timeout = None
+            if acq is not None and acq.assembler is not None and acq.assembler.pending:
+                timeout = max(0.0, delay - acq.assembler.age)
+            msg = await self.receiver.recv(timeout=timeout if timeout is not None else 0.2)
+            try:
+                acq = self.acq
+                if acq is not None and acq.assembler is not None and acq.assembler.pending \
+                        and acq.assembler.age >= delay:
+                    await self._dispatch_closed(acq, acq.assembler.flush())
+                if msg is not None:
+                    await self._handle(msg)
+            except Exception as exc:  # keep receiving; report the fault in the status
+                self.fault = f"{type(exc).__name__}: {exc}"
+                logger.exception("ingest failed to handle a message")
+
+    async def _handle(self, msg: Message) -> None:
+        acq = self.acq
+        if isinstance(msg, SeriesStart):
+            mask = msg.arrays.get("pixel_mask")
+            self.series_mask = None if mask is None else np.asarray(mask) != 0
+            return
+        if isinstance(msg, SeriesEnd):
+            if acq is not None and not acq.ending and acq.received:
+                await self._end(acq, "end of series")
+            return
+        assert isinstance(msg, Image)
+        if acq is None or acq.ending:
+            self.idle_dropped += 1
+            return
+        acq.received += 1
+        if acq.assembler is None:
+            await self._configure(acq, msg)
+        assert acq.assembler is not None
+        try:
+            closed = acq.assembler.add(msg)
+        except ValueError as exc:  # e.g. a missing channel: count, keep going
+            acq.dropped["bad_channel"] += 1
+            logger.warning("frame %d dropped: %s", msg.frame, exc)
+            return
+        if closed is not None:
+            await self._dispatch_closed(acq, closed)
+
+    async def _configure(self, acq: IngestAcquisition, first: Image) -> None:
+        """The first frame fixes the geometry: build, store and announce the chain setup."""
+        src = self.config.source
+        payload = first.channels.get(src.channel, first.payload) if src.channel else \
+            first.payload
+        geometry = Geometry(payload.shape[0], payload.shape[1], payload.dtype)
+        mask = self.series_mask if self.series_mask is not None and \
+            self.series_mask.shape == geometry.shape else None
+        acq.setup = ChainSetup(acq.acquisition, 0, acq.specs, geometry, src.reorder, mask)
+        acq.chain = acq.setup.build()
+        acq.setup_ref = ray.put(acq.setup)
+        acq.assembler = BatchAssembler(acq.acquisition, geometry, self.config.batch.max_frames,
+                                       acq.chain.epochs, src.channel, self._buffers)
+        await self.results.begin.remote(acq.setup_ref)
+
+    # -- dispatching ------------------------------------------------------------------------------
+    async def _dispatch_closed(self, acq: IngestAcquisition, batch: FrameBatch | None) -> None:
+        if batch is None:
+            return
+        assert acq.chain is not None
+        info = BatchInfo(batch.index, batch.first_frame, batch.last_frame, batch.n,
+                         acq.chain.state_needed(batch.first_frame, batch.last_frame))
+        if len(acq.inflight) >= self.config.max_inflight:
+            if self.config.overflow == "drop":
+                acq.dropped["overflow"] += batch.n
+                await self.results.skip.remote(acq.acquisition, info)
+                return
+            await self._wait_for_room(acq)
+        batch_ref = ray.put(batch)  # the one copy into the object store
+        states_ref = self.results.register.remote(acq.acquisition, info)
+        self._send(acq, batch, batch_ref, states_ref, attempts=1)
+        acq.dispatched_frames += batch.n
+        acq.dispatched_batches += 1
+
+    def _send(self, acq: IngestAcquisition, batch: FrameBatch, batch_ref: Any, states_ref: Any,
+              attempts: int, avoid: int | None = None) -> None:
+        load = Counter(f.worker for f in acq.inflight.values())
+        candidates = [i for i in range(len(self.workers)) if i != avoid] or [avoid or 0]
+        worker = min(candidates, key=lambda i: (load[i], (i - batch.index) % len(self.workers)))
+        partial_ref = self.workers[worker].process.remote(batch_ref, states_ref, acq.setup_ref)
+        ack_ref = self.results.merge.remote(acq.acquisition, batch.index, partial_ref)
+        acq.inflight[batch.index] = InFlight(batch, batch_ref, states_ref, acq.setup_ref,
+                                             asyncio.wrap_future(ack_ref.future()), worker,
+                                             attempts)
+        self._wake.set()
+
+    async def _wait_for_room(self, acq: IngestAcquisition) -> None:
+        """overflow=block: stop reading until a batch in flight finishes."""
+        while len(acq.inflight) >= self.config.max_inflight and self.acq is acq:
+            futures = [f.ack for f in acq.inflight.values()]
+            await asyncio.wait(futures, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            self._reap(acq)
+
+    async def _reap_loop(self) -> None:
+        """Release finished batches promptly and resend those whose worker died."""
+        while True:
+            acq = self.acq
+            if acq is None or not acq.inflight:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                continue
+            await asyncio.wait([f.ack for f in acq.inflight.values()], timeout=1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+            self._reap(acq)
+            if acq.ending and not acq.inflight and self.acq is acq:
+                await self._declare_end(acq)
+
+    def _reap(self, acq: IngestAcquisition) -> None:
+        for index, f in list(acq.inflight.items()):
+            if not f.ack.done():
+                continue
+            del acq.inflight[index]  # drops the refs: the object store frees the batch
+            exc = f.ack.exception()
+            if exc is None:
+                continue
+            if f.attempts >= MAX_ATTEMPTS or not _is_worker_failure(exc):
+                logger.error("batch %d (frames %d..%d) failed after %d attempt(s): %s", index,
+                             f.batch.first_frame, f.batch.last_frame, f.attempts, exc)
+                acq.dropped["processing_failed"] += f.batch.n
+                self.results.give_up.remote(acq.acquisition, index)
+                continue
+            logger.warning("worker %d failed on batch %d (%s); sending it again", f.worker,
+                           index, type(exc).__name__)
+            self._send(acq, f.batch, f.batch_ref, f.states_ref, f.attempts + 1,
+                       avoid=f.worker)
+
+    # -- ending ---------------------------------------------------------------------------------
+    async def _end(self, acq: IngestAcquisition, why: str) -> None:
+        if acq.ending:
+            return
+        if acq.assembler is not None:
+            await self._dispatch_closed(acq, acq.assembler.flush())
+        acq.ending = True
+        logger.info("acquisition %d ending (%s): %d frames received", acq.acquisition, why,
+                    acq.received)
+        if not acq.inflight:
+            await self._declare_end(acq)
+        else:
+            self._wake.set()
+
+    async def _declare_end(self, acq: IngestAcquisition) -> None:
+        if self.acq is not acq:
+            return
+        self.acq = None
+        batches = acq.assembler.next_index if acq.assembler else 0
+        await self.results.end.remote(acq.acquisition, batches, self._ledger(acq))
+        self._finished.set()
+
+    # -- status ----------------------------------------------------------------------------------
+    def _ledger(self, acq: IngestAcquisition) -> dict[str, Any]:
+        now = self.receiver.ledger.snapshot()
+        start = acq.ledger_at_start
+        rejected = Counter(now["rejected"])
+        rejected.subtract(start["rejected"])
+        return {
+            "acquisition": acq.acquisition,
+            "received": acq.received,
+            "dispatched": acq.dispatched_frames,
+            "dispatched_batches": acq.dispatched_batches,
+            "pending": acq.assembler.pending if acq.assembler else 0,
+            "inflight_batches": len(acq.inflight),
+            "dropped": dict(+acq.dropped),
+            "dropped_total": sum(acq.dropped.values()),
+            "lost": now["lost"] - start["lost"],
+            "rejected": dict(+rejected),
+            "rejected_total": now["rejected_total"] - start["rejected_total"],
+        }
+
+    def status(self) -> dict[str, Any]:
+        acq = self.acq
+        base: dict[str, Any] = {
+            "state": "idle" if acq is None else ("draining" if acq.ending else "running"),
+            "acquisition": acq.acquisition if acq else None,
+            "receiver": self.receiver.ledger.snapshot(),
+            "idle_dropped": self.idle_dropped,
+            "frame_rate": self.rate.update(self.receiver.ledger.received),
+            "geometry": self.receiver.geometry,
+            "fault": self.fault,
+        }
+        if acq is not None:
+            base["ledger"] = self._ledger(acq)
+        return base
+
+
+def _is_worker_failure(exc: BaseException) -> bool:
+    """A dead or unreachable worker (retry elsewhere), not an error in the reducers."""
+    if isinstance(exc, RayActorError):
+        return True
+    if isinstance(exc, RayTaskError):
+        cause = getattr(exc, "cause", None)
+        return isinstance(cause, RayActorError)
+    return False
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class IngestActor:
+    """The async Ray actor around :class:`IngestCore`."""
+
+    def __init__(self, config: PipelineConfig, results: Any, workers: list[Any]) -> None:
+        self.core = IngestCore(config, results, workers)
+
+    async def open(self) -> dict[str, Any]:
+        await self.core.open()
+        return {"node_id": ray.get_runtime_context().get_node_id()}
+
+    async def close(self) -> None:
+        await self.core.close()
+
+    async def start(self, acquisition: int) -> None:
+        self.core.start(acquisition)
+
+    async def stop(self, acquisition: int) -> None:
+        await self.core.stop(acquisition)
+
+    async def abort(self, acquisition: int) -> None:
+        await self.core.abort(acquisition)
+
+    async def set(self, changes: dict[str, Any]) -> int | None:
+        return await self.core.set(changes)
+
+    async def wait_finished(self, timeout: float) -> bool:
+        return await self.core.wait_finished(timeout)
+
+    async def status(self) -> dict[str, Any]:
+        return self.core.status()

@@ -1,0 +1,163 @@
+"""ResultsActor: merges partials in batch order, hands out pedestal states, finalises."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import ray
+
+from actors.core.acquisition import Acquisition, AcquisitionResult
+from actors.core.chain import Partials
+from actors.core.merger import BatchInfo
+from actors.core.setup import ChainSetup
+
+logger = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class ResultsActor:
+    """The single owner of merged results (async actor: all methods share one loop)."""
+
+    def __init__(self, keep: int = 16) -> None:
+        self.current: Acquisition | None = None
+        self.carried: dict[str, Any] | None = None
+        self.done: dict[int, AcquisitionResult] = {}
+        self.keep = keep
+        self._changed = asyncio.Condition()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _acq(self, acquisition: int) -> Acquisition | None:
+        cur = self.current
+        return cur if cur is not None and cur.acquisition == acquisition else None
+
+    # -- acquisition lifecycle (called by the ingest) --------------------------------------
+    async def begin(self, setup: ChainSetup) -> None:
+        if self.current is not None:
+            logger.warning("acquisition %d replaced by %d before it ended",
+                           self.current.acquisition, setup.acquisition)
+        self.current = Acquisition.begin(setup.acquisition, setup.build(), self.carried)
+        await self._notify()
+
+    async def reconfigure(self, setup: ChainSetup) -> None:
+        acq = self._acq(setup.acquisition)
+        if acq is not None:
+            acq.chain = acq.merger.chain = setup.build()
+
+    async def register(self, acquisition: int, info: BatchInfo,
+                       timeout: float = 600.0) -> dict[str, dict[int, Any]] | None:
+        """Register a batch; returns the states it needs once they are published."""
+        acq = self._acq(acquisition)
+        if acq is None:
+            return None  # aborted meanwhile: the batch will be discarded
+        acq.register(info)
+        if not info.keys:
+            return None
+        async with asyncio.timeout(timeout), self._changed:
+            while (states := acq.merger.states_for(info.index)) is None:
+                await self._changed.wait()
+                if self._acq(acquisition) is None:
+                    return None
+        return states
+
+    async def merge(self, acquisition: int, index: int, partial: Partials) -> int:
+        """A finished partial; returns the acquisition's processed-frame count."""
+        acq = self._acq(acquisition)
+        if acq is None:
+            return -1
+        acq.merger.add(index, partial)
+        await self._finish_if_complete(acq)
+        await self._notify()
+        return acq.merger.processed_frames
+
+    async def skip(self, acquisition: int, info: BatchInfo) -> None:
+        acq = self._acq(acquisition)
+        if acq is not None:
+            acq.skip(info)
+            await self._finish_if_complete(acq)
+            await self._notify()
+
+    async def give_up(self, acquisition: int, index: int) -> None:
+        """A registered batch that could not be processed: merged as empty, not counted."""
+        acq = self._acq(acquisition)
+        if acq is not None:
+            acq.merger.add(index, acq.chain.empty(), count=False)
+            await self._finish_if_complete(acq)
+            await self._notify()
+
+    async def end(self, acquisition: int, batches: int, ingest_ledger: dict[str, Any]) -> None:
+        """The ingest will send no more batches for this acquisition."""
+        acq = self._acq(acquisition)
+        if acq is None:
+            if acquisition not in self.done:  # no frame arrived: an empty result
+                now = time.time()
+                self._store(AcquisitionResult(acquisition, "finished", {}, {
+                    **ingest_ledger, "processed": 0, "processed_batches": 0}, now, now))
+                await self._notify()
+            return
+        acq.end(batches, ingest_ledger)
+        await self._finish_if_complete(acq)
+        await self._notify()
+
+    async def abort(self, acquisition: int, ingest_ledger: dict[str, Any]) -> None:
+        acq = self._acq(acquisition)
+        if acq is None:
+            return
+        acq.ingest_ledger = ingest_ledger
+        self._store(acq.result("aborted"))
+        self.current = None
+        await self._notify()
+
+    async def _finish_if_complete(self, acq: Acquisition) -> None:
+        if not acq.complete:
+            return
+        self.carried = acq.merger.carry_over()
+        result = acq.result("finished")
+        self._store(result)
+        self.current = None
+        logger.info("acquisition %d finished: %d frames processed in %.2f s",
+                    acq.acquisition, result.ledger["processed"], result.duration)
+
+    def _store(self, result: AcquisitionResult) -> None:
+        self.done[result.acquisition] = result
+        while len(self.done) > self.keep:
+            self.done.pop(next(iter(self.done)))
+
+    # -- queries (driver, Tango) -----------------------------------------------------------
+    async def wait(self, acquisition: int, timeout: float) -> AcquisitionResult | None:
+        """The result of an acquisition once it has ended (None on timeout)."""
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                while acquisition not in self.done:
+                    await self._changed.wait()
+        except TimeoutError:
+            return None
+        return self.done[acquisition]
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Current outputs (running acquisition, else the last finished one) + counters."""
+        cur = self.current
+        if cur is not None:
+            return {"acquisition": cur.acquisition, "running": True,
+                    "outputs": cur.merger.outputs(),
+                    "processed": cur.merger.processed_frames, "time": time.time()}
+        if self.done:
+            last = self.done[next(reversed(self.done))]
+            return {"acquisition": last.acquisition, "running": False,
+                    "outputs": last.outputs, "processed": last.ledger.get("processed", 0),
+                    "time": last.finished}
+        return {"acquisition": None, "running": False, "outputs": {}, "processed": 0,
+                "time": time.time()}
+
+    async def processed(self) -> int:
+        cur = self.current
+        return cur.merger.processed_frames if cur is not None else 0
+
+    async def reset_pedestal(self) -> None:
+        """Forget the state carried between acquisitions (the next one starts fresh)."""
+        self.carried = None
