@@ -1,0 +1,1 @@
+"""Generic reducers: sum / mean / max images, per-frame totals, ROIs, radial profile, hits."""

@@ -1,0 +1,158 @@
+"""Accumulated images: ``sum`` (exact), ``mean`` (per-pixel over valid frames) and ``max``.
+
+Outputs (``<name>`` is the reducer instance name): ``<name>`` the image and
+``<name>_frames`` the number of frames. Excluded pixels (mask, saturation) never
+contribute; a pixel that was never valid reads 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from actors.reduce.base import Batch, OutputSpec, OutputValue, Reducer, readonly
+from actors.reduce.generic.pixels import (
+    PixelSettings,
+    accumulator_dtype,
+    cleaned,
+    saturation_limit,
+    valid_counts,
+    valid_pixels,
+)
+from actors.wire.model import Geometry
+
+
+class ImageSettings(PixelSettings):
+    """Settings of the sum / mean / max image reducers."""
+
+
+@dataclass(frozen=True, eq=False)
+class ImagePartial:
+    """``image`` (None until the first frame), per-pixel valid ``count``, ``frames``."""
+
+    image: npt.NDArray[Any] | None = None
+    count: npt.NDArray[np.int64] | None = None
+    frames: int = 0
+
+
+def _add(x: npt.NDArray[Any] | None, y: npt.NDArray[Any] | None) -> npt.NDArray[Any] | None:
+    if x is None:
+        return y
+    if y is None:
+        return x
+    return readonly(x + y)
+
+
+class _ImageReducer(Reducer[ImageSettings, ImagePartial]):
+    Settings = ImageSettings
+    runtime_settings = frozenset({"saturation_value"})
+    unit = "counts"
+    description = ""
+
+    def __init__(self, settings: ImageSettings, geometry: Geometry, *,
+                 name: str | None = None):
+        super().__init__(settings, geometry, name=name)
+        self._limit = saturation_limit(geometry.dtype, settings.saturation_value)
+        self._acc = accumulator_dtype(geometry.dtype)
+
+    def outputs_spec(self) -> list[OutputSpec]:
+        return [OutputSpec(self.name, "image", self._image_dtype(), self.geometry.shape,
+                           self.unit, self.description),
+                OutputSpec(f"{self.name}_frames", "scalar", "int64", (), "",
+                           "frames accumulated")]
+
+    def _image_dtype(self) -> str:
+        return np.dtype(self._acc).name
+
+    def empty(self) -> ImagePartial:
+        return ImagePartial()
+
+    def merge(self, a: ImagePartial, b: ImagePartial) -> ImagePartial:
+        return ImagePartial(_add(a.image, b.image), _add(a.count, b.count), a.frames + b.frames)
+
+    def _valid(self, batch: Batch) -> npt.NDArray[np.bool_] | None:
+        if batch.frames.shape[1:] != self.geometry.shape:
+            raise ValueError(f"reducer {self.name!r}: frame shape {batch.frames.shape[1:]} "
+                             f"!= geometry {self.geometry.shape}")
+        return valid_pixels(batch, self._limit)
+
+    def _image(self, partial: ImagePartial) -> npt.NDArray[Any]:
+        if partial.image is None:
+            return np.zeros(self.geometry.shape, self._image_dtype())
+        return np.array(partial.image)
+
+    def outputs(self, partial: ImagePartial) -> dict[str, OutputValue]:
+        return {self.name: self._image(partial), f"{self.name}_frames": partial.frames}
+
+
+class SumReducer(_ImageReducer):
+    """Sum image, exact: int64 for integer detectors, float64 for float detectors."""
+
+    type_name = "sum"
+    description = "sum over frames of the valid pixels"
+
+    def process(self, batch: Batch, state: Mapping[int, Any] | None = None) -> ImagePartial:
+        valid = self._valid(batch)
+        image = np.add.reduce(cleaned(batch, valid), axis=0, dtype=self._acc)
+        return ImagePartial(readonly(image), None, batch.n)
+
+
+class MeanReducer(_ImageReducer):
+    """Mean image: per pixel, the sum over the frames in which it is valid / their count."""
+
+    type_name = "mean"
+    description = "mean over the frames in which the pixel is valid"
+
+    def _image_dtype(self) -> str:
+        return "float64"
+
+    def process(self, batch: Batch, state: Mapping[int, Any] | None = None) -> ImagePartial:
+        valid = self._valid(batch)
+        image = np.add.reduce(cleaned(batch, valid), axis=0, dtype=self._acc)
+        return ImagePartial(readonly(image), readonly(valid_counts(batch, valid)), batch.n)
+
+    def _image(self, partial: ImagePartial) -> npt.NDArray[Any]:
+        out = np.zeros(self.geometry.shape)
+        if partial.image is None or partial.count is None:
+            return out
+        np.divide(partial.image, partial.count, out=out, where=partial.count > 0)
+        return out
+
+
+class MaxReducer(_ImageReducer):
+    """Maximum image over the valid pixels of all frames (detector dtype)."""
+
+    type_name = "max"
+    description = "maximum over frames of the valid pixels"
+
+    def _image_dtype(self) -> str:
+        return self.geometry.dtype
+
+    def process(self, batch: Batch, state: Mapping[int, Any] | None = None) -> ImagePartial:
+        valid = self._valid(batch)
+        dt = batch.frames.dtype
+        low = np.iinfo(dt).min if dt.kind in "ui" else -np.inf
+        frames = batch.frames if valid is None else np.where(valid, batch.frames, low)
+        image = np.maximum.reduce(frames, axis=0)
+        count = valid_counts(batch, valid) if valid is not None else None
+        return ImagePartial(readonly(image.astype(dt, copy=False)), count, batch.n)
+
+    def merge(self, a: ImagePartial, b: ImagePartial) -> ImagePartial:
+        if a.image is None:
+            return ImagePartial(b.image, b.count, a.frames + b.frames)
+        if b.image is None:
+            return ImagePartial(a.image, a.count, a.frames + b.frames)
+        # count None: every pixel was valid in some frame
+        count = None if a.count is None or b.count is None else _add(a.count, b.count)
+        return ImagePartial(readonly(np.maximum(a.image, b.image)), count,
+                            a.frames + b.frames)
+
+    def _image(self, partial: ImagePartial) -> npt.NDArray[Any]:
+        img = super()._image(partial)
+        if partial.count is not None:
+            img[partial.count == 0] = 0
+        return img
