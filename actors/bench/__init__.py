@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): throughput of the pure parts against a ceiling in the same run."""
