@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.reduce.base import Batch, Reducer
-from actors.reduce.moench.classify import numba_available
+from actors.reduce.jit import Backend, numba_available
 from actors.reduce.moench.pedestal import EpochSamples, PedestalState
 from actors.reduce.moench.reducer import MoenchReducer
 from actors.reduce.moench.settings import MoenchSettings
@@ -49,7 +49,8 @@ def moench_like(rng: np.random.Generator, n: int, shape: tuple[int, int],
     flat = x.reshape(n, -1)
     for t in range(n):
         flat[t, rng.integers(0, flat.shape[1], photons)] += 110.0
-    return np.clip(np.rint(x), 0, 65535).astype(np.uint16)
+    out: npt.NDArray[np.uint16] = np.clip(np.rint(x), 0, 65535).astype(np.uint16)
+    return out
 
 
 def _timed(fn: Callable[[], None], repeat: int) -> float:
@@ -103,7 +104,7 @@ def bench_moench(rng: np.random.Generator, batches: int, batch: int,
     ceiling = _ceiling(pool, np.float64, repeat)
     meta = {"frame": "400x400 uint16", "batch": batch, "ceiling_op": "np.add(acc_f64, frame)"}
     rows = []
-    backends = ["numba", "numpy"] if numba_available() else ["numpy"]
+    backends: list[Backend] = ["numba", "numpy"] if numba_available() else ["numpy"]
     for backend in backends:
         for label, pattern, ped_img in (("pump-probe", "up p", False),
                                         ("pedestal", "ped", True)):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from actors.reduce.base import Batch, ReducerConfigError, Series
-from actors.reduce.moench.classify import classify, numba_available
+from actors.reduce.jit import numba_available
+from actors.reduce.moench.classify import classify
 from actors.reduce.moench.pedestal import EpochSamples, PedestalState
 from actors.reduce.moench.reducer import MoenchReducer
 from actors.reduce.moench.settings import MoenchSettings

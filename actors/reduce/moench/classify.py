@@ -23,21 +23,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from actors.reduce.jit import Backend, jit, numba_available, resolve_backend
+
 logger = logging.getLogger(__name__)
 
-Backend = Literal["auto", "numba", "numpy"]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-
-try:
-    import numba
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    numba = None  # type: ignore[assignment]
 
 #: rows per band of the numba kernel (its working set stays in L2 across the frames)
 BAND_ROWS = 8
@@ -66,18 +62,6 @@ class Flags:
     thresholded: bool = True
     counting: bool = True
     update: bool = True
-
-
-def numba_available() -> bool:
-    return numba is not None
-
-
-def resolve_backend(backend: Backend) -> Literal["numba", "numpy"]:
-    if backend == "auto":
-        return "numba" if numba is not None else "numpy"
-    if backend == "numba" and numba is None:
-        raise RuntimeError("numba back end requested but numba is not importable")
-    return backend
 
 
 def process_segment(frames: npt.NDArray[Any], types: npt.NDArray[np.int8], mu: F64,
@@ -197,14 +181,7 @@ def _fill_row_py(frames: Any, t: int, j: int, mu: Any, P: Any, H3: Any, HM: Any,
         H2[s, k] = P[s, k] + P[s, k + 1]
 
 
-def _jit(fn: Callable[..., None]) -> Callable[..., None]:
-    """numba-compile ``fn`` lazily (at first call), single-threaded, releasing the GIL."""
-    if numba is None:
-        return fn
-    return cast(Callable[..., None], numba.njit(nogil=True, cache=False)(fn))
-
-
-_fill_row = _jit(_fill_row_py)
+_fill_row = jit(_fill_row_py)
 
 
 def _classify_row_py(Pu: Any, Pm: Any, Pd: Any, H3u: Any, H3m: Any, H3d: Any, HMu: Any,
@@ -223,7 +200,7 @@ def _classify_row_py(Pu: Any, Pm: Any, Pd: Any, H3u: Any, H3m: Any, H3d: Any, HM
         is0[c] = np.float64(not_neg & (m <= th) & (q <= 2.0 * th) & (tot <= 3.0 * th))
 
 
-_classify_row = _jit(_classify_row_py)
+_classify_row = jit(_classify_row_py)
 
 
 def _kernel_py(frames: Any, types: Any, mu: Any, thr: Any, threshold: float, do_analog: bool,
@@ -295,10 +272,10 @@ def _kernel_py(frames: Any, types: Any, mu: Any, thr: Any, threshold: float, do_
             photons[t] += found
 
 
-_kernel = _jit(_kernel_py)
+_kernel = jit(_kernel_py)
 
 
 def _kernel_entry() -> Callable[..., None]:
-    if numba is None:
+    if not numba_available():
         raise RuntimeError("numba is not importable")
     return _kernel

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from actors.reduce.base import Batch, OutputSpec, OutputValue, Reducer, readonly
-from actors.reduce.moench.classify import Accumulators, Backend, Flags, process_segment
+from actors.reduce.jit import Backend
+from actors.reduce.moench.classify import Accumulators, Flags, process_segment
 from actors.reduce.moench.partial import (
     MoenchPartial,
     final_state,

@@ -1,0 +1,33 @@
+"""Optional numba: lazy, single-threaded, GIL-releasing compilation with a numpy fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, cast
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    numba = None  # type: ignore[assignment]
+
+Backend = Literal["auto", "numba", "numpy"]
+
+
+def numba_available() -> bool:
+    return numba is not None
+
+
+def resolve_backend(backend: Backend) -> Literal["numba", "numpy"]:
+    if backend == "auto":
+        return "numba" if numba is not None else "numpy"
+    if backend == "numba" and numba is None:
+        raise RuntimeError("numba back end requested but numba is not importable")
+    return backend
+
+
+def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """numba-compile ``fn`` lazily (at first call), single-threaded, releasing the GIL;
+    ``fn`` itself when numba is missing (callers then use their numpy path)."""
+    if numba is None:
+        return fn
+    return cast(Callable[..., Any], numba.njit(nogil=True, cache=False)(fn))
