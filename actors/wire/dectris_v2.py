@@ -201,6 +201,8 @@ def _payload(value: Any, where: str) -> Payload:
         raise DecodeError(Reason.BAD_HEADER, f"{where}: image data must be 2-D, got dims "
                                              f"{list(arr.dims)}")
     rows, cols = arr.dims
+    if rows < 1 or cols < 1:
+        raise DecodeError(Reason.BAD_HEADER, f"{where}: empty image dims {list(arr.dims)}")
     dtype = arr.dtype.newbyteorder("=").name
     if dtype not in PIXEL_DTYPES:  # pragma: no cover - every typed-array tag maps to one
         raise DecodeError(Reason.UNSUPPORTED, f"{where}: pixel type {arr.dtype}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -131,6 +133,22 @@ def test_bslz4_compress_identical_to_hdf5_filter(tmp_path: Any, dtype: str,
     assert chunk == comp.bslz4_compress(arr)
     for decompress in DECOMPRESSORS:
         np.testing.assert_array_equal(decompress(chunk, dtype, arr.size).reshape(shape), arr)
+
+
+def test_fallback_selected_when_bitshuffle_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "bitshuffle", None)  # makes the import fail
+    spec = importlib.util.spec_from_file_location("compression_without_bitshuffle",
+                                                  comp.__file__)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert not module.HAVE_BITSHUFFLE and not module.C_DECOMPRESS_SAFE
+    arr = _data(20001, "uint16")
+    blob = module.bslz4_compress(arr)
+    assert blob == comp.bslz4_compress_fallback(arr)
+    np.testing.assert_array_equal(module.bslz4_decompress(blob, "uint16", arr.size), arr)
+    np.testing.assert_array_equal(module.bslz4_decompress(comp.bslz4_compress(arr), "uint16",
+                                                          arr.size), arr)
 
 
 def test_c_path_without_fast_decoder(monkeypatch: pytest.MonkeyPatch) -> None:

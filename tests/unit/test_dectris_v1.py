@@ -393,6 +393,7 @@ def test_fuzz_corpus_only_decode_errors() -> None:
         try:
             message = v1.decode(parts)
             if isinstance(message, Image):
+                assert message.geometry.rows >= 1
                 for payload in message.channels.values():
                     out = decode_pixels(payload)
                     assert out.shape == payload.shape

@@ -470,6 +470,7 @@ def test_specific_rejections() -> None:
     _expect(Reason.BAD_HEADER, with_channel(Tag(40, [dims])))
     _expect(Reason.BAD_HEADER, with_channel(Tag(40, [[5, 7, 1], typed])))
     _expect(Reason.BAD_HEADER, with_channel(Tag(40, [[5, -7], typed])))
+    _expect(Reason.BAD_HEADER, with_channel(Tag(40, [[0, 7], Tag(69, b"")])))
     _expect(Reason.BAD_HEADER, with_channel(Tag(40, [[5, 7], Tag(69, "text")])))
     _expect(Reason.BAD_HEADER, with_channel(Tag(40, [[5, 7], Tag(999, b"")])))
     _expect(Reason.SIZE_MISMATCH, with_channel(Tag(40, [[5, 8], typed])))
@@ -603,6 +604,7 @@ def test_fuzz_corpus_only_decode_errors() -> None:
         try:
             message = v2.decode(parts)
             if isinstance(message, Image):
+                assert message.geometry.rows >= 1
                 for payload in message.channels.values():
                     assert decode_pixels(payload).shape == payload.shape
         except DecodeError as exc:
