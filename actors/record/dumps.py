@@ -2,8 +2,6 @@
 
 Formats (auto-detected per record):
 
-(cbor2 >= 6 decodes arrays inside tags as tuples and maps as frozendicts; both are accepted.)
-
 * dranspose ingester dumps: a sequence of CBOR items ``tag 42877 [event_number,
   {stream_name: tag 42878 [stream_type, [part, ...]]}, ...]``, optionally wrapped in the
   self-describe tag 55799; every stream of every event is one message;
@@ -11,13 +9,14 @@ Formats (auto-detected per record):
   multipart message;
 * a ``.zip`` holding one ``.cbors`` file of either kind, streamed from the archive.
 
-Malformed files raise :class:`~actors.wire.errors.DecodeError` (``BAD_CBOR`` when a
-record does not parse, ``BAD_HEADER`` when it has the wrong structure).
+Records are read with ``cbor2`` (>= 6 decodes arrays inside tags as tuples and maps as
+frozendicts; both are accepted). Malformed files raise
+:class:`~actors.wire.errors.DecodeError` (``BAD_CBOR`` when a record does not parse,
+``BAD_HEADER`` when it has the wrong structure).
 """
 
 from __future__ import annotations
 
-import logging
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,8 +25,6 @@ from typing import IO, Any, Protocol, cast
 import cbor2
 
 from actors.wire.errors import DecodeError, Reason
-
-log = logging.getLogger(__name__)
 
 TAG_SELF_DESCRIBE = 55799
 TAG_EVENT = 42877  #: dranspose InternalWorkerMessage / EventData

@@ -19,14 +19,15 @@ and the C code reads from a zero-padded copy, so a corrupt block cannot make it 
 outside our buffer. That needs the bundled LZ4 >= 1.9.4, which checks match offsets; with
 an older or unknown LZ4 the blocks are decompressed by ``lz4.block`` (LZ4's safe decoder)
 and only the bit transpose runs in C. Without ``bitshuffle`` the pure NumPy + ``lz4.block``
-fallback (``*_fallback`` functions) runs; it produces and accepts the same bytes.
+fallback (``*_fallback`` functions) runs. It decodes the same bytes and bit-transposes
+identically; its LZ4 blocks come from ``lz4.block``, so they match the C library's byte for
+byte only when both bundle an LZ4 that compresses the same (they are always valid).
 """
 
 from __future__ import annotations
 
 import ctypes
 import importlib
-import logging
 import struct
 from typing import Any
 
@@ -36,8 +37,6 @@ import numpy.typing as npt
 
 from actors.wire.errors import DecodeError, Reason
 from actors.wire.model import Buffer
-
-log = logging.getLogger(__name__)
 
 _bitshuffle: Any
 try:
