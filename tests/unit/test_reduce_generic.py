@@ -10,6 +10,8 @@ import pytest
 
 from actors.reduce.base import Batch, Reducer, ReducerConfigError, Series
 from actors.reduce.cutter import BatchCutter, batch_boundary_needed
+from actors.reduce.generic import kernels as K
+from actors.reduce.jit import numba_available
 from actors.reduce.registry import build_reducer
 from actors.reduce.series import SeriesChunks
 from actors.wire.model import Geometry
@@ -236,3 +238,27 @@ def test_batch_cutter_with_lost_frames() -> None:
     assert batches == [[3, 4, 8, 12], [13], [25, 31, 45, 46], [52]]
     with pytest.raises(ValueError):
         cutter.add(40)
+
+
+# ------------------------------------------------------------------ back ends -----------
+@pytest.mark.skipif(not numba_available(), reason="numba not importable")
+@pytest.mark.parametrize("dtype", ["uint16", "uint32", "float32"])
+@pytest.mark.parametrize("with_mask, limit", [(False, None), (True, None), (True, 900)])
+def test_numba_and_numpy_kernels_agree(dtype: str, with_mask: bool, limit: int | None) -> None:
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 1000, (5, R, C)).astype(dtype)
+    mask = (rng.random((R, C)) < 0.1) if with_mask else None
+    lim = None if limit is None else np.dtype(dtype).type(limit)
+    acc = np.float64 if dtype == "float32" else np.int64
+    index = rng.integers(0, 7, R * C).astype(np.intp)
+    pairs = [(K.masked_sums(frames, mask, lim, acc, backend=b),
+              K.masked_max(frames, mask, lim, backend=b),
+              K.ring_sums(frames, mask, lim, index, 6, backend=b),
+              (K.count_above(frames, mask, lim, 500.5, backend=b),))
+             for b in ("numba", "numpy")]
+    for got, want in zip(*pairs):
+        for g, w in zip(got, want):
+            if w is None:
+                assert g is None
+            else:
+                np.testing.assert_allclose(g, w, rtol=1e-12)

@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from pydantic import Field
 
 from actors.reduce.base import Batch, OutputSpec, OutputValue, Reducer
-from actors.reduce.generic.pixels import PixelSettings, saturation_limit, valid_pixels
+from actors.reduce.generic.kernels import count_above
+from actors.reduce.generic.pixels import PixelSettings, saturation_limit
 from actors.reduce.series import SeriesChunks
 from actors.wire.model import Geometry
 
@@ -57,11 +57,7 @@ class HitsReducer(Reducer[HitsSettings, HitsPartial]):
         return HitsPartial(SeriesChunks("int64"), SeriesChunks("bool"))
 
     def process(self, batch: Batch, state: Mapping[int, Any] | None = None) -> HitsPartial:
-        above = batch.frames > self.settings.threshold
-        valid = valid_pixels(batch, self._limit)
-        if valid is not None:
-            above &= valid
-        pixels = np.count_nonzero(above.reshape(batch.n, -1), axis=1).astype(np.int64)
+        pixels = count_above(batch.frames, batch.mask, self._limit, self.settings.threshold)
         flags = pixels > self.settings.min_pixels
         fn = batch.frame_numbers
         return HitsPartial(SeriesChunks.of(fn, pixels, "int64"),

@@ -15,14 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.reduce.base import Batch, OutputSpec, OutputValue, Reducer, readonly
-from actors.reduce.generic.pixels import (
-    PixelSettings,
-    accumulator_dtype,
-    cleaned,
-    saturation_limit,
-    valid_counts,
-    valid_pixels,
-)
+from actors.reduce.generic.kernels import masked_max, masked_sums
+from actors.reduce.generic.pixels import PixelSettings, accumulator_dtype, saturation_limit
 from actors.wire.model import Geometry
 
 
@@ -74,11 +68,10 @@ class _ImageReducer(Reducer[ImageSettings, ImagePartial]):
     def merge(self, a: ImagePartial, b: ImagePartial) -> ImagePartial:
         return ImagePartial(_add(a.image, b.image), _add(a.count, b.count), a.frames + b.frames)
 
-    def _valid(self, batch: Batch) -> npt.NDArray[np.bool_] | None:
+    def _check(self, batch: Batch) -> None:
         if batch.frames.shape[1:] != self.geometry.shape:
             raise ValueError(f"reducer {self.name!r}: frame shape {batch.frames.shape[1:]} "
                              f"!= geometry {self.geometry.shape}")
-        return valid_pixels(batch, self._limit)
 
     def _image(self, partial: ImagePartial) -> npt.NDArray[Any]:
         if partial.image is None:
@@ -96,8 +89,8 @@ class SumReducer(_ImageReducer):
     description = "sum over frames of the valid pixels"
 
     def process(self, batch: Batch, state: Mapping[int, Any] | None = None) -> ImagePartial:
-        valid = self._valid(batch)
-        image = np.add.reduce(cleaned(batch, valid), axis=0, dtype=self._acc)
+        self._check(batch)
+        image, _, _ = masked_sums(batch.frames, batch.mask, self._limit, self._acc)
         return ImagePartial(readonly(image), None, batch.n)
 
 
@@ -111,9 +104,9 @@ class MeanReducer(_ImageReducer):
         return "float64"
 
     def process(self, batch: Batch, state: Mapping[int, Any] | None = None) -> ImagePartial:
-        valid = self._valid(batch)
-        image = np.add.reduce(cleaned(batch, valid), axis=0, dtype=self._acc)
-        return ImagePartial(readonly(image), readonly(valid_counts(batch, valid)), batch.n)
+        self._check(batch)
+        image, count, _ = masked_sums(batch.frames, batch.mask, self._limit, self._acc)
+        return ImagePartial(readonly(image), readonly(count), batch.n)
 
     def _image(self, partial: ImagePartial) -> npt.NDArray[Any]:
         out = np.zeros(self.geometry.shape)
@@ -133,13 +126,9 @@ class MaxReducer(_ImageReducer):
         return self.geometry.dtype
 
     def process(self, batch: Batch, state: Mapping[int, Any] | None = None) -> ImagePartial:
-        valid = self._valid(batch)
-        dt = batch.frames.dtype
-        low = np.iinfo(dt).min if dt.kind in "ui" else -np.inf
-        frames = batch.frames if valid is None else np.where(valid, batch.frames, low)
-        image = np.maximum.reduce(frames, axis=0)
-        count = valid_counts(batch, valid) if valid is not None else None
-        return ImagePartial(readonly(image.astype(dt, copy=False)), count, batch.n)
+        self._check(batch)
+        image, count = masked_max(batch.frames, batch.mask, self._limit)
+        return ImagePartial(readonly(image), count, batch.n)
 
     def merge(self, a: ImagePartial, b: ImagePartial) -> ImagePartial:
         if a.image is None:

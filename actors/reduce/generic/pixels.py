@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field
 
-from actors.reduce.base import Batch, ReducerSettings
+from actors.reduce.base import ReducerSettings
 
 
 class PixelSettings(ReducerSettings):
@@ -42,36 +42,9 @@ def saturation_limit(dtype: str, value: float | None) -> Any:
     return None if value is None else dt.type(value)
 
 
-def valid_pixels(batch: Batch, limit: Any) -> npt.NDArray[np.bool_] | None:
-    """(n, rows, cols) or broadcastable (1, rows, cols) validity; None when all are valid."""
-    valid: npt.NDArray[np.bool_] | None = None
-    if limit is not None:
-        valid = batch.frames < limit
-    if batch.mask is not None:
-        keep = ~batch.mask[None]
-        valid = keep if valid is None else valid & keep
-    return valid
-
-
-def cleaned(batch: Batch, valid: npt.NDArray[np.bool_] | None) -> npt.NDArray[Any]:
-    """The frames with excluded pixels set to 0 (the frames themselves when none are)."""
-    if valid is None:
-        return batch.frames
-    return np.where(valid, batch.frames, batch.frames.dtype.type(0))
-
-
-def valid_counts(batch: Batch, valid: npt.NDArray[np.bool_] | None) -> npt.NDArray[np.int64]:
-    """Per-pixel number of frames in which the pixel is valid."""
-    if valid is None:
-        return np.full(batch.frames.shape[1:], batch.n, np.int64)
-    counts = np.add.reduce(valid, axis=0, dtype=np.int64)
-    return np.broadcast_to(counts * (batch.n if valid.shape[0] == 1 else 1),
-                           batch.frames.shape[1:]).copy()
-
-
 def cleaned_block(frames: npt.NDArray[Any], mask: npt.NDArray[np.bool_] | None,
                   limit: Any) -> npt.NDArray[Any]:
-    """Like :func:`cleaned` for a block of frames ``(n, r, c)`` and its ``mask`` ``(r, c)``."""
+    """Frames ``(n, r, c)`` with pixels excluded by ``mask`` ``(r, c)`` or ``limit`` set to 0."""
     valid: npt.NDArray[np.bool_] | None = None
     if limit is not None:
         valid = frames < limit

@@ -21,7 +21,8 @@ import numpy.typing as npt
 from pydantic import Field, model_validator
 
 from actors.reduce.base import Batch, OutputSpec, OutputValue, Reducer, readonly
-from actors.reduce.generic.pixels import PixelSettings, saturation_limit, valid_pixels
+from actors.reduce.generic.kernels import ring_sums
+from actors.reduce.generic.pixels import PixelSettings, saturation_limit
 from actors.reduce.series import SeriesChunks
 from actors.wire.model import Geometry
 
@@ -117,22 +118,7 @@ class RadialReducer(Reducer[RadialSettings, RadialPartial]):
 
     def process(self, batch: Batch, state: Mapping[int, Any] | None = None) -> RadialPartial:
         nb = self.nbins
-        valid = valid_pixels(batch, self._limit)
-        idx = self.index
-        if batch.mask is not None:
-            idx = np.where(batch.mask.ravel(), nb, idx)
-        static = np.bincount(idx, minlength=nb + 1)[:nb].astype(np.int64)
-        sums = np.zeros((batch.n, nb))
-        counts = np.zeros((batch.n, nb), np.int64)
-        for t in range(batch.n):
-            frame = batch.frames[t].ravel()
-            if valid is not None and valid.shape[0] == batch.n:
-                ok = valid[t].ravel()
-                frame = np.where(ok, frame, 0)
-                counts[t] = np.bincount(idx, weights=ok, minlength=nb + 1)[:nb]
-            else:
-                counts[t] = static
-            sums[t] = np.bincount(idx, weights=frame, minlength=nb + 1)[:nb]
+        sums, counts = ring_sums(batch.frames, batch.mask, self._limit, self.index, nb)
         profiles = _ratio(sums, counts)
         fn = batch.frame_numbers
         return RadialPartial(

@@ -9,13 +9,8 @@ from typing import Any
 import numpy as np
 
 from actors.reduce.base import Batch, OutputSpec, OutputValue, Reducer
-from actors.reduce.generic.pixels import (
-    PixelSettings,
-    accumulator_dtype,
-    cleaned,
-    saturation_limit,
-    valid_pixels,
-)
+from actors.reduce.generic.kernels import masked_sums
+from actors.reduce.generic.pixels import PixelSettings, accumulator_dtype, saturation_limit
 from actors.reduce.series import SeriesChunks
 from actors.wire.model import Geometry
 
@@ -53,8 +48,7 @@ class TotalReducer(Reducer[TotalSettings, TotalPartial]):
         return TotalPartial(SeriesChunks(self._acc))
 
     def process(self, batch: Batch, state: Mapping[int, Any] | None = None) -> TotalPartial:
-        frames = cleaned(batch, valid_pixels(batch, self._limit))
-        per_frame = np.add.reduce(frames.reshape(batch.n, -1), axis=1, dtype=self._acc)
+        _, _, per_frame = masked_sums(batch.frames, batch.mask, self._limit, self._acc)
         total = per_frame.sum(dtype=self._acc).item()
         return TotalPartial(SeriesChunks.of(batch.frame_numbers, per_frame, self._acc), total)
 

@@ -1,0 +1,210 @@
+"""Pixel loops of the generic reducers: one pass per batch, numba or numpy.
+
+Every function takes the batch ``frames`` (n, rows, cols), the ``mask`` (rows, cols; True =
+excluded) or None, and the saturation ``limit`` (in the frame dtype; pixels >= it are
+excluded) or None. The numba loops walk row by row over all frames of the batch, so the
+accumulator row stays in L1; results equal the numpy fallback exactly for integer data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from actors.reduce.jit import Backend, jit, resolve_backend
+
+Arr = npt.NDArray[Any]
+I64 = npt.NDArray[np.int64]
+
+
+def _args(frames: Arr, mask: npt.NDArray[np.bool_] | None,
+          limit: Any) -> tuple[npt.NDArray[np.uint8], float, bool]:
+    """(keep: uint8 1 = valid pixel, limit as float64 (inf: none), has_limit)."""
+    keep = np.ones(frames.shape[1:], np.uint8) if mask is None else (~mask).astype(np.uint8)
+    lim = np.inf if limit is None else float(limit)
+    return keep, lim, limit is not None
+
+
+def _valid(frames: Arr, mask: npt.NDArray[np.bool_] | None,
+           limit: Any) -> npt.NDArray[np.bool_] | None:
+    valid: npt.NDArray[np.bool_] | None = None
+    if limit is not None:
+        valid = frames < limit
+    if mask is not None:
+        valid = ~mask[None] if valid is None else valid & ~mask[None]
+    return valid
+
+
+# ---------------------------------------------------------------- sums -------------------
+def masked_sums(frames: Arr, mask: npt.NDArray[np.bool_] | None, limit: Any, acc_dtype: Any,
+                backend: Backend = "auto") -> tuple[Arr, I64, Arr]:
+    """(sum image in ``acc_dtype``, per-pixel valid count, per-frame totals)."""
+    n = frames.shape[0]
+    if resolve_backend(backend) == "numba":
+        acc = np.zeros(frames.shape[1:], acc_dtype)
+        count = np.zeros(frames.shape[1:], np.int64)
+        totals = np.zeros(n, acc_dtype)
+        m, lim, has = _args(frames, mask, limit)
+        _sums(frames, m, lim, has, acc, count, totals)
+        return acc, count, totals
+    valid = _valid(frames, mask, limit)
+    clean = frames if valid is None else np.where(valid, frames, frames.dtype.type(0))
+    acc = np.add.reduce(clean, axis=0, dtype=acc_dtype)
+    totals = np.add.reduce(clean.reshape(n, -1), axis=1, dtype=acc_dtype)
+    if valid is None:
+        count = np.full(frames.shape[1:], n, np.int64)
+    else:
+        count = np.broadcast_to(np.add.reduce(valid, axis=0, dtype=np.int64)
+                                * (n if valid.shape[0] == 1 else 1), frames.shape[1:]).copy()
+    return acc, count, totals
+
+
+def _sums_py(frames: Any, mask: Any, limit: Any, has_limit: bool, acc: Any, count: Any,
+             totals: Any) -> None:
+    n, R, C = frames.shape
+    zero = acc.dtype.type(0)
+    for i in range(R):
+        arow = acc[i]
+        crow = count[i]
+        krow = mask[i]
+        for t in range(n):
+            frow = frames[t, i]
+            tot = zero
+            for c in range(C):
+                x = frow[c]
+                ok = krow[c] & np.uint8(np.float64(x) < limit)
+                v = acc.dtype.type(x) if ok else zero
+                arow[c] += v
+                crow[c] += ok
+                tot += v
+            totals[t] += tot
+
+
+_sums = jit(_sums_py)
+
+
+# ---------------------------------------------------------------- max --------------------
+def masked_max(frames: Arr, mask: npt.NDArray[np.bool_] | None, limit: Any,
+               backend: Backend = "auto") -> tuple[Arr, I64 | None]:
+    """(max image in the frame dtype, per-pixel valid count or None when all are valid);
+    never-valid pixels hold the dtype minimum (-inf for floats)."""
+    dt = frames.dtype
+    low = np.iinfo(dt).min if dt.kind in "ui" else -np.inf
+    if resolve_backend(backend) == "numba":
+        out = np.full(frames.shape[1:], low, dt)
+        count = np.zeros(frames.shape[1:], np.int64)
+        m, lim, has = _args(frames, mask, limit)
+        _max(frames, m, lim, has, out, count)
+        return out, (None if mask is None and limit is None else count)
+    valid = _valid(frames, mask, limit)
+    data = frames if valid is None else np.where(valid, frames, dt.type(low))
+    image = np.maximum.reduce(data, axis=0).astype(dt, copy=False)
+    if valid is None:
+        return image, None
+    count = np.broadcast_to(np.add.reduce(valid, axis=0, dtype=np.int64)
+                            * (frames.shape[0] if valid.shape[0] == 1 else 1),
+                            frames.shape[1:]).copy()
+    return image, count
+
+
+def _max_py(frames: Any, mask: Any, limit: Any, has_limit: bool, out: Any,
+            count: Any) -> None:
+    n, R, C = frames.shape
+    for i in range(R):
+        orow = out[i]
+        crow = count[i]
+        krow = mask[i]
+        for t in range(n):
+            frow = frames[t, i]
+            for c in range(C):
+                x = frow[c]
+                ok = krow[c] & np.uint8(np.float64(x) < limit)
+                orow[c] = max(orow[c], x if ok else orow[c])
+                crow[c] += ok
+
+
+_max = jit(_max_py)
+
+
+# ---------------------------------------------------------------- rings ------------------
+def ring_sums(frames: Arr, mask: npt.NDArray[np.bool_] | None, limit: Any,
+              index: npt.NDArray[np.intp], nbins: int,
+              backend: Backend = "auto") -> tuple[npt.NDArray[np.float64], I64]:
+    """Per-frame (sums, counts) of the valid pixels of each bin; ``index`` is the flat bin
+    of every pixel, ``nbins`` for pixels in no bin."""
+    n = frames.shape[0]
+    idx = index if mask is None else np.where(mask.ravel(), nbins, index)
+    if resolve_backend(backend) == "numba":
+        sums = np.zeros((n, nbins + 1))
+        counts = np.zeros((n, nbins + 1), np.int64)
+        _, lim, has = _args(frames, None, limit)
+        _rings(frames.reshape(n, -1), idx, lim, has, sums, counts)
+        return sums[:, :nbins], counts[:, :nbins]
+    sums = np.zeros((n, nbins))
+    counts = np.zeros((n, nbins), np.int64)
+    static = np.bincount(idx, minlength=nbins + 1)[:nbins]
+    for t in range(n):
+        frame = frames[t].ravel()
+        if limit is not None:
+            ok = frame < limit
+            frame = np.where(ok, frame, 0)
+            counts[t] = np.bincount(idx, weights=ok, minlength=nbins + 1)[:nbins]
+        else:
+            counts[t] = static
+        sums[t] = np.bincount(idx, weights=frame, minlength=nbins + 1)[:nbins]
+    return sums, counts
+
+
+def _rings_py(frames: Any, idx: Any, limit: Any, has_limit: bool, sums: Any,
+              counts: Any) -> None:
+    n, P = frames.shape
+    for t in range(n):
+        srow = sums[t]
+        crow = counts[t]
+        frow = frames[t]
+        for p in range(P):
+            x = frow[p]
+            if np.float64(x) < limit:
+                b = idx[p]
+                srow[b] += x
+                crow[b] += 1
+
+
+_rings = jit(_rings_py)
+
+
+# ---------------------------------------------------------------- hits -------------------
+def count_above(frames: Arr, mask: npt.NDArray[np.bool_] | None, limit: Any,
+                threshold: float, backend: Backend = "auto") -> I64:
+    """Per-frame number of valid pixels whose value exceeds ``threshold``."""
+    n = frames.shape[0]
+    if resolve_backend(backend) == "numba":
+        out = np.zeros(n, np.int64)
+        m, lim, has = _args(frames, mask, limit)
+        _above(frames, m, lim, has, float(threshold), out)
+        return out
+    above = frames > threshold
+    valid = _valid(frames, mask, limit)
+    if valid is not None:
+        above &= valid
+    counts: I64 = np.count_nonzero(above.reshape(n, -1), axis=1).astype(np.int64)
+    return counts
+
+
+def _above_py(frames: Any, mask: Any, limit: Any, has_limit: bool, threshold: float,
+              out: Any) -> None:
+    n, R, C = frames.shape
+    for t in range(n):
+        total = 0
+        for i in range(R):
+            frow = frames[t, i]
+            krow = mask[i]
+            for c in range(C):
+                xf = np.float64(frow[c])
+                total += krow[c] & np.uint8(xf < limit) & np.uint8(xf > threshold)
+        out[t] = total
+
+
+_above = jit(_above_py)
