@@ -52,43 +52,52 @@ class Simple:
     value: int
 
 
+_ARGUMENT = {24: struct.Struct(">B"), 25: _U16, 26: _U32, 27: _U64}
+
+
 class _Reader:
-    __slots__ = ("depth_limit", "pos", "view")
+    __slots__ = ("depth_limit", "end", "pos", "view")
 
     def __init__(self, view: memoryview, depth_limit: int) -> None:
         self.view = view
         self.pos = 0
+        self.end = len(view)
         self.depth_limit = depth_limit
+
+    def _truncated(self, need: int, at: int) -> CBORError:
+        return CBORError(f"truncated: {need} B needed at offset {at}, {self.end - at} B left")
 
     def _take(self, n: int) -> memoryview:
         start = self.pos
-        if n > len(self.view) - start:
-            raise CBORError(f"truncated: {n} B needed at offset {start}, "
-                            f"{len(self.view) - start} B left")
+        if n > self.end - start:
+            raise self._truncated(n, start)
         self.pos = start + n
         return self.view[start: start + n]
 
     def _head(self) -> tuple[int, int, int | None]:
         """``(major type, additional info, argument)``; argument None = indefinite."""
-        initial = self._take(1)[0]
+        pos = self.pos
+        if pos >= self.end:
+            raise self._truncated(1, pos)
+        initial = self.view[pos]
         major, info = initial >> 5, initial & 0x1F
         if info < 24:
+            self.pos = pos + 1
             return major, info, info
-        if info == 24:
-            return major, info, self._take(1)[0]
-        if info == 25:
-            return major, info, _U16.unpack(self._take(2))[0]
-        if info == 26:
-            return major, info, _U32.unpack(self._take(4))[0]
-        if info == 27:
-            return major, info, _U64.unpack(self._take(8))[0]
+        argument = _ARGUMENT.get(info)
+        if argument is not None:
+            if pos + 1 + argument.size > self.end:
+                raise self._truncated(1 + argument.size, pos)
+            self.pos = pos + 1 + argument.size
+            return major, info, argument.unpack_from(self.view, pos + 1)[0]
         if info == 31 and major in (2, 3, 4, 5, 7):
+            self.pos = pos + 1
             return major, info, None
         raise CBORError(f"reserved additional info {info} for major type {major} at "
-                        f"offset {self.pos - 1}")
+                        f"offset {pos}")
 
     def _at_break(self) -> bool:
-        if self.pos >= len(self.view):
+        if self.pos >= self.end:
             raise CBORError("truncated: indefinite-length item has no break")
         if self.view[self.pos] == _BREAK:
             self.pos += 1
@@ -107,8 +116,8 @@ class _Reader:
         return b"".join(chunks)
 
     def _count(self, arg: int, per_item: int) -> int:
-        if arg * per_item > len(self.view) - self.pos:
-            raise CBORError(f"declared {arg} items, only {len(self.view) - self.pos} B left")
+        if arg * per_item > self.end - self.pos:
+            raise CBORError(f"declared {arg} items, only {self.end - self.pos} B left")
         return arg
 
     def item(self, depth: int = 0) -> Any:
@@ -150,12 +159,13 @@ class _Reader:
 
     def _pair(self, result: dict[Any, Any], depth: int) -> None:
         key = self.item(depth + 1)
-        if isinstance(key, memoryview):
-            key = key.tobytes()
-        try:
-            hash(key)
-        except TypeError:
-            raise CBORError(f"unhashable map key of type {type(key).__name__}") from None
+        if type(key) is not str:
+            if isinstance(key, memoryview):
+                key = key.tobytes()
+            try:
+                hash(key)
+            except TypeError:
+                raise CBORError(f"unhashable map key of type {type(key).__name__}") from None
         result[key] = self.item(depth + 1)
 
     def _simple(self, info: int, arg: int | None) -> Any:
@@ -188,8 +198,8 @@ def loads(data: Buffer, *, max_depth: int = MAX_DEPTH) -> Any:
         view = view.cast("B")
     reader = _Reader(view, max_depth)
     value = reader.item()
-    if reader.pos != len(view):
-        raise CBORError(f"{len(view) - reader.pos} B of trailing data after the item")
+    if reader.pos != reader.end:
+        raise CBORError(f"{reader.end - reader.pos} B of trailing data after the item")
     return value
 
 
