@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.reduce.base import Batch, Reducer
-from actors.reduce.jit import Backend, numba_available
+from actors.reduce.jit import Backend, numba_available, resolve_backend
 from actors.reduce.moench.pedestal import EpochSamples, PedestalState
 from actors.reduce.moench.reducer import MoenchReducer
 from actors.reduce.moench.settings import MoenchSettings
@@ -142,7 +142,7 @@ def bench_generic(rng: np.random.Generator, batches: int, batch: int,
     geometry = Geometry(*shape, "uint16")
     meta = {"frame": "2167x2070 uint16", "batch": batch, "ceiling_op": "np.add(acc_i64, frame)"}
     return [_row(case, _reducer_rate(build_reducer(spec, geometry), bs, None, repeat),
-                 ceiling, backend="numpy", **meta) for case, spec in GENERIC]
+                 ceiling, backend=resolve_backend("auto"), **meta) for case, spec in GENERIC]
 
 
 def run(quick: bool = False, repeat: int = 3, seed: int = 0) -> list[dict[str, Any]]:
