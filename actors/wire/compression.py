@@ -284,17 +284,22 @@ def _bslz4_decompress_c(data: Buffer, dtype: str, n_elems: int) -> npt.NDArray[A
     block, spans = _bslz4_spans(view, n, s)
     if n == 0:
         return np.empty(0, dt)
-    if not C_DECOMPRESS_SAFE:
-        raw = _lz4_blocks_joined(view, spans, n, s)
-        return np.asarray(_bitshuffle.bitunshuffle(raw.view(dt), block))
-    body = len(view) - HEADER_SIZE
-    # zero padding: LZ4_decompress_fast may read past a corrupt block, never further than
-    # about 2x the block's output; zeros also end any run of 0xFF length bytes.
-    padded = np.zeros(body + 2 * min(block, n) * s + 64, np.uint8)
-    padded[:body] = np.frombuffer(view, np.uint8, offset=HEADER_SIZE)
+    # a block larger than the data gives the same partition as the next multiple of 8
+    # above n, which also fits the C int argument
+    block = min(block, n // _BLOCKED_MULT * _BLOCKED_MULT + _BLOCKED_MULT)
     try:
+        if not C_DECOMPRESS_SAFE:
+            raw = _lz4_blocks_joined(view, spans, n, s)
+            return np.asarray(_bitshuffle.bitunshuffle(raw.view(dt), block))
+        body = len(view) - HEADER_SIZE
+        # zero padding: LZ4_decompress_fast may read past a corrupt block, never further
+        # than about 2x the block's output; zeros also end any run of 0xFF length bytes.
+        padded = np.zeros(body + 2 * block * s + 64, np.uint8)
+        padded[:body] = np.frombuffer(view, np.uint8, offset=HEADER_SIZE)
         out = _bitshuffle.decompress_lz4(padded[:body], (n,), dt, block)
-    except (RuntimeError, ValueError, TypeError) as exc:
+    except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
+        if isinstance(exc, DecodeError):
+            raise
         raise DecodeError(Reason.CORRUPT, f"bitshuffle/LZ4 payload does not decompress: "
                                           f"{exc}") from exc
     return np.asarray(out)

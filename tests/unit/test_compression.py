@@ -253,6 +253,18 @@ def test_bslz4_bad_block_sizes(decompress: Callable[[Any, str, int], np.ndarray]
     _expect(Reason.CORRUPT, lambda: decompress(zero, "uint16", 20001))
 
 
+@pytest.mark.parametrize("safe", [True, False])
+def test_block_size_larger_than_the_data(monkeypatch: pytest.MonkeyPatch, safe: bool) -> None:
+    """One partial block: any header block size above n is valid, even 2**32 - 8 bytes."""
+    monkeypatch.setattr(comp, "C_DECOMPRESS_SAFE", safe)
+    arr = _data(20001, "uint8")
+    blob = comp.bslz4_compress(arr, 20008)
+    for block_bytes in (20008, 65536, 2**32 - 8):
+        framed = blob[:8] + struct.pack(">I", block_bytes) + blob[12:]
+        for decompress in DECOMPRESSORS:
+            np.testing.assert_array_equal(decompress(framed, "uint8", arr.size), arr)
+
+
 def test_unsupported_dtypes() -> None:
     blob = comp.bslz4_compress(_data(10, "uint8"))
     for decompress in (*ALL_DECODERS, comp.lz4_block_decompress):
