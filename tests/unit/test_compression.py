@@ -300,6 +300,27 @@ def test_truncations_and_byte_flips_raise_only_decode_error(dtype: str) -> None:
                     assert out.shape == arr.shape and out.dtype == arr.dtype
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32"])
+def test_random_header_fields_raise_only_decode_error(dtype: str) -> None:
+    rng = np.random.default_rng(13)
+    arr = _data(5003, dtype)
+    s = arr.itemsize
+    blobs = [comp.bslz4_compress(arr), comp.bslz4_compress(arr, 64), comp.lz4h5_compress(arr)]
+    decoders = [comp.bslz4_decompress, comp.bslz4_decompress_fallback, comp.lz4h5_decompress]
+    for _ in range(100):
+        block = int(rng.choice([int(rng.integers(0, 2**32)), 8 * s * int(rng.integers(0, 2**12)),
+                                2**32 - 8 * int(rng.integers(1, 9)), 8 * s, 1]))
+        total = arr.nbytes if rng.random() < 0.8 else int(rng.integers(0, 2**64, dtype=np.uint64))
+        for blob in blobs:
+            framed = struct.pack(">QI", total, block) + blob[12:]
+            for decompress in decoders:
+                try:
+                    out = decompress(framed, dtype, arr.size)
+                except DecodeError:
+                    continue
+                assert out.shape == arr.shape
+
+
 def test_random_garbage_raises_decode_error() -> None:
     rng = np.random.default_rng(12)
     decoders = [*ALL_DECODERS, comp.lz4_block_decompress]
