@@ -63,6 +63,7 @@ _TAG_FOR_DTYPE = {dt.newbyteorder("=").name: tag for tag, dt in TYPED_ARRAY_TAGS
                   if dt.str[0] in "<|" and tag != 68}
 _COMPRESSION = {"bslz4": Encoding.BSLZ4, "lz4": Encoding.LZ4_H5}
 _BIT_DEPTHS = {8: "uint8", 16: "uint16", 32: "uint32"}
+_MAX_DIMS = 32  #: NumPy's limit is 64; no detector array has more than 2
 _ARRAY_FIELDS = ("pixel_mask", "flatfield", "countrate_correction_lookup_table")
 
 #: start fields in the order the firmware sends them (``protocols.md`` §2.2, plus the
@@ -113,6 +114,8 @@ def _wire_array(value: Any, where: str) -> _WireArray:
         if (not isinstance(raw_dims, list) or not raw_dims
                 or not all(_is_uint(d) for d in raw_dims)):
             raise DecodeError(Reason.BAD_HEADER, f"{where}: bad dimensions {raw_dims!r}")
+        if len(raw_dims) > _MAX_DIMS:
+            raise DecodeError(Reason.UNSUPPORTED, f"{where}: {len(raw_dims)} dimensions")
         dims = tuple(raw_dims)
     if isinstance(value, Tag) and value.tag in _UNSUPPORTED_TYPED:
         raise DecodeError(Reason.UNSUPPORTED, f"{where}: {_UNSUPPORTED_TYPED[value.tag]}")

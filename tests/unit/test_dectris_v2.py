@@ -488,6 +488,9 @@ def test_specific_rejections() -> None:
     _expect(Reason.BAD_HEADER, _message({**start, "pixel_mask": [1, 2]}))
     _expect(Reason.BAD_HEADER, _message({**start, "channels": "threshold_1"}))
     _expect(Reason.BAD_HEADER, _message({**start, "number_of_images": -5}))
+    many_dims = {"t": Tag(40, [[1] * 100, Tag(64, b"\0")])}
+    _expect(Reason.UNSUPPORTED, _message({**start, "pixel_mask": many_dims}))
+    _expect(Reason.UNSUPPORTED, _message({**start, "user_data": many_dims}))
     _expect(Reason.UNSUPPORTED, _message({**start, "bit_depth_image": 12,
                                           "image_dtype": None}))
 
@@ -616,3 +619,28 @@ def test_fuzz_corpus_only_decode_errors() -> None:
                 Reason.UNKNOWN_ENCODING, Reason.SIZE_MISMATCH, Reason.CORRUPT}
     assert expected <= set(reasons), reasons
     assert ok > 50
+
+
+def test_random_documents_in_a_valid_envelope() -> None:
+    """Random CBOR (random tags included) as field values: only DecodeError escapes."""
+    rng = np.random.default_rng(77)
+    reasons: Counter[Reason] = Counter()
+    geometry = Geometry(5, 7)
+    start = cbor.loads(v2.encode_start(1, geometry=geometry)[0]).value
+    keys = ["pixel_mask", "flatfield", "channels", "image_size_x", "image_dtype", "user_data",
+            "countrate_correction_lookup_table", "number_of_images", "series_id"]
+    for n in range(300):
+        doc = _to_ours(_random_doc(rng))
+        if n % 3 == 0:
+            fields = {**start, keys[int(rng.integers(len(keys)))]: doc}
+        elif n % 3 == 1:
+            fields = _image_fields({"c": doc})
+        else:
+            fields = _image_fields({"c": Tag(40, [[5, 7], Tag(69, doc)])})
+        try:
+            message = v2.decode(_message(fields))
+            if isinstance(message, Image):
+                decode_pixels(message.payload)
+        except DecodeError as exc:
+            reasons[exc.reason] += 1
+    assert Reason.BAD_HEADER in reasons
