@@ -85,6 +85,7 @@ class RayConfig(_Model):
         description="object store bound in bytes for a local Ray (None: Ray's default)")
     num_cpus: int | None = Field(None, gt=0, description="CPUs of a local Ray (default: all)")
     namespace: str = "rayline"
+    worker_cpus: float = Field(1.0, ge=0, description="CPUs reserved per processing actor")
     placement: Literal["spread", "pack"] = Field(
         "spread", description="processing actors: spread over all nodes, or pack")
 

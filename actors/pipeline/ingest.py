@@ -237,7 +237,15 @@ class IngestCore:
                 return
             await self._wait_for_room(acq)
         batch_ref = ray.put(batch)  # the one copy into the object store
-        states_ref = self.results.register.remote(acq.acquisition, info)
+        states_ref = None
+        if info.keys:
+            # dispatch only once its states exist: a processing task never waits on
+            # another batch, so no worker queue can deadlock (e.g. after a resend)
+            if not await self.results.register.remote(acq.acquisition, info):
+                return  # aborted meanwhile
+            states_ref = self.results.states.remote(acq.acquisition, info.index)
+        else:
+            self.results.register.remote(acq.acquisition, info)
         self._send(acq, batch, batch_ref, states_ref, attempts=1)
         acq.dispatched_frames += batch.n
         acq.dispatched_batches += 1
@@ -363,8 +371,7 @@ def _is_worker_failure(exc: BaseException) -> bool:
     return False
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
-class IngestActor:
+class Ingest:
     """The async Ray actor around :class:`IngestCore`."""
 
     def __init__(self, config: PipelineConfig, results: Any, workers: list[Any]) -> None:
@@ -394,3 +401,6 @@ class IngestActor:
 
     async def status(self) -> dict[str, Any]:
         return self.core.status()
+
+
+IngestActor: Any = ray.remote(num_cpus=0, max_restarts=0)(Ingest)

@@ -14,8 +14,7 @@ from actors.core.setup import ChainSetup, Worker
 logger = logging.getLogger(__name__)
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0)
-class ProcessingActor:
+class Processing:
     """One worker: a thin shell around :class:`actors.core.setup.Worker`.
 
     Restartable: it keeps no state that cannot be rebuilt from the arguments of a call
@@ -46,3 +45,6 @@ def _pid() -> int:
     import os
 
     return os.getpid()
+
+
+ProcessingActor: Any = ray.remote(max_restarts=-1, max_task_retries=0)(Processing)

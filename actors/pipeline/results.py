@@ -17,8 +17,7 @@ from actors.core.setup import ChainSetup
 logger = logging.getLogger(__name__)
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
-class ResultsActor:
+class Results:
     """The single owner of merged results (async actor: all methods share one loop)."""
 
     def __init__(self, keep: int = 16) -> None:
@@ -49,21 +48,25 @@ class ResultsActor:
         if acq is not None:
             acq.chain = acq.merger.chain = setup.build()
 
-    async def register(self, acquisition: int, info: BatchInfo,
-                       timeout: float = 600.0) -> dict[str, dict[int, Any]] | None:
-        """Register a batch; returns the states it needs once they are published."""
+    async def register(self, acquisition: int, info: BatchInfo, timeout: float = 600.0) -> bool:
+        """Register a batch; returns once the states it needs are published (False if the
+        acquisition was aborted meanwhile). The ingest dispatches a stateful batch only
+        after this, so no processing task ever waits for another batch."""
         acq = self._acq(acquisition)
         if acq is None:
-            return None  # aborted meanwhile: the batch will be discarded
+            return False
         acq.register(info)
-        if not info.keys:
-            return None
         async with asyncio.timeout(timeout), self._changed:
-            while (states := acq.merger.states_for(info.index)) is None:
+            while acq.merger.states_for(info.index) is None:
                 await self._changed.wait()
                 if self._acq(acquisition) is None:
-                    return None
-        return states
+                    return False
+        return True
+
+    async def states(self, acquisition: int, index: int) -> dict[str, dict[int, Any]] | None:
+        """The published states a registered batch needs (None if aborted)."""
+        acq = self._acq(acquisition)
+        return acq.merger.states_for(index) if acq is not None else None
 
     async def merge(self, acquisition: int, index: int, partial: Partials) -> int:
         """A finished partial; returns the acquisition's processed-frame count."""
@@ -161,3 +164,6 @@ class ResultsActor:
     async def reset_pedestal(self) -> None:
         """Forget the state carried between acquisitions (the next one starts fresh)."""
         self.carried = None
+
+
+ResultsActor: Any = ray.remote(num_cpus=0, max_restarts=0)(Results)
