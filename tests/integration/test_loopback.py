@@ -108,7 +108,7 @@ async def test_slow_subscriber_counts_exactly_the_true_gaps(
                     break
                 assert isinstance(msg, Image)
                 seen.append(msg.frame)
-                time.sleep(0.002)  # deliberately slow consumer (not synchronisation)
+                time.sleep(0.002)  # noqa: ASYNC251 - a deliberately slow consumer
             sender.join()
     assert len(seen) < n, "the consumer was not slow enough to make the PUB drop frames"
     assert seen == sorted(seen)
