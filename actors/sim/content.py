@@ -27,8 +27,32 @@ def _rng(seed: int, i: int, salt: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, salt, i])
 
 
+class _Pooled:
+    """Mixin: with ``pool`` > 0, frame ``i`` is frame ``i % pool``, generated once."""
+
+    pool: int
+
+    @cached_property
+    def _pool_cache(self) -> dict[int, npt.NDArray[Any]]:
+        return {}
+
+    def frame(self, i: int) -> npt.NDArray[Any]:
+        if not self.pool:
+            return self.generate(i)
+        key = i % self.pool
+        cache = self._pool_cache
+        if key not in cache:
+            img = self.generate(key)
+            img.setflags(write=False)
+            cache[key] = img
+        return cache[key]
+
+    def generate(self, i: int) -> npt.NDArray[Any]:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class MoenchScene:
+class MoenchScene(_Pooled):
     """MOENCH03 400 x 400 uint16: pedestal + Gaussian noise + single photons (+ pump signal).
 
     ``mode``: ``dark`` (pedestal runs: no photons), ``photons`` (uniform photons) or
@@ -55,9 +79,7 @@ class MoenchScene:
         rng = _rng(self.seed, 0, salt=1)
         return self.pedestal + self.pedestal_spread * rng.standard_normal((self.rows, self.cols))
 
-    def frame(self, i: int) -> npt.NDArray[np.uint16]:
-        if self.pool:
-            i %= self.pool
+    def generate(self, i: int) -> npt.NDArray[np.uint16]:
         rng = _rng(self.seed, i)
         img = self.pedestal_map + self.noise * rng.standard_normal((self.rows, self.cols))
         if self.mode != "dark":
@@ -82,7 +104,7 @@ class MoenchScene:
 
 
 @dataclass(frozen=True)
-class JungfrauScene:
+class JungfrauScene(_Pooled):
     """Jungfrau-like uint16 frames: gain bits (top 2) = 0, 14-bit ADC with pedestal, noise and
     photons of ``photon_adu`` (12 keV at ~40 ADU/keV in gain 0)."""
 
@@ -95,9 +117,7 @@ class JungfrauScene:
     seed: int = 0
     pool: int = 0
 
-    def frame(self, i: int) -> npt.NDArray[np.uint16]:
-        if self.pool:
-            i %= self.pool
+    def generate(self, i: int) -> npt.NDArray[np.uint16]:
         rng = _rng(self.seed, i)
         img = self.pedestal + self.noise * rng.standard_normal((self.rows, self.cols))
         n = rng.poisson(self.photons)
@@ -123,7 +143,7 @@ def eiger_gap_mask(rows: int, cols: int) -> npt.NDArray[np.bool_]:
 
 
 @dataclass(frozen=True)
-class EigerScene:
+class EigerScene(_Pooled):
     """EIGER-like photon-counting frames: Poisson counts of diffraction rings on a background,
     inter-module gaps and a few dead pixels at the dtype maximum (the DECTRIS mask value)."""
 
@@ -157,9 +177,7 @@ class EigerScene:
             lam += self.ring_counts * np.exp(-0.5 * ((r - radius) / self.ring_width) ** 2)
         return lam
 
-    def frame(self, i: int) -> npt.NDArray[Any]:
-        if self.pool:
-            i %= self.pool
+    def generate(self, i: int) -> npt.NDArray[Any]:
         rng = _rng(self.seed, i)
         counts = rng.poisson(self.expectation)
         maxval = np.iinfo(self.dtype).max

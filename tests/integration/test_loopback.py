@@ -94,9 +94,8 @@ async def test_moench03_raw_order_is_reordered_back(
 async def test_slow_subscriber_counts_exactly_the_true_gaps(
         sender_threads: Callable[..., SenderThread]) -> None:
     """PUB drops frames for a slow SUB; the ledger's lost count equals the real gaps."""
-    n = 400
-    settings = SimulatorSettings(frames=n, pool=8, hwm=4, end_of_series=False,
-                                 scene={"rows": 64, "cols": 64})
+    n = 300  # 96 MB of 400 x 400 frames: more than the socket buffers can hide
+    settings = SimulatorSettings(frames=n, pool=8, hwm=4, end_of_series=False)
     with Simulator(settings) as sim:
         rx_settings = ReceiverSettings(sim.endpoint, "sub", Protocol.SLS, hwm=4)
         async with Receiver(rx_settings) as rx:
@@ -108,7 +107,7 @@ async def test_slow_subscriber_counts_exactly_the_true_gaps(
                     break
                 assert isinstance(msg, Image)
                 seen.append(msg.frame)
-                time.sleep(0.002)  # noqa: ASYNC251 - a deliberately slow consumer
+                time.sleep(0.005)  # noqa: ASYNC251 - a deliberately slow consumer
             sender.join()
     assert len(seen) < n, "the consumer was not slow enough to make the PUB drop frames"
     assert seen == sorted(seen)
