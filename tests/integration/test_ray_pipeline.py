@@ -177,3 +177,45 @@ def test_stop_without_end_of_series_and_status_counters(
         frames = np.stack([sim.scene.frame(i) for i in range(n)]).astype(np.int64)
         np.testing.assert_array_equal(result.outputs["sum"], frames.sum(axis=0))
         assert pipe.status()["state"] == "idle"
+
+
+def test_runtime_parameter_applies_from_the_returned_batch(local_ray: None) -> None:
+    """set() reaches the workers between batches, deterministically: every frame received
+    before the call uses the old value, every later one the new value."""
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.bind("tcp://127.0.0.1:*")
+    geom = Geometry(16, 16, "uint16")
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 100, size=(40, 16, 16), dtype=np.uint16)
+    hits = {"type": "hits", "threshold": 90.0, "min_pixels": 10}
+    try:
+        with RayPipeline(config(bound_endpoint(push), Protocol.DECTRIS_V2, [hits])) as pipe:
+            with pytest.raises(ValueError, match="unknown runtime parameter"):
+                pipe.set("no_such_parameter", 1)
+            with pytest.raises(ValueError, match="threshold"):
+                pipe.set("threshold", "not a number")
+            pipe.start_acquisition()
+            push.send_multipart(dectris_v2.encode_start(1, geometry=geom, number_of_images=40))
+            for i in range(21):
+                push.send_multipart(dectris_v2.encode_image(1, i, frames[i]))
+            deadline = time.monotonic() + 60
+            while pipe.status()["received"] < 21:
+                assert time.monotonic() < deadline, pipe.status()
+                time.sleep(0.02)
+            first = pipe.set("threshold", 50.0)
+            assert first == 3  # 21 frames = batches 0..2 (8 + 8 + the flushed 5)
+            for i in range(21, 40):
+                push.send_multipart(dectris_v2.encode_image(1, i, frames[i]))
+            push.send_multipart(dectris_v2.encode_end(1))
+            result = pipe.wait_acquisition(timeout=120)
+    finally:
+        push.close(linger=0)
+        ctx.term()
+    thresholds = np.where(np.arange(40) < 21, 90.0, 50.0)
+    above = (frames > thresholds[:, None, None]).sum(axis=(1, 2))
+    flags = result.outputs["hits"]
+    assert isinstance(flags, Series)
+    np.testing.assert_array_equal(flags.values, above > 10)
+    assert result.outputs["hits_count"] == int((above > 10).sum())
