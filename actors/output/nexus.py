@@ -1,0 +1,259 @@
+"""One acquisition as a NeXus entry (h5py).
+
+Layout (``N`` = output name, sanitised for HDF5; the original is kept in ``rayline_name``)::
+
+    /                         @default="entry"  @NX_class="NXroot"  @creator="rayline"
+    /entry                    NXentry  @default=<first image, else first NXdata>
+        title, start_time, end_time (ISO 8601), duration (s), program_name (@version),
+        entry_identifier, acquisition, outcome, error?, file_index?
+        N/   (image)          NXdata  @signal="data" @axes=["y","x"]: data, y, x (pixel index)
+        N/   (spectrum)       NXdata  @signal="data" @axes=["radius"|"index"]: data, radius|index
+        N/   (series)         NXdata  @signal="data" @axes=["frame_number", ...]: data, frame_number
+        results/              NXcollection: one field per scalar output
+        settings/             NXcollection: the reducer specs and the config, json = all as JSON
+        ledger/               NXcollection: received, processed, dropped (+ dropped_by_reason),
+                              lost, rejected (+ rejected_by_reason), duration, ...
+        metadata/             NXcollection (only when metadata is given)
+        frames/               NXdata, per-frame stacks (see :mod:`actors.output.stacks`)
+
+Every signal carries ``units`` (when the output declares one) and ``long_name``; bool values
+are stored as uint8 with ``rayline_dtype = "bool"``. A spectrum or series ``N`` (or ``N_x``)
+is plotted against the spectrum output ``N_radius`` when there is one of matching length.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import numpy.typing as npt
+
+from actors import __version__
+from actors.core.acquisition import AcquisitionResult
+from actors.output.errors import write_error
+from actors.output.ledger import write_ledger
+from actors.output.nx import (
+    KIND_ATTR,
+    NAME_ATTR,
+    hdf_name,
+    iso8601,
+    nx_group,
+    set_attrs,
+    to_json,
+    write_field,
+    write_text,
+)
+from actors.output.tree import write_tree
+from actors.reduce.base import OutputKind, OutputSpec, OutputValue, Series
+
+logger = logging.getLogger(__name__)
+
+#: names used by the entry itself; outputs with these names get a suffix
+RESERVED = frozenset({
+    "title", "start_time", "end_time", "duration", "program_name", "entry_identifier",
+    "acquisition", "outcome", "error", "file_index", "results", "settings", "ledger",
+    "metadata", "frames"})
+#: suffixes of spectrum outputs that serve as the axis of their siblings
+AXIS_SUFFIXES = ("_radius",)
+
+
+def write_acquisition(path: str | os.PathLike[str], result: AcquisitionResult,
+                      specs: Sequence[OutputSpec], settings: Mapping[str, Any], *,
+                      metadata: Mapping[str, Any] | None = None, file_index: int | None = None,
+                      title: str | None = None) -> Path:
+    """Create ``path`` (never overwriting: FileExistsError) and write the acquisition."""
+    path = Path(path)
+    try:
+        file = h5py.File(path, "x")
+    except FileExistsError:
+        raise FileExistsError(17, f"{path} already exists; rayline never overwrites a file",
+                              str(path)) from None
+    except OSError as exc:
+        raise write_error("cannot create", path, exc) from exc
+    with file:
+        write_entry(file, result, specs, settings, metadata=metadata, file_index=file_index,
+                    title=title)
+    return path
+
+
+def write_entry(file: h5py.File, result: AcquisitionResult, specs: Sequence[OutputSpec],
+                settings: Mapping[str, Any], *, metadata: Mapping[str, Any] | None = None,
+                file_index: int | None = None, title: str | None = None) -> h5py.Group:
+    """Fill ``/entry`` of an open file (``/entry/frames`` may already be there)."""
+    set_attrs(file, NX_class="NXroot", default="entry", file_name=os.path.basename(
+        file.filename), file_time=iso8601(time.time()), creator="rayline",
+        creator_version=__version__, HDF5_Version=h5py.version.hdf5_version,
+        h5py_version=h5py.version.version)
+    entry = nx_group(file, "entry", "NXentry")
+    _write_header(entry, result, file_index, title)
+    plots = _write_outputs(entry, result.outputs, specs)
+    group = nx_group(entry, "settings", "NXcollection")
+    write_text(group, "json", to_json(settings), rayline_encoding="json",
+               long_name="all settings as JSON")
+    write_tree(group, settings)
+    write_ledger(nx_group(entry, "ledger", "NXcollection"), result.ledger, result.duration)
+    if metadata:
+        write_tree(nx_group(entry, "metadata", "NXcollection"), metadata)
+    default = next((n for n, k in plots if k == "image"), plots[0][0] if plots else None)
+    if default is None and "frames" in entry:
+        default = "frames"
+    if default is not None:
+        entry.attrs["default"] = default
+    return entry
+
+
+def _write_header(entry: h5py.Group, result: AcquisitionResult, file_index: int | None,
+                  title: str | None) -> None:
+    write_text(entry, "title", title or f"rayline acquisition {result.acquisition}")
+    write_text(entry, "start_time", iso8601(result.started))
+    write_text(entry, "end_time", iso8601(result.finished))
+    write_field(entry, "duration", float(result.duration), units="s")
+    write_text(entry, "program_name", "rayline", version=__version__)
+    write_text(entry, "entry_identifier", str(result.acquisition))
+    write_field(entry, "acquisition", np.int64(result.acquisition),
+                long_name="acquisition number")
+    write_text(entry, "outcome", result.outcome)
+    if result.error:
+        write_text(entry, "error", result.error)
+    if file_index is not None:
+        write_field(entry, "file_index", np.int64(file_index))
+
+
+# -- outputs ------------------------------------------------------------------------------
+def _write_outputs(entry: h5py.Group, outputs: Mapping[str, OutputValue],
+                   specs: Sequence[OutputSpec]) -> list[tuple[str, str]]:
+    """NXdata groups for images, spectra and series, scalars in ``results``."""
+    declared = {s.name for s in specs}
+    ordered = [s for s in specs if s.name in outputs]
+    ordered += [infer_spec(n, v) for n, v in outputs.items() if n not in declared]
+    results = nx_group(entry, "results", "NXcollection")
+    taken = set(RESERVED) | set(entry.keys())
+    plots: list[tuple[str, str]] = []
+    for spec in ordered:
+        value = outputs[spec.name]
+        kind = _kind(spec, value)
+        if kind == "scalar":
+            name = hdf_name(spec.name, results.keys())
+            write_field(results, name, value, units=spec.unit,
+                        long_name=spec.description or spec.name,
+                        **{NAME_ATTR: spec.name, KIND_ATTR: "scalar"})
+            continue
+        name = hdf_name(spec.name, taken)
+        taken.add(name)
+        group = nx_group(entry, name, "NXdata")
+        set_attrs(group, **{NAME_ATTR: spec.name, KIND_ATTR: kind})
+        if kind == "image":
+            _write_image(group, spec, np.asarray(value))
+        elif kind == "spectrum":
+            _write_spectrum(group, spec, np.asarray(value), outputs, specs)
+        else:
+            assert isinstance(value, Series)
+            _write_series(group, spec, value, outputs, specs)
+        plots.append((name, kind))
+    return plots
+
+
+def infer_spec(name: str, value: OutputValue) -> OutputSpec:
+    """A spec for an output the reducers did not declare (kind from the value)."""
+    logger.warning("output %r is not declared by any reducer; written as found", name)
+    if isinstance(value, Series):
+        values = np.asarray(value.values)
+        return OutputSpec(name, "series", values.dtype.name, values.shape[1:])
+    array = np.asarray(value)
+    kind: OutputKind = "scalar" if array.ndim == 0 else "image" if array.ndim == 2 \
+        else "spectrum"
+    return OutputSpec(name, kind, array.dtype.name, array.shape)
+
+
+def _kind(spec: OutputSpec, value: OutputValue) -> str:
+    """The kind the value has (the declaration is checked, the value wins)."""
+    if isinstance(value, Series):
+        kind = "series"
+    else:
+        ndim = np.ndim(value)
+        kind = "scalar" if ndim == 0 else "image" if ndim == 2 else "spectrum"
+    if kind != spec.kind:
+        logger.warning("output %r is declared %s but its value is a %s; written as a %s",
+                       spec.name, spec.kind, kind, kind)
+    return kind
+
+
+def _signal(group: h5py.Group, spec: OutputSpec, values: npt.NDArray[Any],
+            axes: list[str]) -> None:
+    write_field(group, "data", values, units=spec.unit, long_name=spec.description or spec.name)
+    group.attrs["signal"] = "data"
+    group.attrs["axes"] = axes
+    for i, axis in enumerate(axes):
+        if axis != ".":
+            group.attrs[f"{axis}_indices"] = np.int64(i)
+
+
+def _write_image(group: h5py.Group, spec: OutputSpec, image: npt.NDArray[Any]) -> None:
+    _signal(group, spec, image, ["y", "x"])
+    write_field(group, "y", np.arange(image.shape[0], dtype=np.int64), units="pixel",
+                long_name="row (pixel index)")
+    write_field(group, "x", np.arange(image.shape[1], dtype=np.int64), units="pixel",
+                long_name="column (pixel index)")
+
+
+def _write_spectrum(group: h5py.Group, spec: OutputSpec, values: npt.NDArray[Any],
+                    outputs: Mapping[str, OutputValue], specs: Sequence[OutputSpec]) -> None:
+    axis = _axis_for(spec.name, values.shape[0], outputs, specs)
+    name = axis[0] if axis else "index"
+    _signal(group, spec, values, [name] + ["."] * (values.ndim - 1))
+    if axis is None:
+        write_field(group, "index", np.arange(values.shape[0], dtype=np.int64),
+                    long_name="index")
+    else:
+        _write_axis(group, axis)
+
+
+def _write_series(group: h5py.Group, spec: OutputSpec, series: Series,
+                  outputs: Mapping[str, OutputValue], specs: Sequence[OutputSpec]) -> None:
+    values = np.asarray(series.values)
+    numbers = np.asarray(series.frame_numbers)
+    if values.ndim == 0 or numbers.shape != (values.shape[0],):
+        raise ValueError(f"output {spec.name!r}: {numbers.shape} frame numbers for values of "
+                         f"shape {values.shape}")
+    axis = _axis_for(spec.name, values.shape[1], outputs, specs) if values.ndim == 2 else None
+    axes = ["frame_number"] + ([axis[0]] if axis else ["."] * (values.ndim - 1))
+    _signal(group, spec, values, axes)
+    write_field(group, "frame_number", numbers.astype(np.int64, copy=False),
+                long_name="frame number (0-based within the acquisition)")
+    if axis is not None:
+        _write_axis(group, axis)
+
+
+_Axis = tuple[str, npt.NDArray[Any], OutputSpec]
+
+
+def _axis_for(name: str, length: int, outputs: Mapping[str, OutputValue],
+              specs: Sequence[OutputSpec]) -> _Axis | None:
+    """The sibling spectrum ``<stem><suffix>`` of matching length (stem = name or a prefix)."""
+    parts = name.split("_")
+    by_name = {s.name: s for s in specs}
+    for k in range(len(parts), 0, -1):
+        stem = "_".join(parts[:k])
+        for suffix in AXIS_SUFFIXES:
+            candidate = stem + suffix
+            value = outputs.get(candidate)
+            if candidate == name or value is None or isinstance(value, Series):
+                continue
+            array = np.asarray(value)
+            if array.shape == (length,):
+                spec = by_name.get(candidate) or OutputSpec(candidate, "spectrum",
+                                                            array.dtype.name, array.shape)
+                return suffix.lstrip("_"), array, spec
+    return None
+
+
+def _write_axis(group: h5py.Group, axis: _Axis) -> None:
+    name, values, spec = axis
+    write_field(group, name, values, units=spec.unit,
+                long_name=spec.description or spec.name)
