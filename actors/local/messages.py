@@ -1,0 +1,198 @@
+"""What the local backend's processes send each other (all small and picklable).
+
+Pixels never travel in messages: a :class:`SlotBatch` says which shared-memory slot holds a
+batch and how to read it (compressed bytes that do not fit a slot are the one exception and
+travel ``inline``).
+
+Driver <-> ingest: :class:`Call` / :class:`Reply` both ways (commands; the ingest asks for a
+ring), :class:`Free` (a slot is free again), :class:`Finished`; ingest events
+:class:`Begin`, :class:`Reconfigure`, :class:`Closed`, :class:`Skip`, :class:`End`,
+:class:`Aborted`, and :class:`Ready` / :class:`Fault` at start-up.
+Driver -> worker: :class:`SetupMsg`, :class:`Task`, :class:`Detach`, :class:`Stop`.
+Worker -> driver: :class:`Ready`, :class:`Done`, :class:`Failed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from actors.core.batch import FrameBatch
+from actors.core.chain import Partials
+from actors.core.merger import BatchInfo
+from actors.core.setup import ChainSetup
+from actors.wire.model import Encoding, Geometry
+
+SetupKey = tuple[int, int]  # (acquisition, version)
+States = dict[str, dict[int, Any]]
+
+
+@dataclass(frozen=True)
+class SlotBatch:
+    """A closed batch: which slot of which ring holds it, and its layout there."""
+
+    acquisition: int
+    index: int
+    generation: int
+    slot: int
+    segment: str
+    frame_numbers: npt.NDArray[np.int64]
+    geometry: Geometry
+    encoding: Encoding
+    nbytes: int
+    setup_version: int
+    info: BatchInfo
+    offsets: npt.NDArray[np.int64] | None = None  # compressed: (n + 1,) into the bytes
+    inline: npt.NDArray[np.uint8] | None = None  # compressed bytes too big for the slot
+
+    @property
+    def n(self) -> int:
+        return int(self.frame_numbers.shape[0])
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.acquisition, self.index)
+
+    @property
+    def setup_key(self) -> SetupKey:
+        return (self.acquisition, self.setup_version)
+
+    def frame_batch(self, buffer: memoryview | None) -> FrameBatch:
+        """A read-only :class:`FrameBatch` over the slot's ``buffer`` (zero copy)."""
+        g = self.geometry
+        if self.encoding is Encoding.RAW:
+            assert buffer is not None
+            pixels: npt.NDArray[Any] = np.ndarray((self.n, g.rows, g.cols), dtype=g.dtype,
+                                                  buffer=buffer)
+            pixels.flags.writeable = False
+            return FrameBatch(self.acquisition, self.index, self.frame_numbers, g,
+                              self.encoding, pixels=pixels)
+        if self.inline is not None:
+            blobs = self.inline
+        else:
+            assert buffer is not None
+            blobs = np.ndarray((self.nbytes,), dtype=np.uint8, buffer=buffer)
+            blobs.flags.writeable = False
+        return FrameBatch(self.acquisition, self.index, self.frame_numbers, g, self.encoding,
+                          blobs=blobs, offsets=self.offsets)
+
+
+# -- both ways ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Call:
+    id: int
+    method: str
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reply:
+    id: int
+    ok: bool
+    value: Any = None  # the result, or the exception when not ok
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A child process is up (ingest: its socket is open)."""
+
+    pid: int
+    index: int = -1
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A child process could not start."""
+
+    error: str
+
+
+# -- driver -> ingest --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Free:
+    generation: int
+    slot: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The results stage has finished the acquisition: the ingest may start another."""
+
+    acquisition: int
+
+
+# -- ingest -> driver --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Begin:
+    setup: ChainSetup
+
+
+@dataclass(frozen=True)
+class Reconfigure:
+    setup: ChainSetup
+
+
+@dataclass(frozen=True)
+class Closed:
+    batch: SlotBatch
+
+
+@dataclass(frozen=True)
+class Skip:
+    acquisition: int
+    info: BatchInfo
+
+
+@dataclass(frozen=True)
+class End:
+    acquisition: int
+    batches: int
+    ledger: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Aborted:
+    acquisition: int
+    ledger: dict[str, Any]
+
+
+# -- driver -> worker --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SetupMsg:
+    setup: ChainSetup
+
+
+@dataclass(frozen=True)
+class Task:
+    batch: SlotBatch
+    states: States | None
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Detach:
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+# -- worker -> driver --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Done:
+    acquisition: int
+    index: int
+    partial: Partials
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    acquisition: int
+    index: int
+    error: str
