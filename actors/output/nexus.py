@@ -23,6 +23,7 @@ is plotted against the spectrum output ``N_radius`` when there is one of matchin
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -36,7 +37,7 @@ import numpy.typing as npt
 
 from actors import __version__
 from actors.core.acquisition import AcquisitionResult
-from actors.output.errors import write_error
+from actors.output.errors import OutputWriteError, write_error
 from actors.output.ledger import write_ledger
 from actors.output.nx import (
     KIND_ATTR,
@@ -49,6 +50,7 @@ from actors.output.nx import (
     write_field,
     write_text,
 )
+from actors.output.space import close_trimmed, reserve
 from actors.output.tree import write_tree
 from actors.reduce.base import OutputKind, OutputSpec, OutputValue, Series
 
@@ -67,25 +69,62 @@ def write_acquisition(path: str | os.PathLike[str], result: AcquisitionResult,
                       specs: Sequence[OutputSpec], settings: Mapping[str, Any], *,
                       metadata: Mapping[str, Any] | None = None, file_index: int | None = None,
                       title: str | None = None) -> Path:
-    """Create ``path`` (never overwriting: FileExistsError) and write the acquisition."""
+    """Create ``path`` (never overwriting: FileExistsError) and write the acquisition.
+
+    On any failure the file this call created is removed again (no partial files) and the
+    error is raised (:class:`OutputWriteError` for I/O, with the path and errno text).
+    """
     path = Path(path)
+    file = create_file(path)
     try:
-        file = h5py.File(path, "x")
-    except FileExistsError:
-        raise FileExistsError(17, f"{path} already exists; rayline never overwrites a file",
-                              str(path)) from None
-    except OSError as exc:
-        raise write_error("cannot create", path, exc) from exc
-    with file:
         write_entry(file, result, specs, settings, metadata=metadata, file_index=file_index,
                     title=title)
+        close_trimmed(file)
+    except BaseException as exc:
+        _discard(file, path)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError):
+            raise write_error("cannot write", path, exc) from exc
+        raise
     return path
+
+
+def create_file(path: Path) -> h5py.File:
+    """A new HDF5 file at ``path``; FileExistsError if anything is there already."""
+    try:
+        return h5py.File(path, "x")
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, f"{path} already exists; rayline never "
+                              "overwrites a file", str(path)) from None
+    except OSError as exc:
+        _remove_if_empty(path)  # the open succeeded but the first write did not
+        raise write_error("cannot create", path, exc) from exc
+
+
+def _discard(file: h5py.File, path: Path) -> None:
+    try:
+        file.close()
+    except (OSError, RuntimeError) as exc:
+        logger.debug("closing %s after a failure: %s", path, exc)
+    path.unlink(missing_ok=True)
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            path.unlink()
+    except OSError:
+        pass
 
 
 def write_entry(file: h5py.File, result: AcquisitionResult, specs: Sequence[OutputSpec],
                 settings: Mapping[str, Any], *, metadata: Mapping[str, Any] | None = None,
                 file_index: int | None = None, title: str | None = None) -> h5py.Group:
-    """Fill ``/entry`` of an open file (``/entry/frames`` may already be there)."""
+    """Fill ``/entry`` of an open file (``/entry/frames`` may already be there).
+
+    The disk space is reserved first (:func:`actors.output.space.reserve`): a full disk
+    raises before anything is written, leaving the file as it was.
+    """
+    reserve(file, estimate_bytes(result, settings, metadata))
     set_attrs(file, NX_class="NXroot", default="entry", file_name=os.path.basename(
         file.filename), file_time=iso8601(time.time()), creator="rayline",
         creator_version=__version__, HDF5_Version=h5py.version.hdf5_version,
@@ -106,6 +145,22 @@ def write_entry(file: h5py.File, result: AcquisitionResult, specs: Sequence[Outp
     if default is not None:
         entry.attrs["default"] = default
     return entry
+
+
+def estimate_bytes(result: AcquisitionResult, settings: Mapping[str, Any],
+                   metadata: Mapping[str, Any] | None) -> int:
+    """An upper bound of what :func:`write_entry` adds to a file (data + HDF5 overhead)."""
+    data = 0
+    for value in result.outputs.values():
+        if isinstance(value, Series):
+            data += np.asarray(value.values).nbytes + np.asarray(value.frame_numbers).nbytes
+            data += 8 * max(np.asarray(value.values).shape[1:], default=0)
+        else:
+            array = np.asarray(value)
+            data += array.nbytes + 8 * sum(array.shape)  # + the axes
+    text = len(to_json(settings)) + len(to_json(metadata or {})) + len(to_json(result.ledger))
+    fields = len(result.outputs) + text // 16  # a few KiB of object header per field, at most
+    return int(1.1 * (data + 4 * text)) + 4096 * fields
 
 
 def _write_header(entry: h5py.Group, result: AcquisitionResult, file_index: int | None,

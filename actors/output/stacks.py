@@ -6,9 +6,11 @@ chunks of one frame, bitshuffle+LZ4 via hdf5plugin, filter id 32008, resizable a
 
 Blocks are appended in frame order (strictly increasing frame numbers). After every block
 the file is flushed, so the file on disk is valid and holds every frame appended so far.
-When an append fails (disk full, ...) the datasets are shrunk back to the frames that were
-complete, the writer refuses further appends, and :class:`OutputWriteError` says where and
-why; closing still leaves a valid, truncated file.
+The disk space of a block is reserved before it is written (:mod:`actors.output.space`):
+a full disk fails there, before HDF5 touches the file, the writer refuses further appends
+and :class:`OutputWriteError` says where and why; the file stays valid, truncated to the
+blocks appended before. (A failure inside HDF5 itself, e.g. EIO, is handled the same way
+on a best-effort basis: the datasets are shrunk back to the complete blocks.)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy.typing as npt
 
 from actors.output.errors import OutputWriteError, write_error
 from actors.output.nx import nx_group, set_attrs, write_text
+from actors.output.space import close_trimmed, reserve
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +112,12 @@ class FrameStackWriter:
             return
         start = self.count
         try:
+            reserve(self.group.file, frames.nbytes + numbers.nbytes)
+        except OSError as exc:  # nothing written: the file is as after the last append
+            self.failed = True
+            raise write_error(f"no space for frames {numbers[0]}..{numbers[-1]} in "
+                              f"{self.group.name} of", self.file_name, exc) from exc
+        try:
             self.data.resize(start + n, axis=0)
             self.data[start:start + n] = frames
             self.frame_number.resize(start + n, axis=0)
@@ -160,7 +169,7 @@ class FrameStackWriter:
         self.closed = True
         try:
             if self._owned is not None:
-                self._owned.close()
+                close_trimmed(self._owned)
             elif not self.failed:
                 self.group.file.flush()
         except (OSError, RuntimeError) as exc:

@@ -20,6 +20,7 @@ seed ("for sardana"): after an acquisition it is the index of the file just writ
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -44,8 +45,9 @@ from actors.output.naming import (
     validate_filename,
     validate_index,
 )
-from actors.output.nexus import write_entry
+from actors.output.nexus import create_file, write_acquisition, write_entry
 from actors.output.nx import nx_group
+from actors.output.space import close_trimmed
 from actors.output.stacks import FrameStackWriter
 from actors.reduce.base import OutputSpec
 
@@ -169,7 +171,7 @@ class AcquisitionWriter:
     def _create_early(self, current: _Current) -> None:
         try:
             current.path.parent.mkdir(parents=True, exist_ok=True)
-            current.file = _create(current.path)
+            current.file = create_file(current.path)
         except OSError as exc:
             current.frames_error = (f"cannot create {current.path} for per-frame stacks: "
                                     f"{describe_os_error(exc)}; frames are not stored")
@@ -228,36 +230,38 @@ class AcquisitionWriter:
     def _write(self, current: _Current, result: AcquisitionResult,
                specs: Sequence[OutputSpec], settings: Mapping[str, Any],
                metadata: Mapping[str, Any] | None) -> Path:
-        if current.file is None:
+        if current.file is None:  # no stacks (or their file could not be created)
             current.path.parent.mkdir(parents=True, exist_ok=True)
-            current.file = self._create_free(current)
-        if current.stack is not None:
-            current.stack.close()
-        write_entry(current.file, result, specs, settings, metadata=metadata,
-                    file_index=current.index)
-        file, current.file = current.file, None
-        file.close()
-        logger.info("acquisition %d written to %s", result.acquisition, current.path)
-        return current.path
-
-    def _create_free(self, current: _Current) -> h5py.File:
-        """Create the reserved file, moving on if it appeared since prepare()."""
-        for _ in range(MAX_SKIPS):
-            try:
-                return _create(current.path)
-            except FileExistsError:
-                logger.warning("%s appeared since the index was reserved; using the next "
-                               "free index", current.path)
-                current.index = free_index(self._directory, self._filename, current.index)
-                current.path = file_path(current.path.parent, self._filename, current.index)
-        raise FileExistsError(17, f"no free file name after {current.path}", str(current.path))
+            for _ in range(MAX_SKIPS):
+                try:
+                    path = write_acquisition(current.path, result, specs, settings,
+                                             metadata=metadata, file_index=current.index)
+                    break
+                except FileExistsError:
+                    logger.warning("%s appeared since its index was reserved; using the next "
+                                   "free index", current.path)
+                    current.index = free_index(current.path.parent, self._filename,
+                                               current.index)
+                    current.path = file_path(current.path.parent, self._filename,
+                                             current.index)
+            else:
+                raise FileExistsError(errno.EEXIST, "no free file name", str(current.path))
+        else:
+            if current.stack is not None:
+                current.stack.close()
+            write_entry(current.file, result, specs, settings, metadata=metadata,
+                        file_index=current.index)
+            file, current.file = current.file, None
+            close_trimmed(file)
+            path = current.path
+        logger.info("acquisition %d written to %s", result.acquisition, path)
+        return path
 
     def _failed(self, current: _Current, result: AcquisitionResult, exc: Exception) -> None:
-        partial, current.file = current.file, None
-        if partial is not None:
-            _close_quietly(partial)
-            if current.stack is None:  # nothing worth keeping: no frames in it
-                current.path.unlink(missing_ok=True)
+        """Keep a file that holds frames (valid as of its last flush); log one error."""
+        if current.file is not None:
+            _close_quietly(current.file)
+            current.file = None
         message = (f"cannot write acquisition {result.acquisition} to {current.path}: "
                    f"{describe_os_error(exc)}; the results are kept in memory")
         # an I/O failure is explained by its errno; anything else is a bug: keep the trace
@@ -291,12 +295,8 @@ class AcquisitionWriter:
         self._done(current)
 
 
-def _create(path: Path) -> h5py.File:
-    return h5py.File(path, "x")
-
-
 def _close_quietly(file: h5py.File) -> None:
     try:
-        file.close()
+        close_trimmed(file)
     except (OSError, RuntimeError) as exc:
         logger.debug("closing %s after a failure: %s", file, exc)
