@@ -1,0 +1,207 @@
+"""Shared helpers of the Tango tests: a fake pipeline, event collection, bounded waits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tango
+
+from actors.config import PipelineConfig
+from actors.core.acquisition import AcquisitionResult
+from actors.core.chain import ReducerChain, reconfigure_specs
+from actors.reduce.base import OutputValue, Series
+from actors.tango.control import Control
+from actors.tango.pipeline_control import PipelineControl
+
+SMALL = {"rows": 48, "cols": 64}
+
+
+def base_config(**extra: Any) -> dict[str, Any]:
+    """A MOENCH pipeline config with a small geometry and no files."""
+    return {"source": {"geometry": SMALL}, "reducers": [{"type": "moench"}],
+            "output": {"enabled": False}, "live_period": 0.2, **extra}
+
+
+class FakePipeline:
+    """The RayPipeline method names over made-up results: each ``status()`` call while an
+    acquisition runs receives and processes 10 more frames; images hold the frame count."""
+
+    def __init__(self, config: PipelineConfig, stop_delay: float = 0.0) -> None:
+        self.config = config
+        self.stop_delay = stop_delay
+        self.specs = tuple(dict(s) for s in config.reducers)
+        geom = config.source.geometry
+        assert geom is not None
+        self.chain = ReducerChain.from_specs(self.specs, geom.to_geometry())
+        self.acquisition = 0
+        self.running = False
+        self.frames = 0
+        self.done: dict[int, AcquisitionResult] = {}
+        self.output_settings: tuple[str, str, int] | None = None
+        self._lock = threading.Lock()
+        self._aborted = threading.Event()
+
+    def start_acquisition(self) -> int:
+        with self._lock:
+            if self.running:
+                raise RuntimeError("already running")
+            self.acquisition += 1
+            self.running, self.frames = True, 0
+            self._aborted.clear()
+            return self.acquisition
+
+    def stop_acquisition(self, timeout: float | None = None) -> AcquisitionResult:
+        if self.stop_delay:
+            if not self._aborted.wait(min(self.stop_delay, timeout or self.stop_delay)):
+                if timeout is not None and timeout < self.stop_delay:
+                    raise TimeoutError(f"{self.frames} of {self.frames + 5} frames processed")
+        with self._lock:
+            return self._finish("aborted" if self._aborted.is_set() else "finished")
+
+    def _finish(self, outcome: str) -> AcquisitionResult:
+        if self.running:
+            self.running = False
+            now = time.time()
+            self.done[self.acquisition] = AcquisitionResult(
+                self.acquisition, outcome, self.outputs(), self.ledger(), now, now)  # type: ignore[arg-type]
+        return self.done[self.acquisition]
+
+    def wait_acquisition(self, timeout: float | None = None) -> AcquisitionResult:
+        with self._lock:
+            if self.acquisition in self.done:
+                return self.done[self.acquisition]
+        raise TimeoutError("not finished")
+
+    def abort(self) -> None:
+        with self._lock:
+            self._aborted.set()
+            self._finish("aborted")
+
+    def set(self, name: str, value: Any) -> None:
+        self.specs = reconfigure_specs(self.specs, {name: value})
+
+    def set_output(self, filename: str, filepath: str, file_index: int) -> None:
+        self.output_settings = (filename, filepath, file_index)
+
+    def reset_pedestal(self) -> None:
+        pass
+
+    def ledger(self) -> dict[str, Any]:
+        return {"received": self.frames, "processed": self.frames, "dropped_total": 0,
+                "lost": 0, "rejected_total": 0}
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            if self.running:
+                self.frames += 10
+                return {"state": "running", "acquisition": self.acquisition,
+                        "received": self.frames, "processed": self.frames, "dropped": 0,
+                        "lost": 0, "rejected": 0, "frame_rate": 100.0, "fault": None}
+            return {"state": "idle", "acquisition": self.acquisition, "received": 0,
+                    "processed": 0, "dropped": 0, "lost": 0, "rejected": 0,
+                    "frame_rate": 0.0, "fault": None}
+
+    def outputs(self) -> dict[str, OutputValue]:
+        n = self.frames
+        out: dict[str, OutputValue] = {}
+        for spec in self.chain.outputs_spec():
+            if spec.kind == "series":
+                out[spec.name] = Series(np.arange(n, dtype=np.int64),
+                                        np.arange(n).astype(spec.dtype))
+            elif spec.kind == "scalar":
+                out[spec.name] = n
+            else:
+                out[spec.name] = np.full(spec.shape, float(n))
+        return out
+
+    def results(self) -> dict[str, OutputValue]:
+        with self._lock:
+            if self.running or self.acquisition not in self.done:
+                return self.outputs() if self.running else {}
+            return self.done[self.acquisition].outputs
+
+
+def fake_control(config: PipelineConfig) -> Control:
+    """ServerProcess factory: a PipelineControl over a FakePipeline."""
+    return PipelineControl(FakePipeline(config), config)
+
+
+def slow_stop_control(config: PipelineConfig) -> Control:
+    """ServerProcess factory: stop takes 5 s unless aborted."""
+    return PipelineControl(FakePipeline(config, stop_delay=5.0), config)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               period: float = 0.05) -> None:
+    """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(period)
+
+
+class Events:
+    """Collects events of a sync DeviceProxy subscription (callbacks run in a Tango thread)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, Any]] = []  # (receive time, event)
+        self._cond = threading.Condition()
+
+    def push_event(self, event: Any) -> None:
+        with self._cond:
+            self.events.append((time.time(), event))
+            self._cond.notify_all()
+
+    def values(self, name: str | None = None) -> list[Any]:
+        with self._cond:
+            return [ev.attr_value.value for _, ev in self.events
+                    if not ev.err and ev.attr_value is not None and
+                    (name is None or ev.attr_name.rsplit("/", 1)[-1].split("#")[0].lower() ==
+                     name.lower())]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+                self._cond.wait(min(left, 0.1))
+
+
+class Subscriptions:
+    """Subscribes a proxy's attributes and always unsubscribes (pytango#302: before the
+    proxy goes away)."""
+
+    def __init__(self, proxy: tango.DeviceProxy) -> None:
+        self.proxy = proxy
+        self.ids: list[int] = []
+
+    def add(self, attr: str, events: Events,
+            kind: tango.EventType = tango.EventType.CHANGE_EVENT) -> None:
+        self.ids.append(self.proxy.subscribe_event(attr, kind, events))
+
+    def close(self) -> None:
+        while self.ids:
+            self.proxy.unsubscribe_event(self.ids.pop())
+
+    def __enter__(self) -> Subscriptions:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read(proxy: tango.DeviceProxy, name: str) -> Any:
+    """Read a value, retrying once on the read/push race (tango.md §1, API_AttrValueNotSet)."""
+    try:
+        return proxy.read_attribute(name).value
+    except tango.DevFailed as exc:
+        if exc.args[0].reason != "API_AttrValueNotSet":
+            raise
+        return proxy.read_attribute(name).value
