@@ -192,6 +192,9 @@ def _write_outputs(entry: h5py.Group, outputs: Mapping[str, OutputValue],
     plots: list[tuple[str, str]] = []
     for spec in ordered:
         value = outputs[spec.name]
+        if value is None:  # not produced (e.g. a mode that was off): nothing to store
+            logger.warning("output %r has no value; not written", spec.name)
+            continue
         kind = _kind(spec, value)
         if kind == "scalar":
             name = hdf_name(spec.name, results.keys())

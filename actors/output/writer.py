@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from actors.config import OutputConfig
 from actors.core.acquisition import AcquisitionResult
-from actors.output.errors import describe_os_error
+from actors.output.errors import OutputWriteError, describe_os_error
 from actors.output.naming import (
     file_path,
     free_index,
@@ -190,13 +190,17 @@ class AcquisitionWriter:
                 or current.frames_error is not None:
             return False
         frames = np.asarray(frames)
+        if frames.ndim != 3:
+            raise ValueError(f"frames must be (n, rows, cols), got shape {frames.shape}")
         try:
             if current.stack is None:
                 current.stack = FrameStackWriter(current.file["entry"], frames.shape[1:3],
                                                  frames.dtype)
             current.stack.append(frames, frame_numbers)
         except OSError as exc:
-            current.frames_error = f"{exc.strerror}; frames after this are not stored"
+            reason = exc.strerror if isinstance(exc, OutputWriteError) else (
+                f"cannot store frames in {current.path}: {describe_os_error(exc)}")
+            current.frames_error = f"{reason}; frames after this are not stored"
             logger.error("%s", current.frames_error)
             return False
         return True
@@ -266,7 +270,7 @@ class AcquisitionWriter:
                    f"{describe_os_error(exc)}; the results are kept in memory")
         # an I/O failure is explained by its errno; anything else is a bug: keep the trace
         logger.error("%s", message, exc_info=None if isinstance(exc, OSError) else exc)
-        result.error = message
+        result.error = f"{result.error}; {message}" if result.error else message
 
     def _done(self, current: _Current) -> None:
         """Advance the index past a file that now exists; apply pending changes."""

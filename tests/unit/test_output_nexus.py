@@ -187,7 +187,7 @@ def test_every_kind_and_dtype_round_trips(tmp_path: Path) -> None:
         "count": 7,
         "mean": 0.1,
         "flag": True,
-        "big": np.uint64(2**63 + 5),
+        "big": np.array(2**63 + 5, dtype=np.uint64),
     }
     specs = [OutputSpec("sum", "image", "uint64", (5, 6), "counts", "sum image"),
              OutputSpec("isum", "image", "int64", (5, 6)),
