@@ -45,7 +45,7 @@ from actors.output.naming import (
     validate_filename,
     validate_index,
 )
-from actors.output.nexus import create_file, write_acquisition, write_entry
+from actors.output.nexus import create_file, write_entry
 from actors.output.nx import nx_group
 from actors.output.space import close_trimmed
 from actors.output.stacks import FrameStackWriter
@@ -171,7 +171,7 @@ class AcquisitionWriter:
     def _create_early(self, current: _Current) -> None:
         try:
             current.path.parent.mkdir(parents=True, exist_ok=True)
-            current.file = create_file(current.path)
+            current.file = self._create_free(current)
         except OSError as exc:
             current.frames_error = (f"cannot create {current.path} for per-frame stacks: "
                                     f"{describe_os_error(exc)}; frames are not stored")
@@ -236,20 +236,12 @@ class AcquisitionWriter:
                metadata: Mapping[str, Any] | None) -> Path:
         if current.file is None:  # no stacks (or their file could not be created)
             current.path.parent.mkdir(parents=True, exist_ok=True)
-            for _ in range(MAX_SKIPS):
-                try:
-                    path = write_acquisition(current.path, result, specs, settings,
-                                             metadata=metadata, file_index=current.index)
-                    break
-                except FileExistsError:
-                    logger.warning("%s appeared since its index was reserved; using the next "
-                                   "free index", current.path)
-                    current.index = free_index(current.path.parent, self._filename,
-                                               current.index)
-                    current.path = file_path(current.path.parent, self._filename,
-                                             current.index)
-            else:
-                raise FileExistsError(errno.EEXIST, "no free file name", str(current.path))
+            current.file = self._create_free(current)
+            write_entry(current.file, result, specs, settings, metadata=metadata,
+                        file_index=current.index)
+            file, current.file = current.file, None
+            close_trimmed(file)
+            path = current.path
         else:
             if current.stack is not None:
                 current.stack.close()
@@ -261,11 +253,29 @@ class AcquisitionWriter:
         logger.info("acquisition %d written to %s", result.acquisition, path)
         return path
 
+    def _create_free(self, current: _Current) -> h5py.File:
+        """Create the reserved file, moving on to the next free index if it appeared."""
+        for _ in range(MAX_SKIPS):
+            try:
+                return create_file(current.path)
+            except FileExistsError:
+                logger.warning("%s appeared since its index was reserved; using the next "
+                               "free index", current.path)
+                with self._lock:
+                    current.index = free_index(current.path.parent, self._filename,
+                                               current.index)
+                    current.path = file_path(current.path.parent, self._filename,
+                                             current.index)
+        raise FileExistsError(errno.EEXIST, "no free file name", str(current.path))
+
     def _failed(self, current: _Current, result: AcquisitionResult, exc: Exception) -> None:
-        """Keep a file that holds frames (valid as of its last flush); log one error."""
+        """Keep a file that holds frames (valid as of its last flush), else remove the
+        partial file; log one error."""
         if current.file is not None:
             _close_quietly(current.file)
             current.file = None
+            if current.stack is None:  # created by finish(): nothing in it worth keeping
+                current.path.unlink(missing_ok=True)
         message = (f"cannot write acquisition {result.acquisition} to {current.path}: "
                    f"{describe_os_error(exc)}; the results are kept in memory")
         # an I/O failure is explained by its errno; anything else is a bug: keep the trace

@@ -18,6 +18,7 @@ from actors.config import OutputConfig
 from actors.core.acquisition import AcquisitionResult
 from actors.output import AcquisitionWriter, read_frames, read_outputs
 from actors.output import nexus as nexus_module
+from actors.output import writer as writer_module
 from actors.reduce.base import OutputSpec, OutputValue, Series
 from tests.unit.test_output_support import assert_outputs_equal, check_nexus, generic, result
 
@@ -96,6 +97,25 @@ def test_existing_files_are_skipped_never_overwritten(tmp_path: Path, case: Case
     assert (tmp_path / "run_000005.h5").read_bytes() == b"five"
     assert (tmp_path / "run_000006.h5").read_bytes() == b"six"
     assert w.file_index == 8
+
+
+def test_a_name_taken_at_the_last_moment_moves_on(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another writer creates the file between the index check and the exclusive create."""
+    real = writer_module.create_file
+
+    def racing(path: Path) -> h5py.File:
+        if path.name == "run_000000.h5":
+            path.write_bytes(b"theirs")
+        return real(path)
+
+    monkeypatch.setattr(writer_module, "create_file", racing)
+    w = writer(tmp_path, frames=True)
+    assert w.prepare(0) == (1, tmp_path / "run_000001.h5")
+    assert (tmp_path / "run_000000.h5").read_bytes() == b"theirs"
+    assert w.append_frames(np.ones((1, 2, 2), np.uint16), [0])
+    assert w.finish(result({}), [], {}) == tmp_path / "run_000001.h5"
+    assert w.file_index == 2
 
 
 def test_setters_validate_and_rescan(tmp_path: Path) -> None:
