@@ -29,6 +29,7 @@ import numpy.typing as npt
 from actors.output.errors import OutputWriteError, write_error
 from actors.output.nx import nx_group, set_attrs, write_text
 from actors.output.space import close_trimmed, reserve
+from actors.wire.model import Geometry
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +45,15 @@ class FrameStackWriter:
     flushes the group's file.
     """
 
-    def __init__(self, target: h5py.Group | str | os.PathLike[str], shape: tuple[int, int],
-                 dtype: npt.DTypeLike, *, compression: Compression | None = "bitshuffle-lz4",
-                 name: str = "frames", units: str = "", flush: bool = True) -> None:
+    def __init__(self, target: h5py.Group | str | os.PathLike[str],
+                 shape: tuple[int, int] | Geometry, dtype: npt.DTypeLike | None = None, *,
+                 compression: Compression | None = "bitshuffle-lz4", name: str = "frames",
+                 units: str = "", flush: bool = True) -> None:
+        if isinstance(shape, Geometry):
+            geometry = shape
+            shape, dtype = geometry.shape, geometry.dtype if dtype is None else dtype
+        if dtype is None:
+            raise ValueError("a frame stack needs a dtype (or a Geometry)")
         rows, cols = (int(shape[0]), int(shape[1]))
         if rows <= 0 or cols <= 0:
             raise ValueError(f"frame stack shape must be positive, got {shape}")

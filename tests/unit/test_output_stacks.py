@@ -18,6 +18,7 @@ import pytest
 from actors.output import FrameStackWriter, OutputWriteError, read_frames
 from actors.output.space import METADATA_MARGIN
 from actors.output.stacks import BITSHUFFLE_FILTER_ID
+from actors.wire.model import Geometry
 
 ROOT = Path(__file__).resolve().parents[2]
 R, C = 48, 40
@@ -51,6 +52,14 @@ def test_frames_round_trip_through_bitshuffle_lz4(tmp_path: Path) -> None:
         assert group.attrs["NX_class"] == "NXdata" and group.attrs["signal"] == "data"
         assert list(group.attrs["axes"]) == ["frame_number", ".", "."]
         assert f.attrs["default"] == "entry" and f["entry"].attrs["default"] == "frames"
+
+
+def test_geometry_gives_shape_and_dtype(tmp_path: Path) -> None:
+    with FrameStackWriter(tmp_path / "s.h5", Geometry(R, C, "uint32")) as w:
+        w.append(*blocks(1)[0])
+        assert w.dtype == np.uint32 and w.shape == (R, C)
+    with pytest.raises(ValueError, match="dtype"):
+        FrameStackWriter(tmp_path / "t.h5", (R, C))
 
 
 def test_compression_off(tmp_path: Path) -> None:
