@@ -31,7 +31,7 @@ def reserve(file: h5py.File, nbytes: int) -> None:
     file drivers without a descriptor and file systems that cannot preallocate.
     """
     fd = _descriptor(file)
-    if fd is None:
+    if fd is None or not hasattr(os, "posix_fallocate"):  # e.g. macOS: unprotected
         return
     end = int(file.id.get_filesize())
     try:
