@@ -145,7 +145,9 @@ class LocalIngest:
         self.fault: str | None = None
         self.series_mask: np.ndarray[Any, Any] | None = None
         self.rate = RateMeter()
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
         self._loop_task: asyncio.Task[None] | None = None
+        self._read_task: asyncio.Task[None] | None = None
         self._commands: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -153,12 +155,14 @@ class LocalIngest:
         self.receiver.open()
         self.link.on_message = self._on_message
         self.link.start()
-        self._loop_task = asyncio.get_running_loop().create_task(self._receive_loop(),
-                                                                 name="ingest receive")
+        loop = asyncio.get_running_loop()
+        self._read_task = loop.create_task(self._read_loop(), name="ingest read")
+        self._loop_task = loop.create_task(self._receive_loop(), name="ingest receive")
 
     async def close(self) -> None:
         self.link.stop()
-        tasks = [t for t in (self._loop_task, *self._commands) if t is not None]
+        tasks = [t for t in (self._read_task, self._loop_task, *self._commands)
+                 if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -255,6 +259,27 @@ class LocalIngest:
         return base
 
     # -- receiving ------------------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        """Read messages into a one-message queue; never cancelled while reading.
+
+        ``Receiver.recv`` with a timeout can lose a message on Python 3.11: when the
+        timeout fires in the loop iteration in which the message arrives, the already
+        received message is replaced by the cancellation. Reading without a timeout and
+        waiting on the queue with one is safe: an ``asyncio.Queue`` keeps an item whose
+        getter was cancelled. The queue holds one message, so back-pressure still stops
+        reading from the socket.
+        """
+        while True:
+            msg = await self.receiver.recv()
+            if msg is not None:
+                await self._inbox.put(msg)
+
+    async def _next(self, timeout: float) -> Message | None:
+        try:
+            return await asyncio.wait_for(self._inbox.get(), timeout)
+        except TimeoutError:
+            return None
+
     async def _receive_loop(self) -> None:
         delay = self.config.batch.max_delay
         while True:
@@ -262,7 +287,7 @@ class LocalIngest:
             timeout = None
             if acq is not None and acq.assembler is not None and acq.assembler.pending:
                 timeout = max(0.0, delay - acq.assembler.age)
-            msg = await self.receiver.recv(timeout=timeout if timeout is not None else 0.2)
+            msg = await self._next(timeout if timeout is not None else 0.2)
             try:
                 acq = self.acq
                 if acq is not None and acq.assembler is not None and acq.assembler.pending \

@@ -132,17 +132,16 @@ class LocalPipeline:
         c, ing, smm = self.coordinator, self.ingest, self.slot_manager
         if c is not None:
             c.closing = True
-        if ing is not None and ing.process is not None:
-            if c is not None and c.ingest_alive:
+            c.stop()  # from here on this thread alone touches the processes
+        if ing is not None:
+            if c is None or c.ingest_alive:
                 call, _ = ing.calls.new("close")
                 ing.outbox.send(call)
             processes.stop(ing.process, JOIN_TIMEOUT)
-        if c is not None:
-            c.stop()
-            c.shutdown_workers(JOIN_TIMEOUT)
-        if ing is not None:
             ing.calls.fail_all(RuntimeError("the pipeline is closed"))
             ing.outbox.close(timeout=1.0)
+        if c is not None:
+            c.shutdown_workers(JOIN_TIMEOUT)
         if smm is not None:
             try:
                 smm.shutdown()  # unlinks every block the ring ever had
