@@ -55,10 +55,10 @@ class FakePipeline:
             return self.acquisition
 
     def stop_acquisition(self, timeout: float | None = None) -> AcquisitionResult:
-        if self.stop_delay:
-            if not self._aborted.wait(min(self.stop_delay, timeout or self.stop_delay)):
-                if timeout is not None and timeout < self.stop_delay:
-                    raise TimeoutError(f"{self.frames} of {self.frames + 5} frames processed")
+        slow = self.stop_delay and timeout is not None and timeout < self.stop_delay
+        if self.stop_delay and not self._aborted.wait(min(self.stop_delay, timeout or 1e9)) \
+                and slow:
+            raise TimeoutError(f"{self.frames} of {self.frames + 5} frames processed")
         with self._lock:
             return self._finish("aborted" if self._aborted.is_set() else "finished")
 
@@ -135,13 +135,15 @@ def slow_stop_control(config: PipelineConfig) -> Control:
     return PipelineControl(FakePipeline(config, stop_delay=5.0), config)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str | Callable[[], str],
                period: float = 0.05) -> None:
-    """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` seconds."""
+    """Poll ``predicate`` until true; fail with ``what`` (or what it returns then) after
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            text = what if isinstance(what, str) else what()
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {text}")
         time.sleep(period)
 
 

@@ -156,6 +156,7 @@ class RayPipeline:
             "frame_rate": ingest["frame_rate"],
             "idle_dropped": ingest["idle_dropped"],
             "fault": ingest["fault"],
+            "peak_inflight_bytes": ingest["peak_inflight_bytes"],
             "ledger": ledger,
             "receiver": ingest["receiver"],
         }

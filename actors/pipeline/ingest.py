@@ -85,6 +85,8 @@ class IngestCore:
         self.acq: IngestAcquisition | None = None
         self.idle_dropped = 0
         self.fault: str | None = None
+        self.inflight_bytes = 0  # bytes of batches this actor holds in the object store
+        self.peak_inflight_bytes = 0
         self.series_mask: np.ndarray[Any, Any] | None = None
         self.rate = RateMeter()
         self._buffers = AlternatingBuffers()
@@ -129,6 +131,7 @@ class IngestCore:
         self.acq = None
         pending = acq.assembler.discard() if acq.assembler else 0
         acq.dropped["aborted"] += pending + sum(f.batch.n for f in acq.inflight.values())
+        self.inflight_bytes -= sum(f.batch.nbytes for f in acq.inflight.values())
         acq.inflight.clear()
         await self.results.abort.remote(acquisition, self._ledger(acq))
         self._finished.set()
@@ -257,6 +260,9 @@ class IngestCore:
         worker = min(candidates, key=lambda i: (load[i], (i - batch.index) % len(self.workers)))
         partial_ref = self.workers[worker].process.remote(batch_ref, states_ref, acq.setup_ref)
         ack_ref = self.results.merge.remote(acq.acquisition, batch.index, partial_ref)
+        if batch.index not in acq.inflight:
+            self.inflight_bytes += batch.nbytes
+            self.peak_inflight_bytes = max(self.peak_inflight_bytes, self.inflight_bytes)
         acq.inflight[batch.index] = InFlight(batch, batch_ref, states_ref, acq.setup_ref,
                                              asyncio.wrap_future(ack_ref.future()), worker,
                                              attempts)
@@ -289,6 +295,7 @@ class IngestCore:
             if not f.ack.done():
                 continue
             del acq.inflight[index]  # drops the refs: the object store frees the batch
+            self.inflight_bytes -= f.batch.nbytes
             exc = f.ack.exception()
             if exc is None:
                 continue
@@ -355,6 +362,8 @@ class IngestCore:
             "frame_rate": self.rate.update(self.receiver.ledger.received),
             "geometry": self.receiver.geometry,
             "fault": self.fault,
+            "inflight_bytes": self.inflight_bytes,
+            "peak_inflight_bytes": self.peak_inflight_bytes,
         }
         if acq is not None:
             base["ledger"] = self._ledger(acq)

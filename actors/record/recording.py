@@ -160,6 +160,7 @@ def replay(path: str | Path, endpoint: str, socket: Literal["pub", "push"], *,
     ctx = context or zmq.Context()
     sock = make_publisher(ctx, socket, endpoint, send_timeout=send_timeout)
     sent = 0
+    flush = 0.0
     try:
         if on_bound is not None:
             on_bound(bound_endpoint(sock))
@@ -181,10 +182,11 @@ def replay(path: str | Path, endpoint: str, socket: Literal["pub", "push"], *,
                 sent += 1
                 if on_message is not None:
                     on_message(sent)
+        flush = send_timeout  # complete: let the queued messages leave (bounded)
         return sent
     finally:
         with contextlib.suppress(zmq.ZMQError):
-            sock.close(linger=0)
+            sock.close(linger=int(flush * 1000) if flush else 0)
         if context is None:
             ctx.term()
 

@@ -54,6 +54,7 @@ class SimulatorSettings:
     send_timeout: float = 30.0
     subscriber_timeout: float = 30.0
     end_of_series: bool = True
+    flush_timeout: float = 30.0  # after the last frame, wait this long for it to leave
 
     @property
     def socket_kind(self) -> Literal["pub", "push"]:
@@ -76,6 +77,7 @@ class Simulator:
         self._ctx = context or zmq.Context()
         self._sock: Any = None
         self.sent = 0
+        self._complete = False
         self.endpoint = settings.endpoint
 
     def __enter__(self) -> Simulator:
@@ -96,8 +98,11 @@ class Simulator:
         return self.endpoint
 
     def close(self) -> None:
+        """Close the socket; after a complete run, queued frames get ``flush_timeout``
+        seconds to leave (a bounded linger), otherwise they are discarded (linger 0)."""
         if self._sock is not None:
-            self._sock.close(linger=0)
+            linger = int(self.settings.flush_timeout * 1000) if self._complete else 0
+            self._sock.close(linger=linger)
             self._sock = None
         if self._own_ctx:
             self._ctx.term()
@@ -175,4 +180,5 @@ class Simulator:
                     progress(self.sent, total)
         logger.info("sent %d frames to %s in %.2f s", self.sent, self.endpoint,
                     time.monotonic() - t0)
+        self._complete = True
         return self.sent

@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 
 #: part limit when no geometry is declared (1 GiB)
 DEFAULT_PART_LIMIT = 1 << 30
+#: seconds after a disconnect without a libzmq retry before the receiver connects itself
+RETRY_GRACE = 1.0
+_WATCHED = (zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED
+            | zmq.EVENT_CONNECT_RETRIED)
 
 
 def part_limit(geometry: Geometry | None) -> int:
@@ -96,7 +100,7 @@ class Receiver:
                            hwm=s.hwm or hwm_for(geometry_bytes),
                            max_message_bytes=4 * self._limit)
         self._sock = sock
-        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        monitor = sock.get_monitor_socket(_WATCHED)
         self._monitor_task = asyncio.get_running_loop().create_task(
             self._watch(monitor), name=f"monitor {s.endpoint}")
 
@@ -115,25 +119,35 @@ class Receiver:
             self._ctx.term()
 
     async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
+        """Count disconnects; reconnect when libzmq will not (after a protocol error such
+        as a message over ZMQ_MAXMSGSIZE, no retry follows the disconnect)."""
+        waiting = False  # a disconnect with no sign of libzmq reconnecting yet
         try:
             while True:
-                event = parse_monitor_message(await monitor.recv_multipart())
+                try:
+                    async with asyncio.timeout(RETRY_GRACE if waiting else None):
+                        event = parse_monitor_message(await monitor.recv_multipart())
+                except TimeoutError:
+                    waiting = False
+                    self._reconnect()
+                    continue
                 if event["event"] == zmq.EVENT_DISCONNECTED:
                     self.ledger.disconnects += 1
+                    waiting = not self.settings.bind
                     logger.warning("%s: peer %s disconnected (sender restart, or a message "
                                    "over ZMQ_MAXMSGSIZE)", self.ledger.source,
                                    event["endpoint"].decode(errors="replace"))
-                    self._reconnect()
+                else:
+                    waiting = False  # libzmq is reconnecting by itself
         finally:
             monitor.close(linger=0)
 
     def _reconnect(self) -> None:
-        """libzmq does not reconnect after a protocol error (e.g. ZMQ_MAXMSGSIZE exceeded),
-        so a connecting receiver re-establishes the connection itself."""
+        """Connect again. Never ``disconnect()`` first: that would discard the messages
+        already received from the dead connection and still queued for us."""
         if self._sock is None or self.settings.bind:
             return
-        with contextlib.suppress(zmq.ZMQError):
-            self._sock.disconnect(self.settings.endpoint)
+        logger.warning("%s: reconnecting to %s", self.ledger.source, self.settings.endpoint)
         self._sock.connect(self.settings.endpoint)
 
     # -- receiving -------------------------------------------------------------------------

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 CLASS_NAME = "Rayline"
 ABORT_TIMEOUT = 10.0
+CLAIM_TIMEOUT = 2.0  # how long a command waits for a start in progress
 
 #: counter attribute -> PipelineStatus field
 COUNTERS = {"received_frames": "received", "processed_frames": "processed",
@@ -116,7 +117,7 @@ class RaylineDevice(Device):  # type: ignore[misc]
     filepath = attribute(dtype=str, access=_RW, memorized=True, hw_memorized=True,
                          fget=_setting("filepath"), fset=_file_setting("filepath"),
                          doc="directory of the acquisition files (seed)")
-    file_index = attribute(dtype=int, access=_RW, min_value=0, fget=_setting("file_index"),
+    file_index = attribute(dtype=int, access=_RW, fget=_setting("file_index"),
                            fset=_file_setting("file_index"),
                            doc="index of the next acquisition's file; +1 after each one")
     previous_file_index = attribute(dtype=int, fget=_previous_file_index,
@@ -200,7 +201,7 @@ class RaylineDevice(Device):  # type: ignore[misc]
 
     async def _start(self, origin: str) -> None:
         s = self.session
-        self._claim(origin)
+        await self._claim(origin)
         try:
             status = await self._live.poll_status()
             if status.running:
@@ -211,24 +212,24 @@ class RaylineDevice(Device):  # type: ignore[misc]
             n = await s.control.start()
             s.file_indices[n] = s.file_index
             s.fault = None
+            await self._live.poll_status()  # RUNNING before the command returns
             logger.info("%s: acquisition %d started (file index %d)", origin, n, s.file_index)
         except DevFailed:
             raise
         except Exception as exc:
             self._fail(origin, exc)
         finally:
-            s.busy = None
-            self._live.wake()
+            self._release()
 
     async def _stop(self, origin: str) -> None:
         s = self.session
-        self._claim(origin)
+        await self._claim(origin, stopping=True)
         try:
             status = await self._live.poll_status()
             if status.acquisition is None:
                 return  # nothing has run: nothing to stop
             summary = await s.control.stop(s.stop_timeout)
-            s.acquisition_ended(summary.acquisition)
+            s.acquisition_ended(summary.acquisition, summary.file)
             s.fault = None
             await self._live.publish()  # the final results before the command returns
             await self._live.poll_status()
@@ -245,8 +246,7 @@ class RaylineDevice(Device):  # type: ignore[misc]
         except Exception as exc:
             self._fail(origin, exc)
         finally:
-            s.busy = None
-            self._live.wake()
+            self._release()
 
     async def _abort(self, origin: str) -> None:
         """Always returns: failures are logged and shown in Status."""
@@ -260,12 +260,26 @@ class RaylineDevice(Device):  # type: ignore[misc]
         self._update_state()
         self._live.wake()
 
-    def _claim(self, origin: str) -> None:
+    async def _claim(self, origin: str, stopping: bool = False) -> None:
+        """Start and stop run one at a time: a stop in progress refuses the others at once
+        (it may wait long), anything else is waited for (briefly)."""
         s = self.session
-        if s.busy is not None:
+        if s.stopping:
             refuse(f"{origin} refused: {s.busy} is in progress (abort_receiver interrupts it)",
                    origin)
-        s.busy = origin
+        try:
+            await asyncio.wait_for(s.lock.acquire(), CLAIM_TIMEOUT)
+        except TimeoutError:
+            refuse(f"{origin} refused: {s.busy} is still in progress", origin)
+        s.busy, s.stopping = origin, stopping
+        self._update_state()
+
+    def _release(self) -> None:
+        s = self.session
+        s.busy, s.stopping = None, False
+        s.lock.release()
+        self._update_state()
+        self._live.wake()
 
     def _fail(self, origin: str, exc: BaseException) -> NoReturn:
         logger.error("%s failed", origin, exc_info=exc)
@@ -277,6 +291,8 @@ class RaylineDevice(Device):  # type: ignore[misc]
     async def write_parameter(self, param: ParameterAttr, value: Any) -> None:
         try:
             pipeline_value = param.from_tango(value)
+            if _same(pipeline_value, self.session.params[param.attr]):
+                return  # e.g. Init re-applying memorized values: nothing changes
             await self.session.control.set(param.parameter, pipeline_value)
         except (ValueError, TypeError) as exc:
             refuse(f"{param.attr} = {value!r} refused: {exc}", f"write {param.attr}",
@@ -289,6 +305,8 @@ class RaylineDevice(Device):  # type: ignore[misc]
         self.push(param.attr, param.to_tango(pipeline_value))
 
     async def write_file_setting(self, name: str, value: Any) -> None:
+        if value == getattr(self.session, name):
+            return  # e.g. Init re-applying memorized values during an acquisition
         status = self._status
         if status is None or status.running:
             status = await self._live.poll_status()
@@ -296,12 +314,13 @@ class RaylineDevice(Device):  # type: ignore[misc]
             refuse(f"{name} can change only while no acquisition runs (State ON): the files of "
                    f"acquisition {status.acquisition} are being written; stop_receiver first",
                    f"write {name}", "Rayline_NotAllowed")
-        if name == "file_index" and int(value) < 0:
-            refuse("file_index must be >= 0", f"write {name}", "Rayline_BadValue")
-        setattr(self.session, name, value)
-        self.push(name, value)
-        if name == "file_index":
-            self.push("previous_file_index", int(value) - 1)
+        try:
+            stored = self.session.set_file_setting(name, value)
+        except ValueError as exc:
+            refuse(f"{name} = {value!r} refused: {exc}", f"write {name}", "Rayline_BadValue")
+        self.push(name, stored)
+        self.push("file_index", self.session.file_index)
+        self.push("previous_file_index", self.session.file_index - 1)
 
     # -- reads ---------------------------------------------------------------------------------
     def counter(self, field: str) -> Any:
@@ -333,6 +352,7 @@ class RaylineDevice(Device):  # type: ignore[misc]
     def on_snapshot(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
         self._sequence += 1
+        self._update_state()
         for out in self.session.declarations.outputs:
             value = out.value(snapshot.outputs.get(out.output))
             if value is None:
@@ -400,12 +420,28 @@ class RaylineDevice(Device):  # type: ignore[misc]
                                    f"{counts}."
         if fault is not None:
             return DevState.FAULT, fault
+        if st.running and self.session.stopping:
+            return DevState.RUNNING, (f"Acquisition {st.acquisition} stopping: waiting until "
+                                      f"every received frame is processed ({counts}; gives "
+                                      f"up after {self.session.stop_timeout:g} s).")
         if st.running:
             return DevState.RUNNING, (f"Acquisition {st.acquisition} {st.state}: {counts} "
                                       f"({st.frame_rate:.0f} frames/s).")
+        if self._snapshot is None:
+            return DevState.INIT, "Starting: fetching the pipeline's results."
+        if self._snapshot.running:  # ON only once the final results are readable here
+            return DevState.RUNNING, (f"Acquisition {st.acquisition} finishing: publishing "
+                                      f"the final results ({counts}).")
         if st.acquisition is None:
             return DevState.ON, "Idle, ready: no acquisition yet."
         return DevState.ON, f"Idle, ready. Acquisition {st.acquisition} ended: {counts}."
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values (NaN equals NaN: an optional number left automatic)."""
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return type(a) is type(b) and bool(a == b)
 
 
 def _empty(out: OutputAttr) -> Any:

@@ -50,6 +50,8 @@ class LivePublisher:
         self._lock = asyncio.Lock()
         self._published: Key | None = None
         self._next_live = 0.0
+        self._status_acquisition: int | None = None  # of the last polled status
+        self._final_for: int | None = -1  # acquisition whose final outputs were published
 
     def start(self) -> None:
         if self._task is None:
@@ -70,6 +72,7 @@ class LivePublisher:
 
     async def poll_status(self) -> PipelineStatus:
         status = await self.control.status()
+        self._status_acquisition = status.acquisition
         self.sink.on_status(status)
         return status
 
@@ -79,18 +82,23 @@ class LivePublisher:
             snap = await self.control.snapshot()
             self._published = (snap.acquisition, snap.processed, snap.running)
             self._next_live = time.monotonic() + self.live_period()
+            if not snap.running:
+                self._final_for = self._status_acquisition
             self.sink.on_snapshot(snap)
             return snap
 
     def due(self, status: PipelineStatus, now: float) -> bool:
-        """Whether the outputs should be fetched after this status."""
+        """Whether the outputs should be fetched after this status: while running when they
+        changed (at most every ``live_period``), once it has ended (until the results say
+        they are final), and for an acquisition that ended between two polls."""
         last = self._published
         if last is None:
             return True
-        if not status.running:  # ended (or a different finished acquisition): at once
-            return last[2] or last[0] != status.acquisition
-        changed = (status.acquisition, status.processed) != last[:2]
-        return changed and now >= self._next_live
+        if status.running:
+            self._final_for = None
+            changed = (status.acquisition, status.processed) != last[:2]
+            return changed and now >= self._next_live
+        return last[2] or self._final_for != status.acquisition
 
     async def _run(self) -> None:
         while True:

@@ -7,12 +7,19 @@ the generated class: :func:`actors.tango.device.build_device_class` stores one
 
 from __future__ import annotations
 
-import re
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from actors.config import PipelineConfig
+from actors.output.naming import (
+    index_pattern,
+    next_file_index,
+    validate_directory,
+    validate_filename,
+    validate_index,
+)
 from actors.tango.control import Control
 from actors.tango.declare import Declarations, declare
 
@@ -40,7 +47,9 @@ class Session:
     file_index: int
     live_period: float
     stop_timeout: float
-    busy: str | None = None  # the command in progress (start/stop are not re-entrant)
+    busy: str | None = None  # the start or stop command in progress
+    stopping: bool = False  # busy is a stop (it may wait long: others are refused at once)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     fault: str | None = None  # the last command failure, until the next success
     file_indices: dict[int, int] = field(default_factory=dict)  # acquisition -> file index
 
@@ -55,19 +64,25 @@ class Session:
                    out.filename, out.directory, next_file_index(out.directory, out.filename),
                    config.live_period, config.acquisition_timeout)
 
-    def acquisition_ended(self, acquisition: int | None) -> None:
-        """The next acquisition gets the next file index (once per started acquisition)."""
+    def set_file_setting(self, name: str, value: Any) -> Any:
+        """Validate and store ``filename``, ``filepath`` or ``file_index`` (ValueError says
+        what is allowed); a new name or directory continues from the files present there."""
+        if name == "filename":
+            self.filename = validate_filename(value, name)
+        elif name == "filepath":
+            self.filepath = str(validate_directory(value, name))
+        else:
+            self.file_index = validate_index(int(value), name)
+            return self.file_index
+        self.file_index = next_file_index(self.filepath, self.filename)
+        return getattr(self, name)
+
+    def acquisition_ended(self, acquisition: int | None, file: str | None = None) -> None:
+        """The next acquisition gets the next file index (once per started acquisition):
+        one after the index of the file written, else after the index it started with."""
         index = self.file_indices.pop(acquisition, None) if acquisition is not None else None
+        if file is not None:
+            match = index_pattern(self.filename).match(Path(file).name)
+            index = int(match.group(1)) if match else index
         if index is not None and self.file_index <= index:
             self.file_index = index + 1
-
-
-def next_file_index(directory: str, filename: str) -> int:
-    """One more than the largest ``{filename}_{index}.h5`` (or ``.nxs``) present, else 1."""
-    pattern = re.compile(rf"^{re.escape(filename)}_(\d+)\.(?:h5|nxs)$")
-    try:
-        names = [p.name for p in Path(directory).iterdir()]
-    except OSError:
-        return 1
-    found = [int(m.group(1)) for m in map(pattern.match, names) if m]
-    return max(found) + 1 if found else 1

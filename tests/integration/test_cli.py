@@ -1,0 +1,73 @@
+"""The rayline command line, run as a user would (subprocesses, real sockets)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+
+from actors.sim.simulator import Simulator, SimulatorSettings
+from actors.stream.receiver import Receiver, ReceiverSettings
+from actors.stream.sockets import free_tcp_endpoint
+from actors.wire.model import Image, Protocol, SeriesEnd
+from tests.conftest import SenderThread
+
+RAYLINE = [sys.executable, "-m", "actors"]
+COMMANDS = ["demo", "simulate", "receive", "record", "replay"]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_everywhere(command: str | None) -> None:
+    args = [*RAYLINE, "--help"] if command is None else [*RAYLINE, command, "--help"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True)
+    assert "usage: rayline" in out.stdout
+
+
+async def test_simulate_subprocess_delivers_every_frame_before_exiting() -> None:
+    endpoint = free_tcp_endpoint()
+    async with Receiver(ReceiverSettings(endpoint, "pull", Protocol.DECTRIS_V2)) as rx:
+        proc = subprocess.Popen([*RAYLINE, "simulate", "--protocol", "dectris-v2", "-n", "25",
+                                 "--rows", "64", "--cols", "80", "--endpoint", endpoint,
+                                 "--no-progress"], stderr=subprocess.PIPE, text=True)
+        try:
+            frames = []
+            while (msg := await rx.recv(timeout=60)) is not None:
+                if isinstance(msg, Image):
+                    frames.append(msg.frame)
+                if isinstance(msg, SeriesEnd):
+                    break
+            assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+        finally:
+            proc.kill()
+            proc.wait()
+    assert frames == list(range(25))
+
+
+def test_receive_subprocess_prints_the_ledger(
+        sender_threads: Callable[..., SenderThread]) -> None:
+    settings = SimulatorSettings(frames=30, lossless=True, scene={"rows": 32, "cols": 32})
+    with Simulator(settings) as sim:
+        proc = subprocess.Popen([*RAYLINE, "receive", sim.endpoint, "--protocol", "sls",
+                                 "--decode", "--idle-timeout", "60", "--no-progress"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            sender = sender_threads(sim.run)
+            out, err = proc.communicate(timeout=120)
+            sender.join()
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    ledger = json.loads(out)
+    assert (ledger["received"], ledger["lost"], ledger["rejected_total"]) == (30, 0, 0)
+    assert ledger["series_ended"] == 1
+
+
+def test_bad_arguments_give_a_clear_error() -> None:
+    out = subprocess.run([*RAYLINE, "replay", "/nonexistent/file.rlrec", "--endpoint",
+                          free_tcp_endpoint(), "--socket", "push"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "no recording at /nonexistent/file.rlrec" in out.stderr
