@@ -166,13 +166,23 @@ class Events:
                     (name is None or ev.attr_name.rsplit("/", 1)[-1].split("#")[0].lower() ==
                      name.lower())]
 
+    def describe(self, last: int = 5) -> str:
+        """The last events, briefly (for failure messages)."""
+        out = []
+        for t, ev in self.events[-last:]:
+            value = getattr(getattr(ev, "attr_value", None), "value", None)
+            out.append(f"{t:.3f} err={ev.err} ctr={getattr(ev, 'ctr', None)} "
+                       f"{type(value).__name__}")
+        return "; ".join(out)
+
     def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         with self._cond:
             while not predicate():
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+                    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; "
+                                         f"{len(self.events)} events: {self.describe()}")
                 self._cond.wait(min(left, 0.1))
 
 
