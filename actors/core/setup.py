@@ -7,6 +7,7 @@ from the same stored value.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy.typing as npt
 
 from actors.core.batch import FrameBatch
 from actors.core.chain import Partials, ReducerChain
+from actors.reduce.base import Batch
 from actors.wire.model import Geometry
 from actors.wire.reorder import IndexArray, load_map
 
@@ -52,6 +54,19 @@ class Worker:
                 self.chains.pop(next(iter(self.chains)))
             self.chains[key] = (setup.build(), setup.reorder_map())
         return self.chains[key]
+
+    def warm_up(self, specs: tuple[dict[str, Any], ...], dtype: str) -> float:
+        """Run the chain once on a tiny dummy batch so compiled kernels are loaded (or
+        compiled) before the first real batch; returns the seconds it took."""
+        t0 = time.perf_counter()
+        geometry = Geometry(16, 16, dtype)
+        chain = ReducerChain.from_specs(specs, geometry)
+        frames = np.zeros((2, 16, 16), dtype=dtype)
+        published = chain.published_states(chain.initial(None))
+        states = {name: {k: published[name][k] for k in keys}
+                  for name, keys in chain.state_needed(0, 1).items()}
+        chain.process(Batch(0, frames, np.arange(2, dtype=np.int64)), states)
+        return time.perf_counter() - t0
 
     def process(self, batch: FrameBatch, states: dict[str, dict[int, Any]] | None,
                 setup: ChainSetup) -> Partials:

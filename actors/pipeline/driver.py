@@ -18,6 +18,7 @@ from actors.pipeline.processing import ProcessingActor
 from actors.pipeline.results import ResultsActor
 from actors.pipeline.runtime import ensure_ray
 from actors.reduce.base import OutputValue
+from actors.wire.model import Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,12 @@ class RayPipeline:
                 f"start within {READY_TIMEOUT:.0f} s: the cluster has "
                 f"{ray.cluster_resources().get('CPU', 0)} CPUs (lower workers or "
                 "ray.worker_cpus)") from None
+        dtype = cfg.source.geometry.dtype if cfg.source.geometry else (
+            "uint16" if cfg.source.protocol is Protocol.SLS else "uint32")
+        specs = tuple(dict(s) for s in cfg.reducers)
+        warm = ray.get([w.warm_up.remote(specs, dtype) for w in self.workers],
+                       timeout=READY_TIMEOUT)
+        logger.debug("workers warmed up in %s s", [round(t, 2) for t in warm])
         self.ingest = IngestActor.options(scheduling_strategy=here).remote(
             cfg, self.results_actor, self.workers)
         ray.get(self.ingest.open.remote(), timeout=READY_TIMEOUT)

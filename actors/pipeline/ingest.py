@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,7 @@ class IngestCore:
         self.acq: IngestAcquisition | None = None
         self.idle_dropped = 0
         self.fault: str | None = None
+        self.timing: dict[str, float] = defaultdict(float)  # seconds spent waiting, per cause
         self.inflight_bytes = 0  # bytes of batches this actor holds in the object store
         self.peak_inflight_bytes = 0
         self.series_mask: np.ndarray[Any, Any] | None = None
@@ -233,13 +234,16 @@ class IngestCore:
         assert acq.chain is not None
         info = BatchInfo(batch.index, batch.first_frame, batch.last_frame, batch.n,
                          acq.chain.state_needed(batch.first_frame, batch.last_frame))
+        t0 = time.perf_counter()
         if len(acq.inflight) >= self.config.max_inflight:
             if self.config.overflow == "drop":
                 acq.dropped["overflow"] += batch.n
                 await self.results.skip.remote(acq.acquisition, info)
                 return
             await self._wait_for_room(acq)
+        t1 = time.perf_counter()
         batch_ref = ray.put(batch)  # the one copy into the object store
+        t2 = time.perf_counter()
         states_ref = None
         if info.keys:
             # dispatch only once its states exist: a processing task never waits on
@@ -249,6 +253,9 @@ class IngestCore:
             states_ref = self.results.states.remote(acq.acquisition, info.index)
         else:
             self.results.register.remote(acq.acquisition, info)
+        self.timing["wait_room"] += t1 - t0
+        self.timing["put"] += t2 - t1
+        self.timing["wait_states"] += time.perf_counter() - t2
         self._send(acq, batch, batch_ref, states_ref, attempts=1)
         acq.dispatched_frames += batch.n
         acq.dispatched_batches += 1
@@ -364,6 +371,7 @@ class IngestCore:
             "fault": self.fault,
             "inflight_bytes": self.inflight_bytes,
             "peak_inflight_bytes": self.peak_inflight_bytes,
+            "timing": dict(self.timing),
         }
         if acq is not None:
             base["ledger"] = self._ledger(acq)

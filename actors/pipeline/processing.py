@@ -31,9 +31,9 @@ class Processing:
         ctx = ray.get_runtime_context()
         return {"index": self.index, "node_id": ctx.get_node_id(), "pid": _pid()}
 
-    def warm_up(self, setup: ChainSetup) -> None:
-        """Build the chain (and compile its kernels) before the first batch arrives."""
-        self.worker.chain_for(setup)
+    def warm_up(self, specs: tuple[dict[str, Any], ...], dtype: str) -> float:
+        """Load (or compile) the reducers' kernels before the first batch arrives."""
+        return self.worker.warm_up(specs, dtype)
 
     def process(self, batch: FrameBatch, states: dict[str, dict[int, Any]] | None,
                 setup: ChainSetup) -> Partials:

@@ -26,8 +26,11 @@ def resolve_backend(backend: Backend) -> Literal["numba", "numpy"]:
 
 
 def jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """numba-compile ``fn`` lazily (at first call), single-threaded, releasing the GIL;
+    """numba-compile ``fn`` lazily (at first call), single-threaded, releasing the GIL, with
+    numba's on-disk cache (``__pycache__`` beside the module, or ``NUMBA_CACHE_DIR``; numba
+    falls back to compiling in memory where neither is writable), so each new worker process
+    loads the machine code instead of compiling it for seconds;
     ``fn`` itself when numba is missing (callers then use their numpy path)."""
     if numba is None:
         return fn
-    return cast(Callable[..., Any], numba.njit(nogil=True, cache=False)(fn))
+    return cast(Callable[..., Any], numba.njit(nogil=True, cache=True)(fn))
