@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -217,3 +219,56 @@ def read(proxy: tango.DeviceProxy, name: str) -> Any:
         if exc.args[0].reason != "API_AttrValueNotSet":
             raise
         return proxy.read_attribute(name).value
+
+
+class ProcessOutput:
+    """Drains a subprocess's text stdout in a thread (a full pipe would block it)."""
+
+    def __init__(self, proc: Any, name: str) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, name=f"{name}-stdout", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first output line matching ``pattern``; fails after ``timeout`` seconds or
+        when the process exits first."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    tail = "\n".join(self.lines[-30:])
+                    raise AssertionError(f"no line matching {pattern!r} within {timeout:g} s "
+                                         f"(exit code {self.proc.poll()}); output:\n{tail}")
+                self._cond.wait(min(left, 0.2))
+
+    def join(self, timeout: float = 10.0) -> None:
+        """Wait for the end of the output (after the process ended) and close the pipe."""
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.proc.stdout.close()
+
+
+def stop_process(proc: Any, timeout: float = 30.0) -> int:
+    """SIGTERM, then SIGKILL after ``timeout`` (a hung Tango process ignores SIGTERM)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    return int(proc.returncode)
