@@ -20,6 +20,9 @@ from actors.reduce.base import Batch
 from actors.wire.model import Geometry
 from actors.wire.reorder import IndexArray, load_map
 
+#: partial key under which a worker also returns the decoded frames (per-frame stacks)
+FRAMES_KEY = "__frames__"
+
 
 @dataclass(frozen=True)
 class ChainSetup:
@@ -32,6 +35,7 @@ class ChainSetup:
     reorder: str = "none"
     mask: npt.NDArray[np.bool_] | None = None
     first_batch: int = 0  # batches with index >= first_batch use this version
+    keep_frames: bool = False  # also return the decoded frames (output.frames)
 
     def build(self) -> ReducerChain:
         return ReducerChain.from_specs(self.specs, self.geometry)
@@ -71,4 +75,8 @@ class Worker:
     def process(self, batch: FrameBatch, states: dict[str, dict[int, Any]] | None,
                 setup: ChainSetup) -> Partials:
         chain, rmap = self.chain_for(setup)
-        return chain.process(batch.to_batch(setup.mask, rmap), states)
+        reducer_batch = batch.to_batch(setup.mask, rmap)
+        partials = chain.process(reducer_batch, states)
+        if setup.keep_frames:
+            partials[FRAMES_KEY] = (reducer_batch.frames, reducer_batch.frame_numbers)
+        return partials

@@ -313,6 +313,7 @@ class Coordinator:
         elif isinstance(msg, Ready):
             w.ready, w.pid = True, msg.pid
             self.startup_failures[w.index] = 0
+            self.lock.notify_all()  # open() waits for every worker
         else:
             logger.error("coordinator: unexpected message from worker %d: %r", w.index, msg)
 
@@ -358,6 +359,7 @@ class Coordinator:
         if self.startup_failures[w.index] >= MAX_STARTUP_FAILURES:
             self.fault = f"worker {w.index} died {MAX_STARTUP_FAILURES} times while starting"
             logger.error("%s: not restarting it", self.fault)
+            self.lock.notify_all()
             return
         self.restarts += 1
         replacement = start_worker(w.index, self.log_level)

@@ -69,7 +69,10 @@ class RayPipeline:
         self._started_ray = ensure_ray(cfg.ray)
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
                                               soft=False)
-        self.results_actor = ResultsActor.options(scheduling_strategy=here).remote()
+        output = cfg.output.model_copy(
+            update={"directory": str(Path(cfg.output.directory).absolute())})
+        self.results_actor = ResultsActor.options(scheduling_strategy=here).remote(
+            output, cfg.model_dump(mode="json"))
         strategy = "SPREAD" if cfg.ray.placement == "spread" else "DEFAULT"
         self.workers = [ProcessingActor.options(num_cpus=cfg.ray.worker_cpus,
                                                 scheduling_strategy=strategy).remote(i)

@@ -151,7 +151,8 @@ class IngestCore:
         await self._dispatch_closed(acq, acq.assembler.flush())
         first = acq.assembler.next_index
         acq.setup = ChainSetup(acq.acquisition, acq.setup.version + 1, self.specs,
-                               acq.setup.geometry, acq.setup.reorder, acq.setup.mask, first)
+                               acq.setup.geometry, acq.setup.reorder, acq.setup.mask, first,
+                               acq.setup.keep_frames)
         acq.chain = acq.setup.build()
         acq.setup_ref = ray.put(acq.setup)
         await self.results.reconfigure.remote(acq.setup_ref)
@@ -220,7 +221,8 @@ class IngestCore:
         geometry = Geometry(payload.shape[0], payload.shape[1], payload.dtype)
         mask = self.series_mask if self.series_mask is not None and \
             self.series_mask.shape == geometry.shape else None
-        acq.setup = ChainSetup(acq.acquisition, 0, acq.specs, geometry, src.reorder, mask)
+        acq.setup = ChainSetup(acq.acquisition, 0, acq.specs, geometry, src.reorder, mask,
+                               keep_frames=self.config.output.enabled and self.config.output.frames)
         acq.chain = acq.setup.build()
         acq.setup_ref = ray.put(acq.setup)
         acq.assembler = BatchAssembler(acq.acquisition, geometry, self.config.batch.max_frames,

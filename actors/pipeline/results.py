@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
 
+from actors.config import OutputConfig
 from actors.core.acquisition import Acquisition, AcquisitionResult
 from actors.core.chain import Partials
 from actors.core.merger import BatchInfo
-from actors.core.setup import ChainSetup
+from actors.core.setup import FRAMES_KEY, ChainSetup
+from actors.output import AcquisitionWriter
 
 logger = logging.getLogger(__name__)
 
@@ -20,12 +23,20 @@ logger = logging.getLogger(__name__)
 class Results:
     """The single owner of merged results (async actor: all methods share one loop)."""
 
-    def __init__(self, keep: int = 16) -> None:
+    def __init__(self, output: OutputConfig | None = None,
+                 config: dict[str, Any] | None = None, keep: int = 16) -> None:
         self.current: Acquisition | None = None
         self.carried: dict[str, Any] | None = None
         self.done: dict[int, AcquisitionResult] = {}
         self.keep = keep
+        self.writer = AcquisitionWriter(output or OutputConfig(enabled=False))
+        self.config_dump = config or {}
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="rayline-output")  # ordered I/O
+        self._frames: dict[int, tuple[Any, Any]] = {}  # batch index -> (frames, numbers)
         self._changed = asyncio.Condition()
+
+    async def _run_io(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -41,6 +52,9 @@ class Results:
             logger.warning("acquisition %d replaced by %d before it ended",
                            self.current.acquisition, setup.acquisition)
         self.current = Acquisition.begin(setup.acquisition, setup.build(), self.carried)
+        self._frames.clear()
+        if self.writer.enabled:
+            await self._run_io(self.writer.prepare, setup.acquisition)
         await self._notify()
 
     async def reconfigure(self, setup: ChainSetup) -> None:
@@ -73,7 +87,12 @@ class Results:
         acq = self._acq(acquisition)
         if acq is None:
             return -1
+        frames = partial.pop(FRAMES_KEY, None)
         acq.merger.add(index, partial)
+        if frames is not None:
+            self._frames[index] = frames
+        for i in sorted(k for k in self._frames if k <= acq.merger.merged_through):
+            await self._run_io(self.writer.append_frames, *self._frames.pop(i))  # in order
         await self._finish_if_complete(acq)
         await self._notify()
         return acq.merger.processed_frames
@@ -114,6 +133,8 @@ class Results:
         acq.ingest_ledger = ingest_ledger
         self._store(acq.result("aborted"))
         self.current = None
+        self._frames.clear()
+        await self._run_io(self.writer.close)  # an aborted acquisition writes no results
         await self._notify()
 
     async def _finish_if_complete(self, acq: Acquisition) -> None:
@@ -121,8 +142,13 @@ class Results:
             return
         self.carried = acq.merger.carry_over()
         result = acq.result("finished")
-        self._store(result)
         self.current = None
+        if self.writer.enabled:
+            settings = {"reducers": acq.chain.specs(), "config": self.config_dump}
+            path = await self._run_io(self.writer.finish, result, acq.chain.outputs_spec(),
+                                      settings)
+            result.file = None if path is None else str(path)
+        self._store(result)  # after the file, so wait() sees result.file / result.error
         logger.info("acquisition %d finished: %d frames processed in %.2f s",
                     acq.acquisition, result.ledger["processed"], result.duration)
 
@@ -160,6 +186,22 @@ class Results:
     async def processed(self) -> int:
         cur = self.current
         return cur.merger.processed_frames if cur is not None else 0
+
+    async def output_state(self) -> dict[str, Any]:
+        """The file settings (the seed's filename, filepath, file_index attributes)."""
+        w = self.writer
+        free = w.free_bytes
+        return {"enabled": w.enabled, "filename": w.filename, "filepath": str(w.directory),
+                "file_index": w.file_index, "previous_file_index": w.previous_file_index,
+                "path": str(w.path), "space_available": None if free is None else free / 2**30}
+
+    async def set_output(self, name: str, value: Any) -> dict[str, Any]:
+        """Change ``filename``, ``filepath`` or ``file_index`` (applies to the next file)."""
+        attrs = {"filename": "filename", "filepath": "directory", "file_index": "file_index"}
+        if name not in attrs:
+            raise ValueError(f"unknown output setting {name!r}; one of {sorted(attrs)}")
+        setattr(self.writer, attrs[name], value)
+        return await self.output_state()
 
     async def reset_pedestal(self) -> None:
         """Forget the state carried between acquisitions (the next one starts fresh)."""

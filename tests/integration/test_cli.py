@@ -29,7 +29,7 @@ def test_help_everywhere(command: str | None) -> None:
 async def test_simulate_subprocess_delivers_every_frame_before_exiting() -> None:
     endpoint = free_tcp_endpoint()
     async with Receiver(ReceiverSettings(endpoint, "pull", Protocol.DECTRIS_V2)) as rx:
-        proc = subprocess.Popen([*RAYLINE, "simulate", "--protocol", "dectris-v2", "-n", "25",
+        proc = subprocess.Popen([*RAYLINE, "simulate", "--protocol", "dectris-v2", "-n", "25",  # noqa: ASYNC220
                                  "--rows", "64", "--cols", "80", "--endpoint", endpoint,
                                  "--no-progress"], stderr=subprocess.PIPE, text=True)
         try:

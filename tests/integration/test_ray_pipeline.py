@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -219,3 +220,25 @@ def test_runtime_parameter_applies_from_the_returned_batch(local_ray: None) -> N
     assert isinstance(flags, Series)
     np.testing.assert_array_equal(flags.values, above > 10)
     assert result.outputs["hits_count"] == int((above > 10).sum())
+
+
+def test_acquisition_file_holds_the_results_and_frames(
+        local_ray: None, tmp_path: Path, sender_threads: Callable[..., SenderThread]) -> None:
+    from actors.output import read_frames, read_ledger, read_outputs
+
+    n = 40
+    sim_settings = SimulatorSettings(frames=n, lossless=True, seed=3, scene=SCENE)
+    out = {"enabled": True, "directory": str(tmp_path), "filename": "scan", "frames": True}
+    (tmp_path / "scan_000004.h5").write_bytes(b"")  # an earlier file: the index continues
+    with Simulator(sim_settings) as sim, RayPipeline(
+            config(sim.endpoint, Protocol.SLS, [MOENCH, {"type": "sum"}], output=out)) as pipe:
+        pipe.start_acquisition()
+        sender = sender_threads(sim.run)
+        result = pipe.wait_acquisition(timeout=180)
+        sender.join()
+    assert result.file == str(tmp_path / "scan_000005.h5")
+    assert_outputs_equal(read_outputs(result.file), result.outputs)
+    numbers, frames = read_frames(result.file)
+    np.testing.assert_array_equal(numbers, np.arange(n))
+    np.testing.assert_array_equal(frames, np.stack([sim.scene.frame(i) for i in range(n)]))
+    assert read_ledger(result.file)["processed"] == n
