@@ -55,7 +55,9 @@ SCRIPT = textwrap.dedent("""
         with LocalPipeline(cfg) as pipe:
             pipe.start_acquisition()
             say(event="open")
-            until(lambda: pipe.status()["processed"] >= 16)
+            until(lambda: pipe.coordinator.slots.segments())  # the ring exists
+            if scenario != "normal":
+                until(lambda: pipe.status()["processed"] >= 16)
             say(event="running", segments=pipe.coordinator.slots.segments())
             if scenario == "abort":
                 pipe.abort()
@@ -81,16 +83,18 @@ def run_child(scenario: str, n: int, rate: float, lossless: bool,
     before = set(os.listdir(SHM))
     sim_settings = SimulatorSettings(frames=n, lossless=lossless, seed=1, rate=rate,
                                      scene=SCENE, subscriber_timeout=120)
-    with Simulator(sim_settings) as sim:
-        child = subprocess.Popen(
+    with Simulator(sim_settings) as sim, subprocess.Popen(
             [sys.executable, "-c", SCRIPT, scenario, sim.endpoint, str(n)], cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        sender = sender_threads(sim.run)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True) as child:
         events: list[dict[str, Any]] = []
+        sender: SenderThread | None = None
         try:
             assert child.stdout is not None
             for line in child.stdout:
                 events.append(json.loads(line))
+                if events[-1]["event"] == "open":  # the acquisition has started
+                    sender = sender_threads(sim.run)
                 if events[-1]["event"] == "running" and on_running is not None:
                     on_running(child)
             code = child.wait(timeout=180)
@@ -100,6 +104,7 @@ def run_child(scenario: str, n: int, rate: float, lossless: bool,
                 child.wait(10)
         assert child.stderr is not None
         stderr = child.stderr.read()
+        assert sender is not None, stderr
         sender.join(timeout=120)
     created = {s for e in events for s in e.get("segments", [])}
     assert created, (events, stderr)
