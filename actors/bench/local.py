@@ -1,0 +1,185 @@
+"""Local backend throughput against raw pyzmq receive of the same sender, in the same run.
+
+``python -m actors.bench.local [--quick]`` prints one JSON line per case:
+
+* ``raw eiger4m`` — the ceiling: a plain synchronous pyzmq PULL ``recv_multipart(copy=False)``
+  of 2167×2070 uint16 frames (8.97 MB, DECTRIS V1 encoding ``<``, i.e. uncompressed) sent by
+  the simulator from a separate process (a pool of a few frames, so the sender is cheap);
+* ``local eiger4m`` — the same sender into the local backend (``sum`` + ``total`` reducers,
+  2 workers); ``ratio`` is its frames/s over the raw receive of the same run;
+* ``raw moench`` / ``local moench`` — MOENCH 400×400 over sls PUB/SUB (lossless), the full
+  MOENCH chain in the local backend.
+
+Each case is the median of ``--repeat`` runs. Pipeline frames/s count from the first frame
+the results stage sees to the last merged partial (``AcquisitionResult.duration``); the raw
+receive counts from the first to the last frame received. The sender shares the machine's
+cores with the receiver, so compare ratios, not absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import zmq
+
+from actors.local import processes
+from actors.local.pipeline import LocalPipeline
+from actors.sim.simulator import Simulator, SimulatorSettings
+from actors.wire.model import Protocol
+
+logger = logging.getLogger(__name__)
+
+EIGER_4M = {"rows": 2167, "cols": 2070, "dtype": "uint16"}
+
+
+def eiger_settings(frames: int) -> SimulatorSettings:
+    return SimulatorSettings(protocol=Protocol.DECTRIS_V1, detector="eiger", frames=frames,
+                             pool=4, scene=EIGER_4M, v1_encoding="<", send_timeout=120.0)
+
+
+def moench_settings(frames: int) -> SimulatorSettings:
+    return SimulatorSettings(protocol=Protocol.SLS, detector="moench", frames=frames, pool=64,
+                             lossless=True, subscriber_timeout=120.0, send_timeout=120.0)
+
+
+def _sender(settings: SimulatorSettings, conn: Connection) -> None:
+    """Sender process: bind, report the endpoint, pre-build the pool, wait for go, send."""
+    with Simulator(settings) as sim:
+        for i in range(min(settings.pool or 1, settings.frames)):
+            sim.scene.frame(i)
+        conn.send(sim.endpoint)
+        if conn.poll(300) and conn.recv() == "go":
+            sim.run()
+    conn.close()
+
+
+class Sender:
+    """A simulator in its own process (``spawn``)."""
+
+    def __init__(self, settings: SimulatorSettings) -> None:
+        self._conn, child = processes.context().Pipe()
+        self.process = processes.context().Process(target=_sender, args=(settings, child),
+                                                   name="bench-sender", daemon=True)
+        self.process.start()
+        child.close()
+        if not self._conn.poll(600):
+            raise TimeoutError("the sender did not start")
+        self.endpoint: str = self._conn.recv()
+
+    def go(self) -> None:
+        self._conn.send("go")
+
+    def join(self, timeout: float = 300.0) -> None:
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self._conn.close()
+
+
+def raw_receive(settings: SimulatorSettings, socket: str) -> float:
+    """Frames/s of a bare pyzmq receive loop (the ceiling)."""
+    sender = Sender(settings)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB if socket == "sub" else zmq.PULL)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 1000)
+    if socket == "sub":
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+    try:
+        sock.connect(sender.endpoint)
+        sender.go()
+        got, t0, t1 = 0, 0.0, 0.0
+        frame_parts = 2 if settings.protocol is not Protocol.DECTRIS_V1 else 4
+        while got < settings.frames:
+            if not sock.poll(120_000):
+                raise TimeoutError(f"raw receive: {got} of {settings.frames} frames")
+            parts = sock.recv_multipart(copy=False)
+            if len(parts) >= frame_parts and len(parts[-1]) > 100_000:  # a frame
+                got += 1
+                t1 = time.perf_counter()
+                if got == 1:
+                    t0 = t1
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+        sender.join()
+    return (settings.frames - 1) / (t1 - t0)
+
+
+def pipeline_receive(settings: SimulatorSettings, config: dict[str, Any]) -> dict[str, Any]:
+    """Frames/s of the local backend on the same sender."""
+    sender = Sender(settings)
+    try:
+        cfg = {**config, "source": {**config["source"], "endpoint": sender.endpoint}}
+        with LocalPipeline(cfg) as pipe:
+            pipe.start_acquisition()
+            sender.go()
+            result = pipe.wait_acquisition(timeout=600)
+    finally:
+        sender.join()
+    led = result.ledger
+    if led["processed"] != settings.frames:
+        raise RuntimeError(f"processed {led['processed']} of {settings.frames}: {led}")
+    return {"fps": (led["processed"] - 1) / result.duration, "batches": led["processed_batches"]}
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def run(quick: bool = False, repeat: int = 3, batch: int = 32, max_inflight: int = 4
+        ) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    n4m = 150 if quick else 600
+    nm = 1000 if quick else 6000
+    base = {"backend": "local", "workers": 2, "max_inflight": max_inflight,
+            "batch": {"max_frames": batch, "max_delay": 0.05},
+            "tango": {"enabled": False}, "output": {"enabled": False}}
+    eiger_cfg = {**base, "source": {"endpoint": "", "protocol": "dectris-v1"},
+                 "reducers": [{"type": "sum"}, {"type": "total"}]}
+    moench_cfg = {**base, "source": {"endpoint": "", "protocol": "sls"},
+                  "reducers": [{"type": "moench"}]}
+    for label, settings, socket, cfg in (
+            ("eiger4m", eiger_settings(n4m), "pull", eiger_cfg),
+            ("moench", moench_settings(nm), "sub", moench_cfg)):
+        raw, local = [], []
+        for _ in range(repeat):  # interleaved, so both see the same machine load
+            raw.append(raw_receive(settings, socket))
+            local.append(pipeline_receive(settings, cfg)["fps"])
+        ceiling = _median(raw)
+        meta = {"frames": settings.frames, "workers": 2, "batch": batch,
+                "max_inflight": max_inflight, "runs": repeat}
+        rows.append({"case": f"raw {label}", "frames_per_s": round(ceiling, 1), "ratio": 1.0,
+                     "runs_fps": [round(x, 1) for x in raw], **meta})
+        fps = _median(local)
+        rows.append({"case": f"local {label}", "frames_per_s": round(fps, 1),
+                     "ceiling_frames_per_s": round(ceiling, 1),
+                     "ratio": round(fps / ceiling, 3),
+                     "reducers": [r["type"] for r in cfg["reducers"]],  # type: ignore[index]
+                     "runs_fps": [round(x, 1) for x in local], **meta})
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--quick", action="store_true", help="fewer frames (smoke run)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case")
+    parser.add_argument("--batch", type=int, default=32, help="frames per batch")
+    parser.add_argument("--max-inflight", type=int, default=4)
+    args = parser.parse_args(argv)
+    for row in run(quick=args.quick, repeat=args.repeat, batch=args.batch,
+                   max_inflight=args.max_inflight):
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
