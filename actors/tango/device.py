@@ -305,7 +305,7 @@ class RaylineDevice(Device):  # type: ignore[misc]
         self.push(param.attr, param.to_tango(pipeline_value))
 
     async def write_file_setting(self, name: str, value: Any) -> None:
-        if value == getattr(self.session, name):
+        if self.session.unchanged(name, value):
             return  # e.g. Init re-applying memorized values during an acquisition
         status = self._status
         if status is None or status.running:

@@ -64,6 +64,12 @@ class Session:
                    out.filename, out.directory, next_file_index(out.directory, out.filename),
                    config.live_period, config.acquisition_timeout)
 
+    def unchanged(self, name: str, value: Any) -> bool:
+        """Whether writing ``value`` to a file setting would change nothing."""
+        if name == "filepath" and isinstance(value, str) and value:
+            return str(Path(value)) == self.filepath
+        return bool(value == getattr(self, name))
+
     def set_file_setting(self, name: str, value: Any) -> Any:
         """Validate and store ``filename``, ``filepath`` or ``file_index`` (ValueError says
         what is allowed); a new name or directory continues from the files present there."""

@@ -155,11 +155,14 @@ def test_update_images_events_pushes_now(dev: tango.DeviceProxy) -> None:
         images.wait_for(lambda: len(images.events) > n, 5, "a pushed image")
 
 
-def test_init_is_safe_at_any_time(dev: tango.DeviceProxy) -> None:
+def test_init_is_safe_at_any_time(dev: tango.DeviceProxy, tmp_path: Any) -> None:
     dev.Init()
     wait_until(lambda: dev.state() == tango.DevState.ON, 10, "ON after Init")
+    dev.write_attribute("filepath", f"{tmp_path}/")  # Init re-applies memorized values
+    dev.write_attribute("threshold", 61.0)
     dev.start_receiver()
     dev.Init()
+    assert read(dev, "threshold") == 61.0
     wait_until(lambda: dev.state() == tango.DevState.RUNNING, 10, "RUNNING after Init")
     wait_until(lambda: read(dev, "processed_frames") > 0, 10, "counters after Init")
     dev.stop_receiver()

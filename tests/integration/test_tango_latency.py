@@ -79,7 +79,8 @@ def test_event_latency(local_ray: None, case: str, sender_threads: Callable[...,
                     sim.settings = replace(sim.settings, frames=frames, rate=rate,
                                            end_of_series=False)
                     sender_threads(sim.run).join(timeout=120)
-                    wait_until(lambda: read(dev, "processed_frames") == frames, 120,
+                    wait_until(lambda: read(dev, "processed_frames")
+                               + read(dev, "lost_frames") == frames, 120,
                                dev.status)
                     dev.stop_receiver()
                     lat = {name: _latencies(ev.events[first[name]:])
