@@ -7,12 +7,11 @@ import asyncio
 import json
 import logging
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from actors.logs import Progress, setup_logging
-from actors.wire.model import Geometry, Image, Protocol, SeriesEnd
+from actors.wire.model import Image, Protocol, SeriesEnd
 
 logger = logging.getLogger("actors.cli")
 
@@ -215,39 +214,33 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _add_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="run the main job on embedded defaults (no detector, "
                        "no cluster, no Tango database)",
-                       description="Simulate a MOENCH detector and receive its stream over "
-                       "real ZMQ on loopback, then print the ledger.")
-    p.add_argument("-n", "--frames", type=int, default=2000)
-    p.add_argument("--rate", type=float, default=0.0)
+                       description="Simulate a MOENCH detector streaming over real ZMQ on "
+                       "loopback into the pipeline (local Ray, or --backend local) with the "
+                       "Tango device (no database): a pedestal acquisition, then a pump-probe "
+                       "acquisition with photon counting; writes a NeXus file per acquisition "
+                       "and prints a summary.")
+    p.add_argument("--backend", choices=["ray", "local"], default="ray")
+    p.add_argument("--pedestal-frames", type=int, default=1000)
+    p.add_argument("-n", "--frames", type=int, default=2000, help="pump-probe frames")
+    p.add_argument("--rate", type=float, default=0.0, help="frames/s (0: as fast as taken)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--output", default="rayline-data", help="directory for the NeXus files")
+    p.add_argument("--no-tango", action="store_true", help="do not start the Tango device")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import threading
+    from actors.app.demo import DemoSettings, run_demo
 
-    from actors.sim.simulator import Simulator, SimulatorSettings
-
-    settings = SimulatorSettings(protocol=Protocol.SLS, detector="moench", frames=args.frames,
-                                 rate=args.rate, pool=64, lossless=True)
-    t0 = time.monotonic()
-    with Simulator(settings) as sim:
-        sender = threading.Thread(target=sim.run, name="simulator", daemon=True)
-        ledger = asyncio.run(_receive(
-            sim.endpoint, "sub", Protocol.SLS, frames=0, series=1, idle_timeout=30.0,
-            decode=True, progress=Progress("demo", enabled=not args.no_progress),
-            on_ready=sender.start))
-        sender.join(timeout=30)
-    elapsed = time.monotonic() - t0
-    geometry: Geometry = sim.geometry
-    print(f"\nrayline demo: MOENCH {geometry.rows}x{geometry.cols} {geometry.dtype} over sls "
-          f"PUB/SUB on {sim.endpoint}")
-    print(f"  frames sent      {sim.sent}")
-    print(f"  frames received  {ledger['received']}")
-    print(f"  rejected         {ledger['rejected_total']}")
-    print(f"  lost             {ledger['lost']}")
-    print(f"  elapsed          {elapsed:.2f} s ({ledger['received'] / elapsed:.0f} frames/s)")
-    return 0 if ledger["received"] == sim.sent else 1
+    settings = DemoSettings(backend=args.backend, pedestal_frames=args.pedestal_frames,
+                            pumpprobe_frames=args.frames, rate=args.rate, workers=args.workers,
+                            output=args.output, tango=not args.no_tango,
+                            progress=not args.no_progress)
+    results = run_demo(settings, sys.stdout)
+    ok = all(r.outcome == "finished" and r.ledger["processed"] == r.ledger["received"]
+             and r.file for r in results)
+    return 0 if ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,8 +3,8 @@
 The coordinator (Ray ResultsActor, or the local backend's results process) owns one
 :class:`OrderedMerger` per acquisition:
 
-* :meth:`register` — every batch, in batch order, before it is dispatched (frame range and
-  the state keys its reducers need);
+* :meth:`register` — every batch before it is merged (frame range and the state keys its
+  reducers need); a batch that needs states is registered before it is dispatched;
 * :meth:`states_for` — the states a registered batch needs, or None while they are not
   published yet (the caller waits and retries after the next :meth:`add`);
 * :meth:`add` — a finished partial (any order); partials are merged strictly in batch
@@ -49,10 +49,9 @@ class OrderedMerger:
         self._refresh()
 
     def register(self, info: BatchInfo) -> None:
-        """A batch about to be dispatched (indices must arrive in order, without gaps)."""
-        expected = max(self._info, default=self.merged_through) + 1
-        if info.index != expected:
-            raise ValueError(f"batch {info.index} registered, expected {expected}")
+        """A batch about to be dispatched (in any order: async callers may reorder)."""
+        if info.index <= self.merged_through or info.index in self._info:
+            raise ValueError(f"batch {info.index} registered twice")
         self._info[info.index] = info
         for reducer, keys in info.keys.items():
             self._floor[reducer] = min(keys)
@@ -95,6 +94,9 @@ class OrderedMerger:
         if merged:
             self._advance()
         return merged
+
+    def is_registered(self, index: int) -> bool:
+        return index in self._info
 
     @property
     def outstanding(self) -> int:

@@ -41,6 +41,7 @@ MAX_ATTEMPTS = 5
 @dataclass
 class InFlight:
     batch: FrameBatch
+    info: BatchInfo
     batch_ref: Any
     states_ref: Any
     setup_ref: Any
@@ -253,26 +254,24 @@ class IngestCore:
             if not await self.results.register.remote(acq.acquisition, info):
                 return  # aborted meanwhile
             states_ref = self.results.states.remote(acq.acquisition, info.index)
-        else:
-            self.results.register.remote(acq.acquisition, info)
         self.timing["wait_room"] += t1 - t0
         self.timing["put"] += t2 - t1
         self.timing["wait_states"] += time.perf_counter() - t2
-        self._send(acq, batch, batch_ref, states_ref, attempts=1)
+        self._send(acq, batch, info, batch_ref, states_ref, attempts=1)
         acq.dispatched_frames += batch.n
         acq.dispatched_batches += 1
 
-    def _send(self, acq: IngestAcquisition, batch: FrameBatch, batch_ref: Any, states_ref: Any,
-              attempts: int, avoid: int | None = None) -> None:
+    def _send(self, acq: IngestAcquisition, batch: FrameBatch, info: BatchInfo, batch_ref: Any,
+              states_ref: Any, attempts: int, avoid: int | None = None) -> None:
         load = Counter(f.worker for f in acq.inflight.values())
         candidates = [i for i in range(len(self.workers)) if i != avoid] or [avoid or 0]
         worker = min(candidates, key=lambda i: (load[i], (i - batch.index) % len(self.workers)))
         partial_ref = self.workers[worker].process.remote(batch_ref, states_ref, acq.setup_ref)
-        ack_ref = self.results.merge.remote(acq.acquisition, batch.index, partial_ref)
+        ack_ref = self.results.merge.remote(acq.acquisition, info, partial_ref)
         if batch.index not in acq.inflight:
             self.inflight_bytes += batch.nbytes
             self.peak_inflight_bytes = max(self.peak_inflight_bytes, self.inflight_bytes)
-        acq.inflight[batch.index] = InFlight(batch, batch_ref, states_ref, acq.setup_ref,
+        acq.inflight[batch.index] = InFlight(batch, info, batch_ref, states_ref, acq.setup_ref,
                                              asyncio.wrap_future(ack_ref.future()), worker,
                                              attempts)
         self._wake.set()
@@ -316,7 +315,7 @@ class IngestCore:
                 continue
             logger.warning("worker %d failed on batch %d (%s); sending it again", f.worker,
                            index, type(exc).__name__)
-            self._send(acq, f.batch, f.batch_ref, f.states_ref, f.attempts + 1,
+            self._send(acq, f.batch, f.info, f.batch_ref, f.states_ref, f.attempts + 1,
                        avoid=f.worker)
 
     # -- ending ---------------------------------------------------------------------------------

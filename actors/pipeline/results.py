@@ -82,11 +82,15 @@ class Results:
         acq = self._acq(acquisition)
         return acq.merger.states_for(index) if acq is not None else None
 
-    async def merge(self, acquisition: int, index: int, partial: Partials) -> int:
-        """A finished partial; returns the acquisition's processed-frame count."""
+    async def merge(self, acquisition: int, info: BatchInfo, partial: Partials) -> int:
+        """A finished partial; returns the acquisition's processed-frame count. Batches
+        without states are registered here (async actor calls may arrive out of order)."""
         acq = self._acq(acquisition)
         if acq is None:
             return -1
+        index = info.index
+        if not acq.merger.is_registered(index):
+            acq.register(info)
         frames = partial.pop(FRAMES_KEY, None)
         acq.merger.add(index, partial)
         if frames is not None:

@@ -161,13 +161,18 @@ class Receiver:
         if self._sock is None:
             raise RuntimeError("receiver is not open")
         deadline = None if timeout is None else time.monotonic() + timeout
+        sock = self._sock
         while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                async with asyncio.timeout(remaining):
-                    parts = await self._sock.recv_multipart(copy=False)
-            except TimeoutError:
+            # Wait by polling, never by cancelling a pending recv: a recv future cancelled
+            # by a timeout right after it completed would lose that message.
+            ms = None if remaining is None else int(remaining * 1000)
+            if not await sock.poll(ms):  # POLLIN (the default flags)
                 return None
+            try:
+                parts = await sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                continue
             msg = self.accept(parts)
             if msg is not None:
                 return msg

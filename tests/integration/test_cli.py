@@ -29,20 +29,20 @@ def test_help_everywhere(command: str | None) -> None:
 async def test_simulate_subprocess_delivers_every_frame_before_exiting() -> None:
     endpoint = free_tcp_endpoint()
     async with Receiver(ReceiverSettings(endpoint, "pull", Protocol.DECTRIS_V2)) as rx:
-        proc = subprocess.Popen([*RAYLINE, "simulate", "--protocol", "dectris-v2", "-n", "25",  # noqa: ASYNC220
-                                 "--rows", "64", "--cols", "80", "--endpoint", endpoint,
-                                 "--no-progress"], stderr=subprocess.PIPE, text=True)
-        try:
-            frames = []
-            while (msg := await rx.recv(timeout=60)) is not None:
-                if isinstance(msg, Image):
-                    frames.append(msg.frame)
-                if isinstance(msg, SeriesEnd):
-                    break
-            assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
-        finally:
-            proc.kill()
-            proc.wait()
+        args = [*RAYLINE, "simulate", "--protocol", "dectris-v2", "-n", "25", "--rows", "64",
+                "--cols", "80", "--endpoint", endpoint, "--no-progress"]
+        with subprocess.Popen(args, stderr=subprocess.PIPE, text=True) as proc:  # noqa: ASYNC220
+            try:
+                frames = []
+                while (msg := await rx.recv(timeout=60)) is not None:
+                    if isinstance(msg, Image):
+                        frames.append(msg.frame)
+                    if isinstance(msg, SeriesEnd):
+                        break
+                _, err = proc.communicate(timeout=60)
+                assert proc.returncode == 0, err
+            finally:
+                proc.kill()
     assert frames == list(range(25))
 
 
@@ -50,15 +50,16 @@ def test_receive_subprocess_prints_the_ledger(
         sender_threads: Callable[..., SenderThread]) -> None:
     settings = SimulatorSettings(frames=30, lossless=True, scene={"rows": 32, "cols": 32})
     with Simulator(settings) as sim:
-        proc = subprocess.Popen([*RAYLINE, "receive", sim.endpoint, "--protocol", "sls",
-                                 "--decode", "--idle-timeout", "60", "--no-progress"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            sender = sender_threads(sim.run)
-            out, err = proc.communicate(timeout=120)
-            sender.join()
-        finally:
-            proc.kill()
+        args = [*RAYLINE, "receive", sim.endpoint, "--protocol", "sls", "--decode",
+                "--idle-timeout", "60", "--no-progress"]
+        with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as proc:
+            try:
+                sender = sender_threads(sim.run)
+                out, err = proc.communicate(timeout=120)
+                sender.join()
+            finally:
+                proc.kill()
     assert proc.returncode == 0, err
     ledger = json.loads(out)
     assert (ledger["received"], ledger["lost"], ledger["rejected_total"]) == (30, 0, 0)
