@@ -163,15 +163,15 @@ class Receiver:
         deadline = None if timeout is None else time.monotonic() + timeout
         sock = self._sock
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            # Wait by polling, never by cancelling a pending recv: a recv future cancelled
-            # by a timeout right after it completed would lose that message.
-            ms = None if remaining is None else int(remaining * 1000)
-            if not await sock.poll(ms):  # POLLIN (the default flags)
-                return None
-            try:
+            try:  # a queued message is taken at once, without a trip through the poller
                 parts = await sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                # Wait by polling, never by cancelling a pending recv: a recv future
+                # cancelled by a timeout right after it completed would lose that message.
+                ms = None if remaining is None else int(remaining * 1000)
+                if not await sock.poll(ms):  # POLLIN (the default flags)
+                    return None
                 continue
             msg = self.accept(parts)
             if msg is not None:
