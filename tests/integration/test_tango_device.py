@@ -204,6 +204,9 @@ def test_stop_times_out_readably_and_abort_always_returns(tmp_path: Any) -> None
 
 
 
+# pytango's asyncio executor binds to the first loop it sees: every asyncio client test of
+# the session shares one loop (a function-scoped loop would be closed for the next test)
+@pytest.mark.asyncio(loop_scope="session")
 async def test_asyncio_client(address: str) -> None:
     dev = await tango.asyncio.DeviceProxy(address)
     received: asyncio.Queue[Any] = asyncio.Queue()

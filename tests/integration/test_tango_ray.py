@@ -212,6 +212,9 @@ def test_sardana_controller_sequence(rig: Rig, dev: tango.DeviceProxy,
         assert np.any(axes["analog_img_pumped"]) and np.any(axes["counting_img"])
 
 
+# pytango's asyncio executor binds to the first loop it sees: every asyncio client test of
+# the session shares one loop (a function-scoped loop would be closed for the next test)
+@pytest.mark.asyncio(loop_scope="session")
 async def test_asyncio_client(rig: Rig, sender_threads: Callable[..., SenderThread]) -> None:
     dev = await tango.asyncio.DeviceProxy(rig.device.address)
     dev.set_timeout_millis(60_000)
