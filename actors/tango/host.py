@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -81,9 +82,17 @@ class ServerThread:
         self._ready.set()
 
     def start(self, timeout: float = START_TIMEOUT) -> str:
-        """Start the server; returns the device's full address once it is exported."""
+        """Start the server; returns the device's full address once it is exported.
+
+        cppTango installs process-wide SIGINT/SIGTERM handlers that would stop only the
+        server thread; called from the main thread, this puts the host's Python handlers
+        back, so the host keeps its own shutdown (and stops the server with :meth:`stop`).
+        """
+        saved = _python_signal_handlers()
         self._thread.start()
-        if not self._ready.wait(timeout):
+        ready = self._ready.wait(timeout)
+        _restore_signal_handlers(saved)
+        if not ready:
             raise TimeoutError(f"the Tango server did not start within {timeout:g} s")
         if self.address is None:
             raise RuntimeError(f"the Tango server did not start: {self.error!r}")
@@ -105,6 +114,18 @@ class ServerThread:
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise TimeoutError(f"the Tango server thread did not end within {timeout:g} s")
+
+
+def _python_signal_handlers() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: handler for sig, handler in saved.items() if handler is not None}
+
+
+def _restore_signal_handlers(saved: dict[int, Any]) -> None:
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 def _child(config: PipelineConfig, factory: ControlFactory, conn: Connection,
