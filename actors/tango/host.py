@@ -114,6 +114,20 @@ class ServerThread:
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise TimeoutError(f"the Tango server thread did not end within {timeout:g} s")
+        close = getattr(self.control, "close", None)
+        if close is not None:
+            close()
+
+
+def start_tango_thread(config: PipelineConfig, pipeline: Any,
+                       timeout: float = START_TIMEOUT) -> ServerThread:
+    """The device of ``pipeline`` (the synchronous ``RayPipeline`` API, e.g. the local
+    backend's) in a thread of this process; ``.address``, ``.alive``, ``.stop()``."""
+    from actors.tango.pipeline_control import PipelineControl
+
+    server = ServerThread(config, PipelineControl(pipeline, config))
+    server.start(timeout)
+    return server
 
 
 def _python_signal_handlers() -> dict[int, Any]:
