@@ -243,20 +243,59 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+# -- run / config ---------------------------------------------------------------------------
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the service: pipeline + Tango device",
+                       description="Run the pipeline and its Tango device until SIGINT or "
+                       "SIGTERM (a running acquisition is drained, else aborted). Without a "
+                       "CONFIG file the embedded defaults are used.")
+    p.add_argument("config", nargs="?", help="YAML or TOML configuration file")
+    p.add_argument("--auto", action="store_true",
+                   help="start acquisitions automatically (free-running, no Tango needed)")
+    p.set_defaults(func=cmd_run, default_log_level="INFO")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from actors.app.service import run_service
+
+    return run_service(args.config, auto=args.auto)
+
+
+def _add_config(sub: Any) -> None:
+    p = sub.add_parser("config", help="check a configuration file or print its JSON schema",
+                       description="'check FILE' validates a configuration and prints it with "
+                       "every default filled in; 'schema' prints the JSON schema for editors.")
+    p.add_argument("action", choices=["check", "schema"])
+    p.add_argument("file", nargs="?")
+    p.set_defaults(func=cmd_config)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from actors.config import json_schema, load_config
+
+    if args.action == "schema":
+        print(json_schema())
+        return 0
+    cfg = load_config(args.file)
+    print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rayline", description="Live X-ray detector stream "
                                      "processing: ZMQ ingest, reducers, Tango, files.")
-    parser.add_argument("--log-level", default="WARNING",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="default: INFO for run, WARNING otherwise")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_simulate, _add_receive, _add_record, _add_replay):
+    for add in (_add_demo, _add_run, _add_simulate, _add_receive, _add_record, _add_replay,
+                _add_config):
         add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level or getattr(args, "default_log_level", "WARNING"))
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -165,6 +165,8 @@ class PipelineConfig(_Model):
         if dup:
             raise ValueError(f"reducer names must be unique; repeated: {sorted(dup)} "
                              "(give each a 'name')")
+        for i, spec in enumerate(v):
+            _check_reducer_settings(i, spec)
         return v
 
     @model_validator(mode="after")
@@ -173,6 +175,26 @@ class PipelineConfig(_Model):
             raise ValueError(f"max_inflight ({self.max_inflight}) must be at least workers "
                              f"({self.workers}) or some workers would idle")
         return self
+
+
+def _check_reducer_settings(i: int, spec: ReducerSpec) -> None:
+    """Validate a reducer entry's settings now (those needing the geometry, such as ROIs
+    inside the frame, are checked when the first frame fixes it)."""
+    from actors.reduce.registry import reducer_class
+
+    try:
+        cls = reducer_class(str(spec["type"]))
+    except ValueError as exc:
+        raise ValueError(f"entry {i}: {exc}") from None
+    settings = {k: val for k, val in spec.items() if k not in ("type", "name")}
+    try:
+        cls.Settings.model_validate(settings)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: "
+            f"{'unknown setting' if err['type'] == 'extra_forbidden' else err['msg']}"
+            for err in exc.errors())
+        raise ValueError(f"entry {i} ({spec.get('name', spec['type'])}): {problems}") from None
 
 
 def _format_errors(exc: ValidationError, origin: str) -> str:

@@ -1,0 +1,91 @@
+"""`rayline run` as a service: ready, serving, clean shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from actors.app.service import READY_LINE
+from actors.sim.simulator import Simulator, SimulatorSettings
+from tests.conftest import SenderThread
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
+
+
+class Lines:
+    """Collects a child's stderr lines in a thread so waits can have deadlines."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        assert proc.stderr is not None
+        self._t = threading.Thread(target=self._pump, args=(proc.stderr,), daemon=True)
+        self._t.start()
+
+    def _pump(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if text in line:
+                return line
+        raise TimeoutError(f"{text!r} not seen in {timeout} s; got:\n{''.join(self.seen)}")
+
+
+def test_run_serves_and_stops_cleanly_on_sigterm(
+        tmp_path: Path, sender_threads: Callable[..., SenderThread]) -> None:
+    settings = SimulatorSettings(frames=300, rate=200, lossless=True, end_of_series=False,
+                                 scene={"rows": 64, "cols": 64})
+    with Simulator(settings) as sim:
+        cfg = {"source": {"endpoint": sim.endpoint, "protocol": "sls"},
+               "reducers": [{"type": "sum"}], "workers": 1,
+               "ray": {"num_cpus": 2, "object_store_memory": 100_000_000},
+               "output": {"directory": str(tmp_path / "out")}, "tango": {"enabled": False}}
+        path = tmp_path / "service.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        proc = subprocess.Popen([sys.executable, "-m", "actors", "run", str(path), "--auto"],
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            lines = Lines(proc)
+            lines.wait_for(READY_LINE, 180)
+            children = psutil.Process(proc.pid).children(recursive=True)
+            assert children, "the service started no Ray processes?"
+            lines.wait_for("acquisition 1 started", 60)
+            sender = sender_threads(sim.run)
+            sender.join(120)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=120) == 0, "".join(lines.seen)
+            lines.wait_for("rayline service stopped", 10)
+        finally:
+            proc.kill()
+            proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+    text = "".join(lines.seen)
+    assert "signal SIGTERM: stopping" in text
+    assert "acquisition 1 finished: received 300, processed 300" in text, text
+    files = list((tmp_path / "out").glob("run_*.h5"))
+    assert [f.name for f in files] == ["run_000000.h5"]
+    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    deadline = time.monotonic() + 60
+    while alive and time.monotonic() < deadline:  # Ray's own processes exit asynchronously
+        time.sleep(0.2)
+        alive = [c for c in alive if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [c.cmdline() for c in alive]
