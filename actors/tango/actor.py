@@ -8,6 +8,7 @@ results actor and returns a :class:`TangoDevice` handle with the device's full a
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,8 +65,10 @@ def start_tango_actor(config: PipelineConfig, ingest: Any, results: Any,
     """Start the device for the pipeline's ingest and results actors; returns once it is
     exported (the address is also logged)."""
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    actor = TangoActor.options(scheduling_strategy=here).remote(
-        config, ingest, results)
+    options: dict[str, Any] = {"scheduling_strategy": here}
+    if config.tango.database and os.environ.get("TANGO_HOST"):  # the driver's database
+        options["runtime_env"] = {"env_vars": {"TANGO_HOST": os.environ["TANGO_HOST"]}}
+    actor = TangoActor.options(**options).remote(config, ingest, results)
     try:
         address: str = ray.get(actor.start.remote(timeout), timeout=timeout + 30)
     except BaseException:
