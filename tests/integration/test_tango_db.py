@@ -30,8 +30,8 @@ DEVICE = "test/rayline/db"
 @pytest.fixture(scope="module")
 def gcs_address() -> Iterator[str]:
     """A local Ray the device server processes join (as ``ray.address``)."""
-    ray.init(num_cpus=2, object_store_memory=200_000_000, include_dashboard=False,
-             namespace="rayline-tango-db-tests", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=200_000_000,
+             include_dashboard=False, namespace="rayline-tango-db-tests", log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

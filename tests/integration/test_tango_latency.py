@@ -45,8 +45,8 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, object_store_memory=500_000_000, include_dashboard=False,
-             namespace="rayline-tango-latency", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=500_000_000,
+             include_dashboard=False, namespace="rayline-tango-latency", log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -59,8 +59,8 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
-    ray.init(num_cpus=2, object_store_memory=200_000_000, include_dashboard=False,
-             namespace="rayline-tango-tests", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=200_000_000,
+             include_dashboard=False, namespace="rayline-tango-tests", log_to_driver=False)
     sim = Simulator(SimulatorSettings(frames=1, lossless=True, seed=7, scene=SCENE))
     try:
         sim.bind()
