@@ -281,6 +281,32 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bench ----------------------------------------------------------------------------------
+BENCHES = {"pipeline": "actors.bench.pipeline", "local": "actors.bench.local",
+           "reducers": "actors.bench.reducers"}
+
+
+def _add_bench(sub: Any) -> None:
+    p = sub.add_parser("bench", help="measure throughput against a ceiling in the same run",
+                       description="Benchmarks print one JSON line per case, with the "
+                       "ceiling measured in the same run and the ratio to it. 'pipeline': "
+                       "Ray backend vs raw pyzmq receive; 'local': shared-memory backend vs "
+                       "raw receive; 'reducers': reducer kernels vs a numpy pass. Arguments "
+                       "after the name go to the benchmark (e.g. 'rayline bench pipeline -- "
+                       "--help').")
+    p.add_argument("name", choices=sorted(BENCHES))
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(BENCHES[args.name])
+    rest = [a for a in args.args if a != "--"]
+    return int(module.main(rest))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rayline", description="Live X-ray detector stream "
                                      "processing: ZMQ ingest, reducers, Tango, files.")
@@ -288,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="default: INFO for run, WARNING otherwise")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_run, _add_simulate, _add_receive, _add_record, _add_replay,
-                _add_config):
+                _add_config, _add_bench):
         add(sub)
     return parser
 

@@ -16,7 +16,7 @@ from actors.wire.model import Image, Protocol, SeriesEnd
 from tests.conftest import SenderThread
 
 RAYLINE = [sys.executable, "-m", "actors"]
-COMMANDS = ["demo", "simulate", "receive", "record", "replay"]
+COMMANDS = ["demo", "run", "simulate", "receive", "record", "replay", "config", "bench"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
