@@ -222,8 +222,27 @@ class RaylineDevice(Device):  # type: ignore[misc]
             self._release()
 
     async def _stop(self, origin: str) -> None:
+        """One stop at a time; a stop while one waits joins it (same outcome), so a client
+        whose call timed out (3 s by default) may simply call again."""
         s = self.session
+        if s.stop_done is not None:
+            await asyncio.shield(s.stop_done)
+            return
         await self._claim(origin, stopping=True)
+        done = s.stop_done = asyncio.get_running_loop().create_future()
+        try:
+            await self._stop_now(origin)
+            done.set_result(None)
+        except BaseException as exc:
+            done.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+            done.exception()  # retrieved: joiners re-raise it, nobody else needs to
+            raise
+        finally:
+            s.stop_done = None
+            self._release()
+
+    async def _stop_now(self, origin: str) -> None:
+        s = self.session
         try:
             status = await self._live.poll_status()
             if status.acquisition is None:
@@ -245,8 +264,6 @@ class RaylineDevice(Device):  # type: ignore[misc]
             raise
         except Exception as exc:
             self._fail(origin, exc)
-        finally:
-            self._release()
 
     async def _abort(self, origin: str) -> None:
         """Always returns: failures are logged and shown in Status."""

@@ -50,6 +50,7 @@ class Session:
     busy: str | None = None  # the start or stop command in progress
     stopping: bool = False  # busy is a stop (it may wait long: others are refused at once)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    stop_done: asyncio.Future[None] | None = None  # the stop in progress (others join it)
     fault: str | None = None  # the last command failure, until the next success
     file_indices: dict[int, int] = field(default_factory=dict)  # acquisition -> file index
 

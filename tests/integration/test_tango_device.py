@@ -195,8 +195,10 @@ def test_stop_times_out_readably_and_abort_always_returns(tmp_path: Any) -> None
         wait_until(lambda: "stopping" in dev.status(), 5, dev.status)
         with pytest.raises(tango.DevFailed, match="stop_receiver is in progress"):
             dev.start_receiver()
+        joined = dev.command_inout_asynch("stop_receiver")  # a retry joins the stop
         dev.abort_receiver()
         dev.command_inout_reply(pending, 10_000)
+        dev.command_inout_reply(joined, 10_000)
         assert time.monotonic() - t0 < 4.0  # well before the fake's 5 s stop
         wait_until(lambda: dev.state() == tango.DevState.ON, 10, "ON after abort")
     finally:
