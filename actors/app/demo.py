@@ -19,7 +19,6 @@ from typing import Any, TextIO
 from actors.core.acquisition import AcquisitionResult
 from actors.logs import Progress
 from actors.sim.simulator import Simulator, SimulatorSettings
-from actors.stream.sockets import free_tcp_endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -58,29 +57,25 @@ def demo_config(settings: DemoSettings, endpoint: str) -> dict[str, Any]:
     }
 
 
-def _acquire(pipe: Any, endpoint: str, frames: int, mode: str, settings: DemoSettings,
-             label: str) -> AcquisitionResult:
-    sim_settings = SimulatorSettings(endpoint=endpoint, frames=frames, rate=settings.rate,
-                                     pool=64, lossless=True, seed=settings.seed,
-                                     scene={"mode": mode})
+def _acquire(pipe: Any, sim: Simulator, settings: DemoSettings, label: str) -> AcquisitionResult:
+    frames = sim.settings.frames
     progress = Progress(label, enabled=settings.progress)
-    with Simulator(sim_settings) as sim:
-        pipe.start_acquisition()
-        errors: list[BaseException] = []
-        sender = threading.Thread(target=_run_sender, args=(sim, errors), name="simulator",
-                                  daemon=True)
-        sender.start()
-        deadline = time.monotonic() + 600
-        while sender.is_alive() or pipe.status()["state"] != "idle":
-            progress(pipe.status()["processed"], frames)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{label}: no end after 600 s: {pipe.status()}")
-            sender.join(timeout=0.25)
-            if not sender.is_alive() and errors:
-                raise errors[0]
-        result: AcquisitionResult = pipe.wait_acquisition(timeout=120)
-        progress(result.ledger["processed"], frames)
-        progress.finish()
+    pipe.start_acquisition()
+    errors: list[BaseException] = []
+    sender = threading.Thread(target=_run_sender, args=(sim, errors), name="simulator",
+                              daemon=True)
+    sender.start()
+    deadline = time.monotonic() + 600
+    while sender.is_alive() or pipe.status()["state"] != "idle":
+        progress(pipe.status()["processed"], frames)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{label}: no end after 600 s: {pipe.status()}")
+        sender.join(timeout=0.25)
+        if not sender.is_alive() and errors:
+            raise errors[0]
+    result: AcquisitionResult = pipe.wait_acquisition(timeout=120)
+    progress(result.ledger["processed"], frames)
+    progress.finish()
     return result
 
 
@@ -97,18 +92,20 @@ def run_demo(settings: DemoSettings, out: TextIO,
     """Run both acquisitions and print the summary; returns their results."""
     from actors import Pipeline
 
-    endpoint = free_tcp_endpoint()
-    cfg = demo_config(settings, endpoint)
     factory = pipeline_factory or Pipeline
     t0 = time.monotonic()
-    with factory(cfg) as pipe:
+    sim_settings = SimulatorSettings(frames=settings.pedestal_frames, rate=settings.rate,
+                                     pool=64, lossless=True, seed=settings.seed,
+                                     scene={"mode": "dark"})
+    # the simulated detector binds first (as a real one does), then the pipeline connects
+    with Simulator(sim_settings) as sim, factory(demo_config(settings, sim.endpoint)) as pipe:
+        endpoint = sim.endpoint
         pipe.set("process_pedestal_img", True)
-        dark = _acquire(pipe, endpoint, settings.pedestal_frames, "dark", settings,
-                        "pedestal acquisition")
+        dark = _acquire(pipe, sim, settings, "pedestal acquisition")
         pipe.set("process_pedestal_img", False)
         pipe.set("split_pump", True)
-        pump = _acquire(pipe, endpoint, settings.pumpprobe_frames, "pumpprobe", settings,
-                        "pump-probe acquisition")
+        sim.restart(frames=settings.pumpprobe_frames, scene={"mode": "pumpprobe"})
+        pump = _acquire(pipe, sim, settings, "pump-probe acquisition")
         tango = getattr(pipe, "tango_address", None)
         _summary(out, settings, endpoint, [("pedestal", dark), ("pump-probe", pump)], tango,
                  time.monotonic() - t0)

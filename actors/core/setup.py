@@ -59,13 +59,20 @@ class Worker:
             self.chains[key] = (setup.build(), setup.reorder_map())
         return self.chains[key]
 
-    def warm_up(self, specs: tuple[dict[str, Any], ...], dtype: str) -> float:
-        """Run the chain once on a tiny dummy batch so compiled kernels are loaded (or
-        compiled) before the first real batch; returns the seconds it took."""
+    def warm_up(self, specs: tuple[dict[str, Any], ...], geometry: Geometry | None,
+                dtype: str) -> float:
+        """Run the chain once on a small dummy batch so compiled kernels are loaded (or
+        compiled) before the first real batch; returns the seconds it took, or -1 when the
+        chain cannot be built for a stand-in geometry (e.g. ROIs of a larger frame): then
+        the first real batch pays for it."""
         t0 = time.perf_counter()
-        geometry = Geometry(16, 16, dtype)
-        chain = ReducerChain.from_specs(specs, geometry)
-        frames = np.zeros((2, 16, 16), dtype=dtype)
+        geometry = geometry or Geometry(16, 16, dtype)
+        try:
+            chain = ReducerChain.from_specs(specs, geometry)
+        except ValueError:
+            return -1.0
+        rows, cols = geometry.shape
+        frames = np.zeros((2, rows, cols), dtype=geometry.dtype)
         published = chain.published_states(chain.initial(None))
         states = {name: {k: published[name][k] for k in keys}
                   for name, keys in chain.state_needed(0, 1).items()}

@@ -54,6 +54,7 @@ class RayPipeline:
         self.results_actor: Any = None
         self.workers: list[Any] = []
         self.placement: list[dict[str, Any]] = []
+        self.tango: Any = None  # actors.tango.actor.TangoDevice
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> RayPipeline:
@@ -90,16 +91,36 @@ class RayPipeline:
         dtype = cfg.source.geometry.dtype if cfg.source.geometry else (
             "uint16" if cfg.source.protocol is Protocol.SLS else "uint32")
         specs = tuple(dict(s) for s in cfg.reducers)
-        warm = ray.get([w.warm_up.remote(specs, dtype) for w in self.workers],
+        geometry = cfg.source.geometry.to_geometry() if cfg.source.geometry else None
+        warm = ray.get([w.warm_up.remote(specs, geometry, dtype) for w in self.workers],
                        timeout=READY_TIMEOUT)
         logger.debug("workers warmed up in %s s", [round(t, 2) for t in warm])
         self.ingest = IngestActor.options(scheduling_strategy=here).remote(
             cfg, self.results_actor, self.workers)
         ray.get(self.ingest.open.remote(), timeout=READY_TIMEOUT)
+        if cfg.tango.enabled:
+            from actors.tango.actor import start_tango_actor
+
+            try:
+                self.tango = start_tango_actor(cfg, self.ingest, self.results_actor)
+            except Exception:
+                self.close()
+                raise
         logger.info("pipeline open: %d workers on %d node(s), source %s", cfg.workers,
                     len({p["node_id"] for p in self.placement}), cfg.source.endpoint)
 
+    @property
+    def tango_address(self) -> str | None:
+        """The full address of the Tango device (None when disabled)."""
+        return self.tango.address if self.tango is not None else None
+
     def close(self) -> None:
+        if self.tango is not None:
+            try:
+                self.tango.stop()  # admin Kill, then the actor goes (bounded)
+            except Exception:  # closing anyway
+                logger.exception("Tango device did not stop cleanly")
+            self.tango = None
         if self.ingest is not None:
             try:
                 ray.get(self.ingest.close.remote(), timeout=30)
@@ -123,8 +144,7 @@ class RayPipeline:
     def start_acquisition(self) -> int:
         """Start accepting frames; an end-of-series message or :meth:`stop_acquisition`
         ends the acquisition."""
-        self._acquisition += 1
-        ray.get(self.ingest.start.remote(self._acquisition))
+        self._acquisition = ray.get(self.ingest.start.remote(None))
         return self._acquisition
 
     def stop_acquisition(self, timeout: float | None = None) -> AcquisitionResult:
@@ -147,6 +167,16 @@ class RayPipeline:
 
     def reset_pedestal(self) -> None:
         ray.get(self.results_actor.reset_pedestal.remote())
+
+    def set_output(self, filename: str | None = None, filepath: str | None = None,
+                   file_index: int | None = None) -> dict[str, Any]:
+        """Change the file name, directory or next index (applies to the next file)."""
+        state: dict[str, Any] = {}
+        for name, value in (("filename", filename), ("filepath", filepath),
+                            ("file_index", file_index)):
+            if value is not None:
+                state = ray.get(self.results_actor.set_output.remote(name, value))
+        return state or ray.get(self.results_actor.output_state.remote())
 
     # -- queries and parameters ---------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -85,6 +85,7 @@ class IngestCore:
         self.specs: tuple[dict[str, Any], ...] = tuple(dict(s) for s in config.reducers)
         self.acq: IngestAcquisition | None = None
         self.idle_dropped = 0
+        self.last_acquisition = 0
         self.fault: str | None = None
         self.timing: dict[str, float] = defaultdict(float)  # seconds spent waiting, per cause
         self.inflight_bytes = 0  # bytes of batches this actor holds in the object store
@@ -113,12 +114,26 @@ class IngestCore:
         await self.receiver.close()
 
     # -- commands -----------------------------------------------------------------------------
-    def start(self, acquisition: int) -> None:
+    def start(self, acquisition: int | None = None) -> int:
+        """Start an acquisition; numbers are handed out here (the last one + 1) so that every
+        driver of these actors (Python API, Tango) gets a fresh one."""
         if self.acq is not None:
             raise RuntimeError(f"acquisition {self.acq.acquisition} is still running")
+        if acquisition is None:
+            acquisition = self.last_acquisition + 1
+        elif acquisition <= self.last_acquisition:
+            raise ValueError(f"acquisition {acquisition} already used (last: "
+                             f"{self.last_acquisition})")
+        self.last_acquisition = acquisition
+        series = self.receiver.ledger.series
+        if series is not None and series.next_frame > 0:
+            # the previous series never sent its end (e.g. an sls acquisition stopped by
+            # hand): close it, or the new frames would look like duplicates of the old
+            self.receiver.ledger.end_series()
         self.acq = IngestAcquisition(acquisition, self.specs, self.receiver.ledger.snapshot())
         self._finished.clear()
         logger.info("acquisition %d started", acquisition)
+        return acquisition
 
     async def stop(self, acquisition: int) -> None:
         """No more frames for this acquisition: flush, then declare the end."""
@@ -365,6 +380,7 @@ class IngestCore:
         base: dict[str, Any] = {
             "state": "idle" if acq is None else ("draining" if acq.ending else "running"),
             "acquisition": acq.acquisition if acq else None,
+            "last_acquisition": self.last_acquisition,
             "receiver": self.receiver.ledger.snapshot(),
             "idle_dropped": self.idle_dropped,
             "frame_rate": self.rate.update(self.receiver.ledger.received),
@@ -402,8 +418,8 @@ class Ingest:
     async def close(self) -> None:
         await self.core.close()
 
-    async def start(self, acquisition: int) -> None:
-        self.core.start(acquisition)
+    async def start(self, acquisition: int | None = None) -> int:
+        return self.core.start(acquisition)
 
     async def stop(self, acquisition: int) -> None:
         await self.core.stop(acquisition)

@@ -10,6 +10,7 @@ import ray
 from actors.core.batch import FrameBatch
 from actors.core.chain import Partials
 from actors.core.setup import ChainSetup, Worker
+from actors.wire.model import Geometry
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,10 @@ class Processing:
         ctx = ray.get_runtime_context()
         return {"index": self.index, "node_id": ctx.get_node_id(), "pid": _pid()}
 
-    def warm_up(self, specs: tuple[dict[str, Any], ...], dtype: str) -> float:
+    def warm_up(self, specs: tuple[dict[str, Any], ...], geometry: Geometry | None,
+                dtype: str) -> float:
         """Load (or compile) the reducers' kernels before the first batch arrives."""
-        return self.worker.warm_up(specs, dtype)
+        return self.worker.warm_up(specs, geometry, dtype)
 
     def process(self, batch: FrameBatch, states: dict[str, dict[int, Any]] | None,
                 setup: ChainSetup) -> Partials:

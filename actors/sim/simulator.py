@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Literal
 
@@ -87,6 +87,16 @@ class Simulator:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+    def restart(self, **changes: Any) -> None:
+        """Prepare another series on the same bound socket (connected receivers stay), e.g.
+        ``restart(frames=2000, scene={"mode": "pumpprobe"}, series_id=2)``. Subscribers
+        are not awaited again."""
+        self.settings = replace(self.settings, wait_subscribers=0, **changes)
+        s = self.settings
+        self.scene = make_scene(s.detector, seed=s.seed, pool=s.pool, **s.scene)
+        self.sent = 0
+        self._complete = False
 
     def bind(self) -> str:
         """Bind the socket; returns the concrete endpoint (with the chosen port)."""

@@ -48,15 +48,15 @@ class RayControl:
 
     # -- commands ------------------------------------------------------------------------------
     async def start(self) -> int:
-        running = (await self._call(self.ingest.status.remote()))["acquisition"]
-        if running is not None:
-            raise RuntimeError(f"acquisition {running} is still running")
-        n = self._acquisition + 1
-        while await self._call(self.results.wait.remote(n, 0.0)) is not None:
-            n += 1  # started by another driver of the same actors
-        await self._call(self.ingest.start.remote(n))
+        # the ingest hands out the number (one more than any acquisition it started)
+        n = int(await self._call(self.ingest.start.remote(None)))
         self._acquisition = n
         return n
+
+    async def set_output(self, filename: str, filepath: str, file_index: int) -> None:
+        for name, value in (("filename", filename), ("filepath", filepath),
+                            ("file_index", file_index)):
+            await self._call(self.results.set_output.remote(name, value))
 
     async def stop(self, timeout: float) -> StopSummary:
         running = (await self._call(self.ingest.status.remote()))["acquisition"]

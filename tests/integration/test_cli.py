@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -27,11 +28,13 @@ def test_help_everywhere(command: str | None) -> None:
 
 
 async def test_simulate_subprocess_delivers_every_frame_before_exiting() -> None:
-    endpoint = free_tcp_endpoint()
-    async with Receiver(ReceiverSettings(endpoint, "pull", Protocol.DECTRIS_V2)) as rx:
-        args = [*RAYLINE, "simulate", "--protocol", "dectris-v2", "-n", "25", "--rows", "64",
-                "--cols", "80", "--endpoint", endpoint, "--no-progress"]
-        with subprocess.Popen(args, stderr=subprocess.PIPE, text=True) as proc:  # noqa: ASYNC220
+    args = [*RAYLINE, "simulate", "--protocol", "dectris-v2", "-n", "25", "--rows", "64",
+            "--cols", "80", "--endpoint", "tcp://127.0.0.1:*", "--no-progress"]
+    with subprocess.Popen(args, stderr=subprocess.PIPE, text=True) as proc:  # noqa: ASYNC220
+        assert proc.stderr is not None
+        banner = await asyncio.to_thread(proc.stderr.readline)  # bound: "... on tcp://..."
+        endpoint = banner.rsplit(" on ", 1)[-1].strip()
+        async with Receiver(ReceiverSettings(endpoint, "pull", Protocol.DECTRIS_V2)) as rx:
             try:
                 frames = []
                 while (msg := await rx.recv(timeout=60)) is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import queue
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +20,6 @@ from actors.record.recording import (
 )
 from actors.sim.simulator import Simulator, SimulatorSettings
 from actors.stream.receiver import Receiver, ReceiverSettings
-from actors.stream.sockets import free_tcp_endpoint
 from actors.wire.model import Image, Protocol, SeriesEnd, SeriesStart
 from actors.wire.pixels import decode_pixels
 from tests.conftest import SenderThread
@@ -52,9 +51,11 @@ async def test_record_then_replay_round_trip(tmp_path: Path,
     assert times[0] == 0 and times == sorted(times)
     assert times[-2] >= (n - 1) / 200 * 1e9 * 0.5  # the recorded timing follows the sender
 
-    endpoint = free_tcp_endpoint()
+    bound: queue.Queue[str] = queue.Queue()
+    player = sender_threads(lambda: replay(path, "tcp://127.0.0.1:*", "push", rate=0,
+                                           on_bound=bound.put))
+    endpoint = bound.get(timeout=30)  # connect only once the player has bound
     async with Receiver(ReceiverSettings(endpoint, "pull", Protocol.DECTRIS_V2)) as rx:
-        player = sender_threads(lambda: replay(path, endpoint, "push", rate=0))
         msgs = []
         while (msg := await rx.recv(timeout=20)) is not None:
             msgs.append(msg)
@@ -79,12 +80,12 @@ async def test_replay_keeps_recorded_timing_and_paces_pub(
             w.write([bytes(p) for p in sls.encode_image(i, np.full((8, 8), i, np.uint16))],
                     t_ns=i * 50_000_000)
         w.write([bytes(p) for p in sls.encode_end()], t_ns=5 * 50_000_000)
-    endpoint = free_tcp_endpoint()
+    bound: queue.Queue[str] = queue.Queue()
+    t0 = time.monotonic()
+    player = sender_threads(lambda: replay(path, "tcp://127.0.0.1:*", "pub",
+                                           on_bound=bound.put))
+    endpoint = bound.get(timeout=30)  # the PUB waits for this subscriber
     async with Receiver(ReceiverSettings(endpoint, "sub", Protocol.SLS)) as rx:
-        started = threading.Event()
-        t0 = time.monotonic()
-        player = sender_threads(lambda: replay(path, endpoint, "pub",
-                                               on_bound=lambda ep: started.set()))
         frames = []
         while (msg := await rx.recv(timeout=20)) is not None:
             if isinstance(msg, SeriesEnd):
@@ -92,7 +93,6 @@ async def test_replay_keeps_recorded_timing_and_paces_pub(
             assert isinstance(msg, Image)
             frames.append(msg.frame)
         assert player.join() == 6
-    assert started.is_set()
     assert frames == [0, 1, 2, 3, 4]
     assert time.monotonic() - t0 >= 0.25  # recorded timing: 250 ms from first to last
 
