@@ -33,23 +33,6 @@ def new_buffer(geometry: Geometry, max_frames: int) -> npt.NDArray[Any]:
     return np.empty((max_frames, geometry.rows, geometry.cols), dtype=geometry.dtype)
 
 
-class AlternatingBuffers:
-    """Two reusable buffers, handed out in turn: enough when each closed batch is stored
-    (``ray.put`` copies it) before the assembler's next ``add``."""
-
-    def __init__(self) -> None:
-        self._buffers: list[npt.NDArray[Any]] = []
-        self._turn = 0
-
-    def __call__(self, geometry: Geometry, max_frames: int) -> npt.NDArray[Any]:
-        shape = (max_frames, geometry.rows, geometry.cols)
-        if not self._buffers or self._buffers[0].shape != shape or \
-                self._buffers[0].dtype != np.dtype(geometry.dtype):
-            self._buffers = [new_buffer(geometry, max_frames) for _ in range(2)]
-        self._turn ^= 1
-        return self._buffers[self._turn]
-
-
 @dataclass(frozen=True)
 class FrameBatch:
     """Consecutive frames of one acquisition, as stored between ingest and workers."""
@@ -62,6 +45,7 @@ class FrameBatch:
     pixels: npt.NDArray[Any] | None = None  # RAW: (n, rows, cols)
     blobs: npt.NDArray[np.uint8] | None = None  # compressed: payloads back to back
     offsets: npt.NDArray[np.int64] | None = None  # (n + 1,) into blobs
+    views: tuple[npt.NDArray[Any], ...] | None = None  # RAW, zero-copy: one (rows, cols) each
 
     @property
     def n(self) -> int:
@@ -77,6 +61,8 @@ class FrameBatch:
 
     @property
     def nbytes(self) -> int:
+        if self.views is not None:
+            return sum(int(v.nbytes) for v in self.views)
         data = self.pixels if self.pixels is not None else self.blobs
         return int(data.nbytes) if data is not None else 0
 
@@ -84,6 +70,8 @@ class FrameBatch:
         """Decoded pixels ``(n, rows, cols)`` (decompressing and reordering as needed)."""
         if self.pixels is not None:
             out = self.pixels
+        elif self.views is not None:
+            out = np.stack(self.views)  # the worker's copy (the ingest made none)
         else:
             assert self.blobs is not None and self.offsets is not None
             g = self.geometry
@@ -105,6 +93,7 @@ class FrameBatch:
 class _Open:
     frame_numbers: list[int] = field(default_factory=list)
     buffer: npt.NDArray[Any] | None = None
+    views: list[npt.NDArray[Any]] = field(default_factory=list)
     blobs: list[Buffer] = field(default_factory=list)
     encoding: Encoding = Encoding.RAW
     opened: float = 0.0
@@ -113,23 +102,24 @@ class _Open:
 class BatchAssembler:
     """Groups the images of one acquisition into :class:`FrameBatch` objects.
 
+    With ``buffer_factory`` None, raw frames are not copied at all: the batch keeps
+    zero-copy views of the received messages (``ray.put`` then makes the only copy).
+
     ``add`` returns the batch it had to close (a cut or a full batch), if any. A raw
     batch's ``pixels`` is a view of a buffer from ``buffer_factory``: store it before the
     next ``add`` and never let the factory hand out a buffer whose batch is not stored yet
-    (:class:`AlternatingBuffers` for Ray, where ``ray.put`` copies; the local backend hands
-    out free shared-memory slots).
+    (the local backend hands out free shared-memory slots).
     """
 
     def __init__(self, acquisition: int, geometry: Geometry, max_frames: int,
                  epochs: list[int | None] | None = None, channel: str | None = None,
-                 buffer_factory: BufferFactory = new_buffer) -> None:
+                 buffer_factory: BufferFactory | None = new_buffer) -> None:
         self.acquisition = acquisition
         self.geometry = geometry
         self.max_frames = max_frames
         self.channel = channel
         self._cutter = BatchCutter(epochs or [])
         self._factory = buffer_factory
-        self._reuse: npt.NDArray[Any] | None = None
         self._open: _Open | None = None
         self.next_index = 0
 
@@ -169,10 +159,14 @@ class BatchAssembler:
         op = self._open
         k = len(op.frame_numbers)
         if payload.encoding is Encoding.RAW:
-            if op.buffer is None:
-                op.buffer = self._factory(self.geometry, self.max_frames)
-            op.buffer[k] = np.frombuffer(payload.data, dtype=self.geometry.dtype).reshape(
+            pixels = np.frombuffer(payload.data, dtype=self.geometry.dtype).reshape(
                 self.geometry.shape)
+            if self._factory is None:
+                op.views.append(pixels)
+            else:
+                if op.buffer is None:
+                    op.buffer = self._factory(self.geometry, self.max_frames)
+                op.buffer[k] = pixels
         else:
             op.blobs.append(payload.data)
         op.frame_numbers.append(image.frame)
@@ -191,8 +185,10 @@ class BatchAssembler:
         self._cutter.close()
         n = len(op.frame_numbers)
         numbers = np.asarray(op.frame_numbers, dtype=np.int64)
-        if op.encoding is Encoding.RAW:
-            assert op.buffer is not None
+        if op.encoding is Encoding.RAW and op.buffer is None:
+            batch = FrameBatch(self.acquisition, self.next_index, numbers, self.geometry,
+                               Encoding.RAW, views=tuple(op.views))
+        elif op.buffer is not None:
             batch = FrameBatch(self.acquisition, self.next_index, numbers, self.geometry,
                                Encoding.RAW, pixels=op.buffer[:n])
         else:

@@ -24,7 +24,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from actors.config import PipelineConfig
-from actors.core.batch import AlternatingBuffers, BatchAssembler, FrameBatch
+from actors.core.batch import BatchAssembler, FrameBatch
 from actors.core.chain import ReducerChain, reconfigure_specs
 from actors.core.merger import BatchInfo
 from actors.core.rates import RateMeter
@@ -92,7 +92,6 @@ class IngestCore:
         self.peak_inflight_bytes = 0
         self.series_mask: np.ndarray[Any, Any] | None = None
         self.rate = RateMeter()
-        self._buffers = AlternatingBuffers()
         self._loop_task: asyncio.Task[None] | None = None
         self._reaper_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -242,7 +241,7 @@ class IngestCore:
         acq.chain = acq.setup.build()
         acq.setup_ref = ray.put(acq.setup)
         acq.assembler = BatchAssembler(acq.acquisition, geometry, self.config.batch.max_frames,
-                                       acq.chain.epochs, src.channel, self._buffers)
+                                       acq.chain.epochs, src.channel, buffer_factory=None)
         await self.results.begin.remote(acq.setup_ref)
 
     # -- dispatching ------------------------------------------------------------------------------
