@@ -26,6 +26,7 @@ import logging
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -60,6 +61,9 @@ def _sender(settings: SimulatorSettings, conn: Connection) -> None:
         while conn.poll(300) and conn.recv() == "go":
             sim.run()
             conn.send("sent")
+            # later series: the subscriber is already there (PUB), a new series id
+            sim.settings = replace(sim.settings, wait_subscribers=0,
+                                   series_id=sim.settings.series_id + 1)
     conn.close()
 
 
