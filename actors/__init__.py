@@ -16,7 +16,7 @@ __all__ = ["Pipeline", "__version__", "load_config"]
 logger = logging.getLogger(__name__)
 
 
-def Pipeline(config: Any = None) -> Any:  # noqa: N802 - a factory that reads as a class
+def Pipeline(config: Any = None) -> Any:
     """The pipeline of the configured backend (``RayPipeline`` or ``LocalPipeline``); both
     have the same methods: open/close (or ``with``), start_acquisition, stop_acquisition,
     wait_acquisition, abort, reset_pedestal, status, results, set."""
