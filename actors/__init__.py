@@ -20,14 +20,9 @@ def Pipeline(config: Any = None) -> Any:
     """The pipeline of the configured backend (``RayPipeline`` or ``LocalPipeline``); both
     have the same methods: open/close (or ``with``), start_acquisition, stop_acquisition,
     wait_acquisition, abort, reset_pedestal, status, results, set."""
-    from actors.config import PipelineConfig, load_config, parse_config
+    from actors.config import as_config
 
-    if isinstance(config, PipelineConfig):
-        cfg = config
-    elif config is None or isinstance(config, str) or hasattr(config, "__fspath__"):
-        cfg = load_config(config)
-    else:
-        cfg = parse_config(dict(config), "(mapping)")
+    cfg = as_config(config)
     if cfg.backend == "ray":
         try:
             import ray  # noqa: F401

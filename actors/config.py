@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -249,6 +250,15 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(
             out.get(k), dict) else v
     return out
+
+
+def as_config(config: PipelineConfig | Mapping[str, Any] | str | Path | None) -> PipelineConfig:
+    """A validated config from a model, a mapping, a file path, or None (the defaults)."""
+    if isinstance(config, PipelineConfig):
+        return config
+    if config is None or isinstance(config, str | Path):
+        return load_config(config)
+    return parse_config(dict(config), "(mapping)")
 
 
 def json_schema() -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.config import PipelineConfig, load_config, parse_config
+from actors.config import PipelineConfig, as_config
 from actors.core.acquisition import AcquisitionResult
 from actors.pipeline.ingest import IngestActor
 from actors.pipeline.processing import ProcessingActor
@@ -23,14 +23,6 @@ from actors.wire.model import Protocol
 logger = logging.getLogger(__name__)
 
 READY_TIMEOUT = 120.0
-
-
-def as_config(config: PipelineConfig | Mapping[str, Any] | str | Path | None) -> PipelineConfig:
-    if isinstance(config, PipelineConfig):
-        return config
-    if config is None or isinstance(config, str | Path):
-        return load_config(config)
-    return parse_config(dict(config), "(mapping)")
 
 
 class RayPipeline:
