@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from actors.config import PipelineConfig, load_config, parse_config
+from actors.config import PipelineConfig, as_config
 from actors.core.acquisition import AcquisitionResult
 from actors.local import processes
 from actors.local.channel import Outbox
@@ -37,14 +37,6 @@ READY_TIMEOUT = 120.0
 CALL_TIMEOUT = 60.0
 #: seconds each child gets to exit after being asked, before terminate / kill
 JOIN_TIMEOUT = 5.0
-
-
-def as_config(config: PipelineConfig | Mapping[str, Any] | str | Path | None) -> PipelineConfig:
-    if isinstance(config, PipelineConfig):
-        return config
-    if config is None or isinstance(config, str | Path):
-        return load_config(config)
-    return parse_config(dict(config), "(mapping)")
 
 
 class LocalPipeline:

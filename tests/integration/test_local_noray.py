@@ -99,4 +99,5 @@ def test_pipeline_factory_without_ray(tmp_path: Path, backend: str) -> None:
         pytest.skip(f"actors.Pipeline does not build the local backend yet: {out['error']}")
     assert out["type"] == "LocalPipeline" and out["equal"] and not out["ray_loaded"], stderr
     if backend == "ray":
-        assert stderr.count("ray cannot be imported") == 1, stderr
+        # one warning from actors.Pipeline (the child's basicConfig format: LEVEL:name:msg)
+        assert stderr.count("WARNING:actors:") == 1, stderr

@@ -287,10 +287,9 @@ def test_local_and_ray_backends_give_identical_results(
                     ray.shutdown()
         assert result.outcome == "finished", backend
         outputs[backend] = result.outputs
-        ledgers[backend] = {k: result.ledger[k] for k in
+        ledgers[backend] = {k: result.ledger[k] for k in  # batch counts depend on timing
                             ("received", "processed", "lost", "dropped_total",
-                             "rejected_total", "dispatched", "dispatched_batches",
-                             "processed_batches")}
+                             "rejected_total", "dispatched")}
     assert ledgers["local"] == ledgers["ray"] and ledgers["local"]["processed"] == n
     assert_identical(outputs["local"], outputs["ray"])
-    assert_outputs_equal(outputs["local"], moench_run(Simulator(sim_settings), n))
+    assert_outputs_equal(outputs["local"], moench_run(sim, n))  # sim: closed, scene usable
