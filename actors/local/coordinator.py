@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -44,6 +45,8 @@ from actors.local.messages import (
     Ready,
     Reconfigure,
     Reply,
+    ResultBlock,
+    ResultFree,
     SetupKey,
     SetupMsg,
     Skip,
@@ -52,7 +55,7 @@ from actors.local.messages import (
     Task,
 )
 from actors.local.results import LocalResults
-from actors.local.shm import RingSpec, SlotManager
+from actors.local.shm import Attachments, RingSpec, SlotManager
 from actors.local.worker import worker_main
 
 logger = logging.getLogger(__name__)
@@ -75,6 +78,7 @@ class WorkerHandle:
     pid: int | None = None
     setups: set[SetupKey] = field(default_factory=set)
     batches: set[tuple[int, int]] = field(default_factory=set)
+    result: tuple[str, int] | None = None  # its result block (name, size)
 
 
 @dataclass
@@ -126,6 +130,7 @@ class Coordinator:
         self.restarts = 0
         self.fault: str | None = None
         self.ingest_alive = True
+        self.result_blocks = Attachments()  # the workers' result blocks, mapped here
         self.closing = False  # set by the pipeline before it asks the processes to exit
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -301,9 +306,10 @@ class Coordinator:
     # -- workers ----------------------------------------------------------------------------------
     def _on_worker(self, w: WorkerHandle, msg: object) -> None:
         if isinstance(msg, Done):
+            partial = self._unpack(w, msg)
             p = self._settle(w, (msg.acquisition, msg.index))
             if p is not None and not p.aborted:
-                self.results.merge(msg.acquisition, msg.index, msg.partial)
+                self.results.merge(msg.acquisition, msg.index, partial)
         elif isinstance(msg, Failed):
             p = self._settle(w, (msg.acquisition, msg.index))
             if p is not None and not p.aborted:
@@ -316,6 +322,34 @@ class Coordinator:
             self.lock.notify_all()  # open() waits for every worker
         else:
             logger.error("coordinator: unexpected message from worker %d: %r", w.index, msg)
+
+    def _unpack(self, w: WorkerHandle, msg: Done) -> Any:
+        """The partial of a Done: copied out of the worker's result block (which is then
+        free again), or from the message. Grows the block when a partial did not fit."""
+        if msg.block is not None and msg.meta is not None:
+            buf = self.result_blocks.get(msg.block).buf
+            assert buf is not None
+            copies = [bytearray(buf[offset:offset + size]) for offset, size in msg.layout]
+            del buf
+            partial = pickle.loads(msg.meta, buffers=copies)
+            w.outbox.send(ResultFree())
+        elif msg.meta is not None:
+            partial = pickle.loads(msg.meta)
+        else:
+            partial = msg.partial
+        if msg.want > 0 and not self.closing:
+            self._release_result(w)
+            size = msg.want + msg.want // 4 + (1 << 20)
+            name = self.slots.create(size)
+            w.result = (name, size)
+            w.outbox.send(ResultBlock(name, size))
+        return partial
+
+    def _release_result(self, w: WorkerHandle) -> None:
+        if w.result is not None:
+            name, w.result = w.result[0], None
+            self.result_blocks.close([name])
+            self.slots.release(name)
 
     def _settle(self, w: WorkerHandle, key: tuple[int, int]) -> Pending | None:
         """A worker is done with a batch: take it out of flight and free its slot."""
@@ -335,6 +369,7 @@ class Coordinator:
     def _worker_died(self, w: WorkerHandle) -> None:
         self._drain(w.conn, partial(self._on_worker, w))  # what it sent before dying
         code = processes.stop(w.process, 0.1)
+        self._release_result(w)
         self.workers.remove(w)
         w.outbox.close(timeout=1.0)
         if not w.conn.closed:
@@ -436,6 +471,7 @@ class Coordinator:
             if not w.conn.closed:
                 w.conn.close()
         self.workers = []
+        self.result_blocks.close()  # the manager unlinks the blocks at shutdown
 
 
 def _with_drops(ledger: dict[str, Any], drops: Counter[str]) -> dict[str, Any]:

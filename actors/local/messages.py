@@ -8,7 +8,8 @@ Driver <-> ingest: :class:`Call` / :class:`Reply` both ways (commands; the inges
 ring), :class:`Free` (a slot is free again), :class:`Finished`; ingest events
 :class:`Begin`, :class:`Reconfigure`, :class:`Closed`, :class:`Skip`, :class:`End`,
 :class:`Aborted`, and :class:`Ready` / :class:`Fault` at start-up.
-Driver -> worker: :class:`SetupMsg`, :class:`Task`, :class:`Detach`, :class:`Stop`.
+Driver -> worker: :class:`SetupMsg`, :class:`Task`, :class:`Detach`, :class:`Stop`,
+:class:`ResultBlock`, :class:`ResultFree`.
 Worker -> driver: :class:`Ready`, :class:`Done`, :class:`Failed`.
 """
 
@@ -182,13 +183,33 @@ class Stop:
     pass
 
 
+@dataclass(frozen=True)
+class ResultBlock:
+    """The worker's block for partials (replaces any earlier one)."""
+
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ResultFree:
+    """The driver has copied the last partial out of the worker's result block."""
+
+
 # -- worker -> driver --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Done:
+    """A partial, either in the message (``partial``) or as a pickle (``meta``) whose
+    out-of-band buffers lie in the worker's result block at ``layout`` (offset, size)."""
+
     acquisition: int
     index: int
-    partial: Partials
+    partial: Partials | None
     seconds: float
+    meta: bytes | None = None
+    block: str | None = None
+    layout: tuple[tuple[int, int], ...] = ()
+    want: int = 0  # bytes of out-of-band buffers that did not fit a result block
 
 
 @dataclass(frozen=True)

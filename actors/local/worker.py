@@ -11,18 +11,36 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import time
 import traceback
+from collections import deque
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from multiprocessing.shared_memory import SharedMemory
 
+from actors.core.chain import Partials
 from actors.core.setup import ChainSetup, Worker
-from actors.local.messages import Detach, Done, Failed, Ready, SetupKey, SetupMsg, Stop, Task
-from actors.local.shm import Attachments, ignore_sigint
+from actors.local.messages import (
+    Detach,
+    Done,
+    Failed,
+    Ready,
+    ResultBlock,
+    ResultFree,
+    SetupKey,
+    SetupMsg,
+    Stop,
+    Task,
+)
+from actors.local.shm import Attachments, attach, ignore_sigint
 
 logger = logging.getLogger(__name__)
 
 #: chain setups kept per worker
 KEEP_SETUPS = 16
+#: alignment of the buffers of a partial in the result block
+ALIGN = 64
 
 
 class WorkerLoop:
@@ -34,6 +52,11 @@ class WorkerLoop:
         self.setups: dict[SetupKey, ChainSetup] = {}
         self.blocks = Attachments()
         self.batches = 0
+        self.result: SharedMemory | None = None
+        self.result_free = True
+        self.asked = False  # a bigger result block was asked for and has not come yet
+        #: reads control messages that are already waiting (set by the process loop)
+        self.read_ahead: Callable[[], None] = lambda: None
 
     def handle(self, msg: object) -> Done | Failed | None:
         if isinstance(msg, Task):
@@ -45,6 +68,12 @@ class WorkerLoop:
                 self.setups.pop(next(iter(self.setups)))
         elif isinstance(msg, Detach):
             self.blocks.close(msg.names)
+        elif isinstance(msg, ResultBlock):
+            self._close_result()
+            self.result = attach(msg.name)
+            self.result_free, self.asked = True, False
+        elif isinstance(msg, ResultFree):
+            self.result_free = True
         else:
             raise TypeError(f"worker {self.index}: unexpected message {msg!r}")
         return None
@@ -63,10 +92,48 @@ class WorkerLoop:
             return Failed(b.acquisition, b.index,
                           "".join(traceback.format_exception_only(exc)).strip())
         self.batches += 1
-        return Done(b.acquisition, b.index, partial, time.perf_counter() - t0)
+        return self.pack(b.acquisition, b.index, partial, time.perf_counter() - t0)
+
+    def pack(self, acquisition: int, index: int, partial: Partials, seconds: float) -> Done:
+        """The partial's arrays go into the result block when it is free and big enough
+        (one copy here, one in the driver); else the partial travels in the message."""
+        buffers: list[pickle.PickleBuffer] = []
+        meta = pickle.dumps(partial, protocol=5, buffer_callback=buffers.append)
+        raws = [b.raw() for b in buffers]
+        layout, end = [], 0
+        for raw in raws:
+            layout.append((end, raw.nbytes))
+            end += -(-raw.nbytes // ALIGN) * ALIGN
+        if not self.result_free or self.asked:
+            self.read_ahead()  # a ResultFree / ResultBlock may be waiting behind a task
+        block = self.result
+        if not raws:
+            return Done(acquisition, index, None, seconds, meta=meta)
+        if block is None or not self.result_free or end > block.size:
+            want = end if not self.asked and (block is None or end > block.size) else 0
+            self.asked = self.asked or want > 0  # one request per grant
+            if want and block is not None:
+                # asking for a bigger block: never write to this one again, so the driver
+                # may release it as soon as it reads this message
+                self._close_result()
+            return Done(acquisition, index, partial, seconds, want=want)
+        buf = block.buf
+        assert buf is not None
+        for (offset, size), raw in zip(layout, raws):
+            buf[offset:offset + size] = raw
+        del buf
+        self.result_free = False
+        return Done(acquisition, index, None, seconds, meta=meta, block=block.name,
+                    layout=tuple(layout))
+
+    def _close_result(self) -> None:
+        if self.result is not None:
+            self.result.close()
+            self.result = None
 
     def close(self) -> None:
         self.blocks.close()
+        self._close_result()
 
 
 def worker_main(index: int, conn: Connection, log_level: int) -> None:
@@ -76,11 +143,23 @@ def worker_main(index: int, conn: Connection, log_level: int) -> None:
                         format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: "
                                "%(message)s")
     loop = WorkerLoop(index)
+    backlog: deque[object] = deque()
+
+    def read_ahead() -> None:
+        """Apply control messages already waiting (a ResultFree may sit behind a task)."""
+        while conn.poll():
+            msg = conn.recv()
+            if isinstance(msg, Task | Stop):
+                backlog.append(msg)
+            else:
+                loop.handle(msg)
+
+    loop.read_ahead = read_ahead
     try:
         conn.send(Ready(os.getpid(), index))
         while True:
             try:
-                msg = conn.recv()
+                msg = backlog.popleft() if backlog else conn.recv()
             except (EOFError, OSError):  # the driver is gone
                 break
             if isinstance(msg, Stop):
