@@ -55,11 +55,20 @@ class LocalPipeline:
                  ) -> None:
         self.config = as_config(config)
         self._acquisition = 0
-        self.results_stage = LocalResults()
+        cfg_ = self.config
+        output = cfg_.output.model_copy(
+            update={"directory": str(Path(cfg_.output.directory).absolute())})
+        self.results_stage = LocalResults(output=output, config=cfg_.model_dump(mode="json"))
         self.slot_manager: SlotManager | None = None
         self.ingest: IngestHandle | None = None
         self.coordinator: Coordinator | None = None
+        self.tango: Any = None  # actors.tango.host.ServerThread
         self._closing = threading.Lock()
+
+    @property
+    def tango_address(self) -> str | None:
+        """The full address of the Tango device (None when disabled)."""
+        return self.tango.address if self.tango is not None else None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> LocalPipeline:
@@ -87,6 +96,10 @@ class LocalPipeline:
                                            self.slot_manager, level)
             self.coordinator.start()
             self._wait_ready()
+            if cfg.tango.enabled:
+                from actors.tango.host import start_tango_thread
+
+                self.tango = start_tango_thread(cfg, self)
         except BaseException:
             self.close()
             raise
@@ -121,6 +134,12 @@ class LocalPipeline:
             self._close()
 
     def _close(self) -> None:
+        if self.tango is not None:
+            try:
+                self.tango.stop()
+            except Exception:  # closing anyway
+                logger.exception("Tango device did not stop cleanly")
+            self.tango = None
         c, ing, smm = self.coordinator, self.ingest, self.slot_manager
         if c is not None:
             c.closing = True
@@ -185,6 +204,16 @@ class LocalPipeline:
         self.results_stage.reset_pedestal()
 
     # -- queries and parameters ---------------------------------------------------------------
+    def set_output(self, filename: str | None = None, filepath: str | None = None,
+                   file_index: int | None = None) -> dict[str, Any]:
+        """Change the file name, directory or next index (applies to the next file)."""
+        state: dict[str, Any] = {}
+        for name, value in (("filename", filename), ("filepath", filepath),
+                            ("file_index", file_index)):
+            if value is not None:
+                state = self.results_stage.set_output(name, value)
+        return state or self.results_stage.output_state()
+
     def status(self) -> dict[str, Any]:
         """State, counters (received, processed, dropped, lost, pending) and rates."""
         ingest = self._call("status")

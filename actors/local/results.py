@@ -12,10 +12,12 @@ import threading
 import time
 from typing import Any
 
+from actors.config import OutputConfig
 from actors.core.acquisition import Acquisition, AcquisitionResult
 from actors.core.chain import Partials
 from actors.core.merger import BatchInfo
 from actors.core.setup import ChainSetup
+from actors.output import AcquisitionWriter
 from actors.reduce.base import OutputValue
 
 logger = logging.getLogger(__name__)
@@ -24,11 +26,14 @@ logger = logging.getLogger(__name__)
 class LocalResults:
     """The single owner of merged results; every method takes :attr:`changed`'s lock."""
 
-    def __init__(self, keep: int = 16) -> None:
+    def __init__(self, keep: int = 16, output: OutputConfig | None = None,
+                 config: dict[str, Any] | None = None) -> None:
         self.current: Acquisition | None = None
         self.carried: dict[str, Any] | None = None
         self.done: dict[int, AcquisitionResult] = {}
         self.keep = keep
+        self.writer = AcquisitionWriter(output or OutputConfig(enabled=False))
+        self.config_dump = config or {}
         self.changed = threading.Condition(threading.RLock())
 
     def _acq(self, acquisition: int) -> Acquisition | None:
@@ -42,6 +47,8 @@ class LocalResults:
                 logger.warning("acquisition %d replaced by %d before it ended",
                                self.current.acquisition, setup.acquisition)
             self.current = Acquisition.begin(setup.acquisition, setup.build(), self.carried)
+            if self.writer.enabled:
+                self.writer.prepare(setup.acquisition)
             self.changed.notify_all()
 
     def reconfigure(self, setup: ChainSetup) -> None:
@@ -114,6 +121,7 @@ class LocalResults:
             acq.ingest_ledger = ingest_ledger
             self._store(acq.result("aborted"))
             self.current = None
+            self.writer.close()  # an aborted acquisition writes no results
             self.changed.notify_all()
 
     def _finish_if_complete(self, acq: Acquisition) -> None:
@@ -121,6 +129,10 @@ class LocalResults:
             return
         self.carried = acq.merger.carry_over()
         result = acq.result("finished")
+        if self.writer.enabled:
+            settings = {"reducers": acq.chain.specs(), "config": self.config_dump}
+            path = self.writer.finish(result, acq.chain.outputs_spec(), settings)
+            result.file = None if path is None else str(path)
         self._store(result)
         self.current = None
         logger.info("acquisition %d finished: %d frames processed in %.2f s",
@@ -157,6 +169,25 @@ class LocalResults:
     def running(self) -> int | None:
         with self.changed:
             return self.current.acquisition if self.current is not None else None
+
+    def output_state(self) -> dict[str, Any]:
+        """The file settings (the seed's filename, filepath, file_index attributes)."""
+        with self.changed:
+            w = self.writer
+            free = w.free_bytes
+            return {"enabled": w.enabled, "filename": w.filename,
+                    "filepath": str(w.directory), "file_index": w.file_index,
+                    "previous_file_index": w.previous_file_index, "path": str(w.path),
+                    "space_available": None if free is None else free / 2**30}
+
+    def set_output(self, name: str, value: Any) -> dict[str, Any]:
+        """Change ``filename``, ``filepath`` or ``file_index`` (applies to the next file)."""
+        attrs = {"filename": "filename", "filepath": "directory", "file_index": "file_index"}
+        if name not in attrs:
+            raise ValueError(f"unknown output setting {name!r}; one of {sorted(attrs)}")
+        with self.changed:
+            setattr(self.writer, attrs[name], value)
+        return self.output_state()
 
     def reset_pedestal(self) -> None:
         """Forget the state carried between acquisitions (the next one starts fresh)."""

@@ -19,7 +19,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.tango]
 
 
 def _children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)}
+    """Child processes, without multiprocessing's resource tracker: a per-process singleton
+    of the standard library that lives exactly as long as this (test) process."""
+    return {p.pid for p in psutil.Process().children(recursive=True)
+            if "multiprocessing.resource_tracker" not in " ".join(_cmdline(p))}
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
 
 
 @pytest.mark.parametrize("backend", ["ray", "local"])
