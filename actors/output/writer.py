@@ -293,6 +293,24 @@ class AcquisitionWriter:
                 self._index = next_file_index(self._directory, self._filename)
             self._pending_index, self._rescan, self._current = None, False, None
 
+    #: public names of the file settings (the seed's Tango attributes) -> writer attributes
+    SETTINGS = {"filename": "filename", "filepath": "directory", "file_index": "file_index"}
+
+    def state(self) -> dict[str, Any]:
+        """The file settings as the seed's filename, filepath, file_index attributes show them."""
+        free = self.free_bytes
+        return {"enabled": self.enabled, "filename": self.filename,
+                "filepath": str(self.directory), "file_index": self.file_index,
+                "previous_file_index": self.previous_file_index, "path": str(self.path),
+                "space_available": None if free is None else free / 2**30}
+
+    def set(self, name: str, value: Any) -> dict[str, Any]:
+        """Change ``filename``, ``filepath`` or ``file_index`` (applies to the next file)."""
+        if name not in self.SETTINGS:
+            raise ValueError(f"unknown output setting {name!r}; one of {sorted(self.SETTINGS)}")
+        setattr(self, self.SETTINGS[name], value)
+        return self.state()
+
     def close(self) -> None:
         """Close a prepared, unfinished acquisition's file as it is (frames kept)."""
         current = self._current

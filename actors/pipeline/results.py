@@ -193,19 +193,11 @@ class Results:
 
     async def output_state(self) -> dict[str, Any]:
         """The file settings (the seed's filename, filepath, file_index attributes)."""
-        w = self.writer
-        free = w.free_bytes
-        return {"enabled": w.enabled, "filename": w.filename, "filepath": str(w.directory),
-                "file_index": w.file_index, "previous_file_index": w.previous_file_index,
-                "path": str(w.path), "space_available": None if free is None else free / 2**30}
+        return self.writer.state()
 
     async def set_output(self, name: str, value: Any) -> dict[str, Any]:
         """Change ``filename``, ``filepath`` or ``file_index`` (applies to the next file)."""
-        attrs = {"filename": "filename", "filepath": "directory", "file_index": "file_index"}
-        if name not in attrs:
-            raise ValueError(f"unknown output setting {name!r}; one of {sorted(attrs)}")
-        setattr(self.writer, attrs[name], value)
-        return await self.output_state()
+        return self.writer.set(name, value)
 
     async def reset_pedestal(self) -> None:
         """Forget the state carried between acquisitions (the next one starts fresh)."""

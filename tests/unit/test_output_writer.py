@@ -369,3 +369,17 @@ def _assert_failed_cleanly(res: AcquisitionResult, before: dict[str, OutputValue
     assert "kept in memory" in message
     assert res.error == message and res.file is None
     assert_outputs_equal(res.outputs, before)
+
+
+def test_writer_file_settings_by_their_seed_names(tmp_path: Path) -> None:
+    from actors.config import OutputConfig
+    from actors.output import AcquisitionWriter
+
+    w = AcquisitionWriter(OutputConfig(directory=str(tmp_path), filename="scan"))
+    state = w.set("file_index", 7)
+    assert (state["filename"], state["file_index"], state["previous_file_index"]) == ("scan", 7, 6)
+    # a new directory: the index continues from what is there (nothing yet)
+    assert w.set("filepath", str(tmp_path / "sub"))["filepath"] == str(tmp_path / "sub")
+    assert w.set("filename", "run")["path"] == str(tmp_path / "sub" / "run_000000.h5")
+    with pytest.raises(ValueError, match="unknown output setting 'colour'"):
+        w.set("colour", 1)
