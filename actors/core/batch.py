@@ -33,6 +33,29 @@ def new_buffer(geometry: Geometry, max_frames: int) -> npt.NDArray[Any]:
     return np.empty((max_frames, geometry.rows, geometry.cols), dtype=geometry.dtype)
 
 
+def stacked(views: tuple[npt.NDArray[Any], ...]) -> npt.NDArray[Any]:
+    """The frames ``(n, rows, cols)``: a read-only strided view when the frames lie
+    evenly spaced in one buffer (as ``ray.put`` lays out a tuple of arrays: each buffer
+    64-byte aligned, back to back), else a stacked copy.
+
+    The view reaches the later frames through the first frame's buffer: keep ``views``
+    alive as long as the view (a :class:`FrameBatch` holds them).
+    """
+    first = views[0]
+    if len(views) == 1:
+        return first[None]
+    ptrs = [v.__array_interface__["data"][0] for v in views]
+    step = ptrs[1] - ptrs[0]
+    even = (step >= first.nbytes and step % first.itemsize == 0
+            and all(v.shape == first.shape and v.dtype == first.dtype
+                    and v.flags.c_contiguous for v in views)
+            and all(b - a == step for a, b in zip(ptrs, ptrs[1:])))
+    if not even:
+        return np.stack(views)  # the worker's copy (the ingest made none)
+    return np.lib.stride_tricks.as_strided(first, shape=(len(views), *first.shape),
+                                           strides=(step, *first.strides), writeable=False)
+
+
 @dataclass(frozen=True)
 class FrameBatch:
     """Consecutive frames of one acquisition, as stored between ingest and workers."""
@@ -71,7 +94,7 @@ class FrameBatch:
         if self.pixels is not None:
             out = self.pixels
         elif self.views is not None:
-            out = np.stack(self.views)  # the worker's copy (the ingest made none)
+            out = stacked(self.views)
         else:
             assert self.blobs is not None and self.offsets is not None
             g = self.geometry

@@ -127,6 +127,10 @@ class ReducerChain:
     def merge(self, a: Partials, b: Partials) -> Partials:
         return {r.name: r.merge(a[r.name], b[r.name]) for r in self.reducers}
 
+    def merge_into(self, acc: Partials, b: Partials) -> Partials:
+        """:meth:`merge` for the owner of ``acc`` (see :meth:`Reducer.merge_into`)."""
+        return {r.name: r.merge_into(acc[r.name], b[r.name]) for r in self.reducers}
+
     def advance(self, prefix: Partials, next_frame: int) -> Partials:
         return {r.name: r.advance(prefix[r.name], next_frame) for r in self.reducers}
 

@@ -85,7 +85,8 @@ class OrderedMerger:
         merged = 0
         while self.merged_through + 1 in self._pending:
             i = self.merged_through + 1
-            self.prefix = self.chain.merge(self.prefix, self._pending.pop(i))
+            # the prefix is this merger's own: reducers may add into it in place
+            self.prefix = self.chain.merge_into(self.prefix, self._pending.pop(i))
             info = self._info.pop(i)
             self.merged_through = i
             self.processed_frames += info.n

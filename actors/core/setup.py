@@ -82,8 +82,13 @@ class Worker:
     def process(self, batch: FrameBatch, states: dict[str, dict[int, Any]] | None,
                 setup: ChainSetup) -> Partials:
         chain, rmap = self.chain_for(setup)
+        if setup.mask is not None and setup.mask.flags.writeable:
+            setup.mask.flags.writeable = False  # constant per setup (kernels cache on it)
         reducer_batch = batch.to_batch(setup.mask, rmap)
         partials = chain.process(reducer_batch, states)
         if setup.keep_frames:
-            partials[FRAMES_KEY] = (reducer_batch.frames, reducer_batch.frame_numbers)
+            frames = reducer_batch.frames
+            if batch.views is not None:  # a view through the batch's buffers: own a copy
+                frames = np.array(frames)
+            partials[FRAMES_KEY] = (frames, reducer_batch.frame_numbers)
         return partials

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import numpy as np
@@ -41,6 +41,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from actors.wire.model import Geometry
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 OutputKind = Literal["image", "spectrum", "scalar", "series"]
 OUTPUT_KINDS: tuple[str, ...] = ("image", "spectrum", "scalar", "series")
@@ -59,12 +61,17 @@ class Batch:
     ``frame_numbers`` is ``(n,)`` int64, strictly increasing, 0-based within the
     acquisition (gaps are lost frames); ``mask`` is ``(rows, cols)`` bool with True for
     excluded pixels (DECTRIS pixel mask), or None.
+
+    :meth:`shared` lets reducers that need the same pass over the pixels (``sum`` and
+    ``total`` both need the masked sums) compute it once per batch.
     """
 
     index: int
     frames: npt.NDArray[Any]
     frame_numbers: npt.NDArray[np.int64]
     mask: npt.NDArray[np.bool_] | None = None
+    _shared: dict[Any, Any] = field(default_factory=dict, init=False, repr=False,
+                                    compare=False)
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 3:
@@ -82,6 +89,13 @@ class Batch:
     @property
     def n(self) -> int:
         return int(self.frames.shape[0])
+
+    def shared(self, key: Any, compute: Callable[[], T]) -> T:
+        """``compute()``, computed once per batch for equal ``key``: the key must name
+        everything the value depends on besides this batch (function, settings)."""
+        if key not in self._shared:
+            self._shared[key] = compute()
+        return self._shared[key]  # type: ignore[no-any-return]
 
     @property
     def first_frame(self) -> int:
@@ -195,6 +209,12 @@ class Reducer(ABC, Generic[SettingsT, PartialT]):
     @abstractmethod
     def merge(self, a: PartialT, b: PartialT) -> PartialT:
         """Combine ``a`` and ``b`` (``a`` precedes ``b`` in batch order); inputs unchanged."""
+
+    def merge_into(self, acc: PartialT, b: PartialT) -> PartialT:
+        """:meth:`merge` for a caller that owns ``acc`` and never uses it again (the results
+        stage's running prefix): may reuse arrays of ``acc`` that an earlier ``merge_into``
+        allocated, instead of allocating new ones. ``b`` stays unchanged."""
+        return self.merge(acc, b)
 
     @abstractmethod
     def outputs(self, partial: PartialT) -> dict[str, OutputValue]:

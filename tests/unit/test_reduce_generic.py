@@ -262,3 +262,131 @@ def test_numba_and_numpy_kernels_agree(dtype: str, with_mask: bool, limit: int |
                 assert g is None
             else:
                 np.testing.assert_allclose(g, w, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ one pass, narrow ----
+def _reference_sums(frames: np.ndarray, mask: np.ndarray | None,
+                    limit: Any) -> tuple[np.ndarray, np.ndarray]:
+    valid = np.ones(frames.shape, bool)
+    if limit is not None:
+        valid &= frames < limit
+    if mask is not None:
+        valid &= ~mask[None]
+    clean = np.where(valid, frames, 0).astype(np.int64)
+    return clean.sum(axis=0), clean.reshape(len(frames), -1).sum(axis=1)
+
+
+def _evenly_spaced(frames: np.ndarray, pad: int) -> tuple[np.ndarray, ...]:
+    """The frames as separate views into one buffer, ``pad`` bytes apart (ray.put's
+    layout of a tuple of arrays)."""
+    n = len(frames)
+    step = frames[0].nbytes + pad
+    buf = np.zeros(n * step, np.uint8)
+    views = tuple(np.frombuffer(buf.data, frames.dtype, frames[0].size, offset=i * step)
+                  .reshape(frames.shape[1:]) for i in range(n))
+    for v, f in zip(views, frames):
+        v[...] = f
+    return views
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "float32"])
+@pytest.mark.parametrize("with_mask, limit", [(False, None), (True, None), (True, 200),
+                                              (False, 0)])
+def test_sums_and_totals_exact(backend: str, dtype: str, with_mask: bool,
+                               limit: int | None) -> None:
+    if backend == "numba" and not numba_available():
+        pytest.skip("numba not importable")
+    rng = np.random.default_rng(5)
+    top = 255 if dtype == "uint8" else 65535
+    frames = rng.integers(0, top + 1, (9, R, C)).astype(dtype)
+    mask = (rng.random((R, C)) < 0.1) if with_mask else None
+    lim = None if limit is None else np.dtype(dtype).type(limit)
+    acc = np.float64 if dtype == "float32" else np.int64
+    want_image, want_totals = _reference_sums(frames, mask, lim)
+    from actors.core.batch import stacked
+
+    flipped = None if mask is None else mask[:, ::-1]
+    cases = [(frames, mask, False), (stacked(_evenly_spaced(frames, 12)), mask, False),
+             (frames[:, :, ::-1], flipped, True)]  # rows not contiguous: copied first
+    for data, m, flip in cases:
+        image, totals = K.sums_and_totals(data, m, lim, acc, backend=backend)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(image[:, ::-1] if flip else image, want_image)
+        np.testing.assert_array_equal(totals, want_totals)
+        assert totals.dtype == acc
+        assert image.dtype == (np.uint32 if dtype in ("uint8", "uint16") else acc)
+
+
+def test_narrow_sum_bounds() -> None:
+    assert K.narrow_sum("uint16", 65537) and not K.narrow_sum("uint16", 65538)
+    assert not K.narrow_sum("uint32", 1) and not K.narrow_sum("int16", 1)
+    # the worst case of the narrow image: every pixel at the top valid value
+    frames = np.full((300, 2, 3), 65534, np.uint16)
+    image, totals = K.sums_and_totals(frames, None, np.uint16(65535), np.int64)
+    assert image.dtype == np.uint32 and int(image[0, 0]) == 300 * 65534
+    assert int(totals[0]) == 6 * 65534
+
+
+def test_stacked_views_are_zero_copy_when_evenly_spaced() -> None:
+    from actors.core.batch import stacked
+
+    frames = np.arange(4 * 5 * 7, dtype=np.uint16).reshape(4, 5, 7)
+    views = _evenly_spaced(frames, 6)
+    view = stacked(views)
+    np.testing.assert_array_equal(view, frames)
+    assert not view.flags.writeable and not view.flags.owndata
+    assert view.__array_interface__["data"][0] == views[0].__array_interface__["data"][0]
+    # unevenly spaced or mixed frames: a stacked copy
+    copy = stacked((views[0], views[2], views[3]))
+    np.testing.assert_array_equal(copy, frames[[0, 2, 3]])
+    assert copy.flags.owndata
+    np.testing.assert_array_equal(stacked(views[:1]), frames[:1])
+
+
+def test_sum_and_total_share_one_pass(monkeypatch: pytest.MonkeyPatch,
+                                      stack: tuple[np.ndarray, ...]) -> None:
+    frames, numbers, mask = stack
+    g = Geometry(R, C, "uint16")
+    calls = []
+    real = K.sums_and_totals
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    import actors.reduce.generic.images as images
+
+    monkeypatch.setattr(images, "sums_and_totals", counting)
+    reducers = [build_reducer({"type": "sum"}, g), build_reducer({"type": "total"}, g),
+                build_reducer({"type": "sum", "name": "sat", "saturation_value": 500}, g)]
+    batch = Batch(0, frames, numbers, mask)
+    parts = [r.process(batch) for r in reducers]
+    assert len(calls) == 2  # sum + total share one pass; another limit needs its own
+    image, totals = _reference_sums(frames, mask, np.uint16(65535))
+    np.testing.assert_array_equal(parts[0].image, image)
+    np.testing.assert_array_equal(parts[1].series.to_series().values, totals)
+    # uint32 batch partials merge into the declared int64 image
+    merged = reducers[0].merge(reducers[0].merge(reducers[0].empty(), parts[0]), parts[0])
+    out = reducers[0].outputs(merged)["sum"]
+    assert out.dtype == np.int64 and merged.image.dtype == np.int64
+    np.testing.assert_array_equal(out, 2 * image)
+    single = reducers[0].outputs(reducers[0].merge(reducers[0].empty(), parts[0]))["sum"]
+    assert single.dtype == np.int64
+
+
+@pytest.mark.parametrize("spec", [{"type": "sum"}, {"type": "mean"}, {"type": "max"},
+                                  {"type": "sum", "saturation_value": 400}])
+def test_merge_into_equals_merge_and_leaves_partials_alone(
+        spec: dict[str, Any], stack: tuple[np.ndarray, ...]) -> None:
+    frames, numbers, mask = stack
+    r = build_reducer(spec, Geometry(R, C, "uint16"))
+    parts = [r.process(Batch(i, frames[i * 10:(i + 1) * 10], numbers[i * 10:(i + 1) * 10],
+                             mask)) for i in range(5)]
+    before = [pickle.dumps(p) for p in parts]
+    plain = into = r.empty()
+    for p in parts + [r.empty()] + parts[:2]:
+        plain = r.merge(plain, p)
+        into = r.merge_into(into, p)
+    assert [pickle.dumps(p) for p in parts] == before  # inputs never written
+    for name, value in r.outputs(plain).items():
+        np.testing.assert_array_equal(r.outputs(into)[name], value)

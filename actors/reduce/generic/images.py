@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.reduce.base import Batch, OutputSpec, OutputValue, Reducer, readonly
-from actors.reduce.generic.kernels import masked_max, masked_sums
+from actors.reduce.generic.kernels import masked_max, masked_sums, sums_and_totals
 from actors.reduce.generic.pixels import PixelSettings, accumulator_dtype, saturation_limit
 from actors.wire.model import Geometry
 
@@ -26,19 +26,49 @@ class ImageSettings(PixelSettings):
 
 @dataclass(frozen=True, eq=False)
 class ImagePartial:
-    """``image`` (None until the first frame), per-pixel valid ``count``, ``frames``."""
+    """``image`` (None until the first frame), per-pixel valid ``count``, ``frames``.
+
+    ``owned``: the arrays were allocated by :meth:`Reducer.merge_into` for an accumulator
+    nobody else sees, so the next ``merge_into`` may add into them in place.
+    """
 
     image: npt.NDArray[Any] | None = None
     count: npt.NDArray[np.int64] | None = None
     frames: int = 0
+    owned: bool = False
 
 
-def _add(x: npt.NDArray[Any] | None, y: npt.NDArray[Any] | None) -> npt.NDArray[Any] | None:
+def _add(x: npt.NDArray[Any] | None, y: npt.NDArray[Any] | None,
+         dtype: Any = None) -> npt.NDArray[Any] | None:
     if x is None:
         return y
     if y is None:
         return x
-    return readonly(x + y)
+    return readonly(np.add(x, y, dtype=dtype))
+
+
+def _merge_into(acc: ImagePartial, b: ImagePartial, op: Any,
+                dtype: np.dtype[Any] | None) -> ImagePartial | None:
+    """``op`` of both images (counts add), into ``acc``'s arrays when it owns them, else
+    into new arrays the result owns; None when either side is empty (plain merge)."""
+    if acc.image is None or b.image is None or (acc.count is None) != (b.count is None):
+        return None
+    frames = acc.frames + b.frames
+    if acc.owned:
+        op(acc.image, b.image, out=acc.image)
+        if acc.count is not None and b.count is not None:
+            np.add(acc.count, b.count, out=acc.count)
+        return ImagePartial(acc.image, acc.count, frames, True)
+    image = op(acc.image, b.image, dtype=dtype)
+    count = None if acc.count is None or b.count is None else np.add(acc.count, b.count)
+    return ImagePartial(image, count, frames, True)
+
+
+def batch_sums(batch: Batch, limit: Any, acc: Any) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """(sum image, per-frame totals) of the batch's valid pixels: one pass over the pixels
+    per batch however many reducers (``sum``, ``total``) ask for it."""
+    return batch.shared(("sums_and_totals", limit, np.dtype(acc).name),
+                        lambda: sums_and_totals(batch.frames, batch.mask, limit, acc))
 
 
 class _ImageReducer(Reducer[ImageSettings, ImagePartial]):
@@ -66,7 +96,14 @@ class _ImageReducer(Reducer[ImageSettings, ImagePartial]):
         return ImagePartial()
 
     def merge(self, a: ImagePartial, b: ImagePartial) -> ImagePartial:
-        return ImagePartial(_add(a.image, b.image), _add(a.count, b.count), a.frames + b.frames)
+        # a batch's image may be narrower than the accumulator (uint32 for uint16 frames)
+        return ImagePartial(_add(a.image, b.image, self._acc), _add(a.count, b.count),
+                            a.frames + b.frames)
+
+    def merge_into(self, acc: ImagePartial, b: ImagePartial) -> ImagePartial:
+        # the results stage adds every batch's image into one accumulator instead of
+        # allocating a new 8-byte-per-pixel image per batch
+        return _merge_into(acc, b, np.add, np.dtype(self._acc)) or self.merge(acc, b)
 
     def _check(self, batch: Batch) -> None:
         if batch.frames.shape[1:] != self.geometry.shape:
@@ -76,7 +113,7 @@ class _ImageReducer(Reducer[ImageSettings, ImagePartial]):
     def _image(self, partial: ImagePartial) -> npt.NDArray[Any]:
         if partial.image is None:
             return np.zeros(self.geometry.shape, self._image_dtype())
-        return np.array(partial.image)
+        return np.array(partial.image, dtype=self._image_dtype())
 
     def outputs(self, partial: ImagePartial) -> dict[str, OutputValue]:
         return {self.name: self._image(partial), f"{self.name}_frames": partial.frames}
@@ -90,7 +127,7 @@ class SumReducer(_ImageReducer):
 
     def process(self, batch: Batch, state: Mapping[int, Any] | None = None) -> ImagePartial:
         self._check(batch)
-        image, _, _ = masked_sums(batch.frames, batch.mask, self._limit, self._acc)
+        image, _ = batch_sums(batch, self._limit, self._acc)
         return ImagePartial(readonly(image), None, batch.n)
 
 
@@ -139,6 +176,9 @@ class MaxReducer(_ImageReducer):
         count = None if a.count is None or b.count is None else _add(a.count, b.count)
         return ImagePartial(readonly(np.maximum(a.image, b.image)), count,
                             a.frames + b.frames)
+
+    def merge_into(self, acc: ImagePartial, b: ImagePartial) -> ImagePartial:
+        return _merge_into(acc, b, np.maximum, None) or self.merge(acc, b)
 
     def _image(self, partial: ImagePartial) -> npt.NDArray[Any]:
         img = super()._image(partial)

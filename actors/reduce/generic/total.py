@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from actors.reduce.base import Batch, OutputSpec, OutputValue, Reducer
-from actors.reduce.generic.kernels import masked_sums
+from actors.reduce.generic.images import batch_sums
 from actors.reduce.generic.pixels import PixelSettings, accumulator_dtype, saturation_limit
 from actors.reduce.series import SeriesChunks
 from actors.wire.model import Geometry
@@ -48,7 +48,7 @@ class TotalReducer(Reducer[TotalSettings, TotalPartial]):
         return TotalPartial(SeriesChunks(self._acc))
 
     def process(self, batch: Batch, state: Mapping[int, Any] | None = None) -> TotalPartial:
-        _, _, per_frame = masked_sums(batch.frames, batch.mask, self._limit, self._acc)
+        _, per_frame = batch_sums(batch, self._limit, self._acc)
         total = per_frame.sum(dtype=self._acc).item()
         return TotalPartial(SeriesChunks.of(batch.frame_numbers, per_frame, self._acc), total)
 
