@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -88,6 +88,11 @@ class FrameBatch:
             return sum(int(v.nbytes) for v in self.views)
         data = self.pixels if self.pixels is not None else self.blobs
         return int(data.nbytes) if data is not None else 0
+
+    def without_data(self) -> FrameBatch:
+        """This batch's description without its pixels (what the ingest keeps of a batch it
+        has stored, so the received messages are freed at once)."""
+        return replace(self, pixels=None, blobs=None, offsets=None, views=None)
 
     def frames(self, reorder_map: IndexArray | None = None) -> npt.NDArray[Any]:
         """Decoded pixels ``(n, rows, cols)`` (decompressing and reordering as needed)."""

@@ -16,7 +16,7 @@ from actors.core.acquisition import AcquisitionResult
 from actors.pipeline.ingest import IngestActor
 from actors.pipeline.processing import ProcessingActor
 from actors.pipeline.results import ResultsActor
-from actors.pipeline.runtime import ACTOR_ENV, ensure_ray
+from actors.pipeline.runtime import ensure_ray
 from actors.reduce.base import OutputValue
 from actors.wire.model import Protocol
 
@@ -64,13 +64,11 @@ class RayPipeline:
                                               soft=False)
         output = cfg.output.model_copy(
             update={"directory": str(Path(cfg.output.directory).absolute())})
-        self.results_actor = ResultsActor.options(scheduling_strategy=here,
-                                                  runtime_env=ACTOR_ENV).remote(
+        self.results_actor = ResultsActor.options(scheduling_strategy=here).remote(
             output, cfg.model_dump(mode="json"))
         strategy = "SPREAD" if cfg.ray.placement == "spread" else "DEFAULT"
         self.workers = [ProcessingActor.options(num_cpus=cfg.ray.worker_cpus,
-                                                scheduling_strategy=strategy,
-                                                runtime_env=ACTOR_ENV).remote(i)
+                                                scheduling_strategy=strategy).remote(i)
                         for i in range(cfg.workers)]
         try:
             self.placement = ray.get([w.ready.remote() for w in self.workers],
@@ -89,7 +87,7 @@ class RayPipeline:
         warm = ray.get([w.warm_up.remote(specs, geometry, dtype) for w in self.workers],
                        timeout=READY_TIMEOUT)
         logger.debug("workers warmed up in %s s", [round(t, 2) for t in warm])
-        self.ingest = IngestActor.options(scheduling_strategy=here, runtime_env=ACTOR_ENV).remote(
+        self.ingest = IngestActor.options(scheduling_strategy=here).remote(
             cfg, self.results_actor, self.workers)
         ray.get(self.ingest.open.remote(), timeout=READY_TIMEOUT)
         if cfg.tango.enabled:

@@ -40,7 +40,8 @@ MAX_ATTEMPTS = 5
 
 @dataclass
 class InFlight:
-    batch: FrameBatch
+    batch: FrameBatch  # without its data: the object store holds that (batch_ref)
+    nbytes: int
     info: BatchInfo
     batch_ref: Any
     states_ref: Any
@@ -147,7 +148,7 @@ class IngestCore:
         self.acq = None
         pending = acq.assembler.discard() if acq.assembler else 0
         acq.dropped["aborted"] += pending + sum(f.batch.n for f in acq.inflight.values())
-        self.inflight_bytes -= sum(f.batch.nbytes for f in acq.inflight.values())
+        self.inflight_bytes -= sum(f.nbytes for f in acq.inflight.values())
         acq.inflight.clear()
         await self.results.abort.remote(acquisition, self._ledger(acq))
         self._finished.set()
@@ -271,21 +272,25 @@ class IngestCore:
         self.timing["wait_room"] += t1 - t0
         self.timing["put"] += t2 - t1
         self.timing["wait_states"] += time.perf_counter() - t2
-        self._send(acq, batch, info, batch_ref, states_ref, attempts=1)
+        nbytes = batch.nbytes
+        self.inflight_bytes += nbytes
+        self.peak_inflight_bytes = max(self.peak_inflight_bytes, self.inflight_bytes)
+        # keep no reference to the received messages: ZMQ frees them now, not when the
+        # batch is merged (the heap reuses warm pages instead of faulting in fresh ones)
+        self._send(acq, batch.without_data(), nbytes, info, batch_ref, states_ref,
+                   attempts=1)
         acq.dispatched_frames += batch.n
         acq.dispatched_batches += 1
 
-    def _send(self, acq: IngestAcquisition, batch: FrameBatch, info: BatchInfo, batch_ref: Any,
-              states_ref: Any, attempts: int, avoid: int | None = None) -> None:
+    def _send(self, acq: IngestAcquisition, batch: FrameBatch, nbytes: int, info: BatchInfo,
+              batch_ref: Any, states_ref: Any, attempts: int, avoid: int | None = None) -> None:
         load = Counter(f.worker for f in acq.inflight.values())
         candidates = [i for i in range(len(self.workers)) if i != avoid] or [avoid or 0]
         worker = min(candidates, key=lambda i: (load[i], (i - batch.index) % len(self.workers)))
         partial_ref = self.workers[worker].process.remote(batch_ref, states_ref, acq.setup_ref)
         ack_ref = self.results.merge.remote(acq.acquisition, info, partial_ref)
-        if batch.index not in acq.inflight:
-            self.inflight_bytes += batch.nbytes
-            self.peak_inflight_bytes = max(self.peak_inflight_bytes, self.inflight_bytes)
-        acq.inflight[batch.index] = InFlight(batch, info, batch_ref, states_ref, acq.setup_ref,
+        acq.inflight[batch.index] = InFlight(batch, nbytes, info, batch_ref, states_ref,
+                                             acq.setup_ref,
                                              asyncio.wrap_future(ack_ref.future()), worker,
                                              attempts)
         self._wake.set()
@@ -317,7 +322,7 @@ class IngestCore:
             if not f.ack.done():
                 continue
             del acq.inflight[index]  # drops the refs: the object store frees the batch
-            self.inflight_bytes -= f.batch.nbytes
+            self.inflight_bytes -= f.nbytes
             exc = f.ack.exception()
             if exc is None:
                 continue
@@ -329,8 +334,8 @@ class IngestCore:
                 continue
             logger.warning("worker %d failed on batch %d (%s); sending it again", f.worker,
                            index, type(exc).__name__)
-            self._send(acq, f.batch, f.info, f.batch_ref, f.states_ref, f.attempts + 1,
-                       avoid=f.worker)
+            self._send(acq, f.batch, f.nbytes, f.info, f.batch_ref, f.states_ref,
+                       f.attempts + 1, avoid=f.worker)
 
     # -- ending ---------------------------------------------------------------------------------
     async def _end(self, acq: IngestAcquisition, why: str) -> None:
@@ -437,3 +442,4 @@ class Ingest:
 
 
 IngestActor: Any = ray.remote(num_cpus=0, max_restarts=0)(Ingest)
+

@@ -10,14 +10,6 @@ from actors.config import RayConfig
 
 logger = logging.getLogger(__name__)
 
-#: Environment of the pipeline's actor processes. libzmq mallocs every incoming message and
-#: the actors allocate batch-sized partials; above glibc's mmap threshold each allocation is
-#: a fresh mmap whose pages fault in one by one (perf.md: ~140 minor faults per 9 MB frame,
-#: 8193 per 32 MiB). Raising the threshold to its maximum (32 MiB) and keeping freed memory
-#: (trim threshold 1 GiB) lets the heap reuse warm pages.
-ACTOR_ENV: dict[str, Any] = {"env_vars": {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
-                                          "MALLOC_TRIM_THRESHOLD_": str(1024 ** 3)}}
-
 
 def ensure_ray(cfg: RayConfig) -> bool:
     """Initialise Ray for this process; returns True if this call started it."""

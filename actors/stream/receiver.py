@@ -83,6 +83,8 @@ class Receiver:
         self._monitor_task: asyncio.Task[None] | None = None
         self._geometry = settings.geometry
         self._limit = part_limit(settings.geometry)
+        self._hwm = settings.hwm or hwm_for(settings.geometry.nbytes if settings.geometry
+                                            else None)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Receiver:
@@ -95,9 +97,7 @@ class Receiver:
 
     def open(self) -> None:
         s = self.settings
-        geometry_bytes = s.geometry.nbytes if s.geometry else None
-        sock = make_socket(self._ctx, s.socket, s.endpoint, bind=s.bind,
-                           hwm=s.hwm or hwm_for(geometry_bytes),
+        sock = make_socket(self._ctx, s.socket, s.endpoint, bind=s.bind, hwm=self._hwm,
                            max_message_bytes=4 * self._limit)
         self._sock = sock
         monitor = sock.get_monitor_socket(_WATCHED)
@@ -203,6 +203,8 @@ class Receiver:
                 logger.exception("decoder raised an unexpected error")
             return None
         if isinstance(msg, Image):
+            if self.settings.hwm is None:
+                self._tune_hwm(sum(sizes))
             return msg if self._accept_image(msg) else None
         if isinstance(msg, SeriesStart):
             ledger.start_series(msg.series_id, msg.number_of_images)
@@ -215,6 +217,23 @@ class Receiver:
                 self._geometry = None  # the next acquisition may use another geometry
                 self._limit = part_limit(None)
         return msg
+
+    def _tune_hwm(self, frame_bytes: int) -> None:
+        """Bound the receive queue to about 256 MB of frames of the size actually arriving
+        (libzmq applies a new RCVHWM to connected pipes too). Without this a receiver that
+        opened without a geometry queues up to 1000 messages: 9 GB of 4M frames taken from
+        a PULL sender that should have been blocked, or memory the ingest never gets back."""
+        want = hwm_for(frame_bytes)
+        if self._sock is not None and not self._hwm / 1.5 <= want <= self._hwm * 1.5:
+            self._sock.setsockopt(zmq.RCVHWM, want)
+            logger.debug("%s: receive high-water mark %d -> %d messages (%d-byte frames)",
+                         self.ledger.source, self._hwm, want, frame_bytes)
+            self._hwm = want
+
+    @property
+    def hwm(self) -> int:
+        """The receive high-water mark in force (messages)."""
+        return self._hwm
 
     def _accept_image(self, image: Image) -> bool:
         expected = self._geometry

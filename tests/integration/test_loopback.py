@@ -121,3 +121,46 @@ async def test_receiver_recv_times_out_without_a_sender() -> None:
         t0 = asyncio.get_running_loop().time()
         assert await rx.recv(timeout=0.2) is None
         assert asyncio.get_running_loop().time() - t0 >= 0.19
+
+
+async def test_receive_queue_is_bounded_by_the_frame_size_seen() -> None:
+    """Opened without a geometry the receiver starts at 1000 queued messages; the first
+    8 MB frame lowers the high-water mark so a PULL sender blocks after ~256 MB, instead of
+    the ingest buffering gigabytes it cannot process."""
+    import zmq
+
+    from actors.stream.sockets import free_tcp_endpoint, hwm_for
+    from actors.wire import dectris_v1
+
+    frame = np.zeros((2048, 2048), np.uint16)  # 8 MiB
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDHWM, 2)
+    push.setsockopt(zmq.LINGER, 0)
+    endpoint = free_tcp_endpoint()
+    push.bind(endpoint)
+    try:
+        async with Receiver(ReceiverSettings(endpoint, "pull", Protocol.DECTRIS_V1)) as rx:
+            assert rx.hwm == 1000
+            push.send_multipart(dectris_v1.encode_image(1, 0, frame, encoding="<"),
+                                copy=False)
+            msg = await rx.recv(timeout=30)
+            assert isinstance(msg, Image)
+            want = hwm_for(sum(len(p) for p in dectris_v1.encode_image(1, 0, frame,
+                                                                         encoding="<")))
+            assert rx.hwm == want < 40
+            # stop reading: the sender must block after about `want` messages
+            sent = 0
+            while sent < 120:
+                try:
+                    push.send_multipart(dectris_v1.encode_image(1, sent + 1, frame,
+                                                                encoding="<"),
+                                        zmq.NOBLOCK, copy=False)
+                    sent += 1
+                except zmq.Again:
+                    if not push.poll(500, zmq.POLLOUT):  # still full after 0.5 s: blocked
+                        break
+            assert want <= sent < 2 * want + 8, sent
+    finally:
+        push.close(linger=0)
+        ctx.term()
