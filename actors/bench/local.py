@@ -23,136 +23,31 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
-import time
 from collections.abc import Sequence
-from dataclasses import replace
-from multiprocessing.connection import Connection
 from typing import Any
 
-import zmq
-
-from actors.local import processes
+from actors.bench.common import (
+    MOENCH_CHAIN,
+    eiger_settings,
+    median,
+    moench_settings,
+    raw_receive,
+    steady_run,
+)
 from actors.local.pipeline import LocalPipeline
-from actors.sim.simulator import Simulator, SimulatorSettings
-from actors.wire.model import Protocol
+from actors.sim.simulator import SimulatorSettings
 
 logger = logging.getLogger(__name__)
 
-EIGER_4M = {"rows": 2167, "cols": 2070, "dtype": "uint16"}
-
-
-def eiger_settings(frames: int) -> SimulatorSettings:
-    return SimulatorSettings(protocol=Protocol.DECTRIS_V1, detector="eiger", frames=frames,
-                             pool=4, scene=EIGER_4M, v1_encoding="<", send_timeout=120.0)
-
-
-def moench_settings(frames: int) -> SimulatorSettings:
-    return SimulatorSettings(protocol=Protocol.SLS, detector="moench", frames=frames, pool=64,
-                             lossless=True, subscriber_timeout=120.0, send_timeout=120.0)
-
-
-def _sender(settings: SimulatorSettings, conn: Connection) -> None:
-    """Sender process: bind, report the endpoint, pre-build the pool, wait for go, send."""
-    with Simulator(settings) as sim:
-        for i in range(min(settings.pool or 1, settings.frames)):
-            sim.scene.frame(i)
-        conn.send(sim.endpoint)
-        while conn.poll(300) and conn.recv() == "go":
-            sim.run()
-            conn.send("sent")
-            # later series: the subscriber is already there (PUB), a new series id
-            sim.settings = replace(sim.settings, wait_subscribers=0,
-                                   series_id=sim.settings.series_id + 1)
-    conn.close()
-
-
-class Sender:
-    """A simulator in its own process (``spawn``)."""
-
-    def __init__(self, settings: SimulatorSettings) -> None:
-        self._conn, child = processes.context().Pipe()
-        self.process = processes.context().Process(target=_sender, args=(settings, child),
-                                                   name="bench-sender", daemon=True)
-        self.process.start()
-        child.close()
-        if not self._conn.poll(600):
-            raise TimeoutError("the sender did not start")
-        self.endpoint: str = self._conn.recv()
-
-    def go(self) -> None:
-        self._conn.send("go")
-
-    def wait_sent(self, timeout: float = 300.0) -> None:
-        if not self._conn.poll(timeout):
-            raise TimeoutError("the sender did not finish")
-        self._conn.recv()
-
-    def done(self) -> None:
-        self._conn.send("done")
-
-    def join(self, timeout: float = 300.0) -> None:
-        self.process.join(timeout)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
-        self._conn.close()
-
-
-def raw_receive(settings: SimulatorSettings, socket: str) -> float:
-    """Frames/s of a bare pyzmq receive loop (the ceiling)."""
-    sender = Sender(settings)
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB if socket == "sub" else zmq.PULL)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVHWM, 1000)
-    if socket == "sub":
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-    try:
-        sock.connect(sender.endpoint)
-        sender.go()
-        got, t0, t1 = 0, 0.0, 0.0
-        while got < settings.frames:
-            if not sock.poll(120_000):
-                raise TimeoutError(f"raw receive: {got} of {settings.frames} frames")
-            parts = sock.recv_multipart(copy=False)
-            if max(len(p) for p in parts) > 100_000:  # a frame (not a header or the end)
-                got += 1
-                t1 = time.perf_counter()
-                if got == 1:
-                    t0 = t1
-    finally:
-        sock.close(linger=0)
-        ctx.term()
-        sender.done()
-        sender.join()
-    return (settings.frames - 1) / (t1 - t0)
-
 
 def pipeline_receive(settings: SimulatorSettings, config: dict[str, Any]) -> dict[str, Any]:
-    """Frames/s of the local backend on the same sender, in steady state: a first
-    (untimed) acquisition of the same series compiles the workers' kernels and touches
-    every page of the ring."""
-    sender = Sender(settings)
-    try:
-        cfg = {**config, "source": {**config["source"], "endpoint": sender.endpoint}}
-        with LocalPipeline(cfg) as pipe:
-            for _ in range(2):
-                pipe.start_acquisition()
-                sender.go()
-                result = pipe.wait_acquisition(timeout=600)
-                sender.wait_sent()
-    finally:
-        sender.done()
-        sender.join()
-    led = result.ledger
-    if led["processed"] != settings.frames:
-        raise RuntimeError(f"processed {led['processed']} of {settings.frames}: {led}")
-    return {"fps": (led["processed"] - 1) / result.duration, "batches": led["processed_batches"]}
+    """Frames/s of the local backend on the same sender, in steady state (see
+    :func:`actors.bench.common.steady_run`)."""
+    def open_pipeline(endpoint: str) -> LocalPipeline:
+        return LocalPipeline({**config, "source": {**config["source"], "endpoint": endpoint}})
 
-
-def _median(values: list[float]) -> float:
-    return float(statistics.median(values))
+    got = steady_run(settings, open_pipeline)
+    return {"fps": got["fps"], "batches": got["ledger"]["processed_batches"]}
 
 
 def run(quick: bool = False, repeat: int = 3, batch_4m: int = 16, batch_moench: int = 32,
@@ -174,7 +69,7 @@ def run(quick: bool = False, repeat: int = 3, batch_4m: int = 16, batch_moench: 
                                  "reducers": [{"type": "sum"}, {"type": "total"}]}
     moench_cfg: dict[str, Any] = {**base(batch_moench),
                                   "source": {"endpoint": "", "protocol": "sls"},
-                                  "reducers": [{"type": "moench"}]}
+                                  "reducers": MOENCH_CHAIN}
     for label, settings, socket, cfg in (
             ("eiger4m", eiger_settings(n4m), "pull", eiger_cfg),
             ("moench", moench_settings(nm), "sub", moench_cfg)):
@@ -182,13 +77,13 @@ def run(quick: bool = False, repeat: int = 3, batch_4m: int = 16, batch_moench: 
         for _ in range(repeat):  # interleaved, so both see the same machine load
             raw.append(raw_receive(settings, socket))
             local.append(pipeline_receive(settings, cfg)["fps"])
-        ceiling = _median(raw)
+        ceiling = median(raw)
         meta = {"frames": settings.frames, "workers": 2,
                 "batch": cfg["batch"]["max_frames"], "max_delay": max_delay,
                 "max_inflight": max_inflight, "runs": repeat}
         rows.append({"case": f"raw {label}", "frames_per_s": round(ceiling, 1), "ratio": 1.0,
                      "runs_fps": [round(x, 1) for x in raw], **meta})
-        fps = _median(local)
+        fps = median(local)
         rows.append({"case": f"local {label}", "frames_per_s": round(fps, 1),
                      "ceiling_frames_per_s": round(ceiling, 1),
                      "ratio": round(fps / ceiling, 3),

@@ -1,17 +1,20 @@
 """Ray pipeline throughput against a raw pyzmq receive of the same sender, in the same run.
 
-Cases (one JSON line each):
+``python -m actors.bench.pipeline`` (or ``rayline bench pipeline``) prints one JSON line per
+case:
 
 * ``eiger4m_sum``: 2167 x 2070 uint16 frames (8.97 MB, DECTRIS V1 uncompressed ``<``) over
   PUSH/PULL, reducers ``sum`` + ``total``, 2 processing actors. Ceiling: a plain pyzmq PULL
-  loop (``recv_multipart(copy=False)`` + header JSON + ``np.frombuffer``) on the same sender.
+  loop (``recv_multipart(copy=False)``) on the same sender.
 * ``moench_full_chain``: MOENCH 400 x 400 uint16 over sls PUB/SUB (lossless), the full
-  MOENCH chain (pump-probe, pedestal epoch 100, lag 1), 2 processing actors; same ceiling.
+  MOENCH chain (pump-probe split, pedestal epoch 100, lag 1), 2 processing actors; same
+  ceiling on a SUB socket.
 
-The sender runs in its own process (a real detector sends from another host, so on this
-2-core machine every figure is a lower bound: compare the ratios). Peak object-store use
-is the ingest's peak of batch bytes held in flight, and ``spilled`` says whether the raylet
-logged any spilling.
+Each case is the median of ``--repeat`` interleaved (raw, pipeline) runs, so both see the
+same machine load; a pipeline run times the second of two acquisitions on one pipeline
+(:func:`actors.bench.common.steady_run`). ``peak_object_store_bytes`` is the ingest's peak
+of batch bytes held in the object store, and ``spilled`` says whether the raylet logged any
+spilling. The sender shares the machine's cores, so compare ratios, not absolute numbers.
 """
 
 from __future__ import annotations
@@ -19,98 +22,44 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing as mp
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import zmq
-
-from actors.sim.simulator import Simulator, SimulatorSettings
-from actors.stream.sockets import free_tcp_endpoint
+from actors.bench.common import (
+    MOENCH_CHAIN,
+    eiger_settings,
+    median,
+    moench_settings,
+    raw_receive,
+    steady_run,
+)
+from actors.sim.simulator import SimulatorSettings
 from actors.wire.model import Protocol
 
 logger = logging.getLogger(__name__)
 
-EIGER4M = {"rows": 2167, "cols": 2070, "dtype": "uint16", "centre": (1080.0, 1030.0)}
-
-
-def _send(settings: SimulatorSettings, ready: Any) -> None:
-    with Simulator(settings) as sim:
-        for i in range(min(settings.pool or 1, settings.frames)):
-            sim.scene.frame(i)  # generate the pool before timing starts
-        ready.set()
-        sim.run()
-
-
-def _start_sender(settings: SimulatorSettings) -> mp.process.BaseProcess:
-    ctx = mp.get_context("spawn")
-    ready = ctx.Event()
-    proc = ctx.Process(target=_send, args=(settings, ready), name="bench sender", daemon=True)
-    proc.start()
-    if not ready.wait(120):
-        proc.kill()
-        raise TimeoutError("the bench sender did not start")
-    return proc
-
-
-def raw_receive(settings: SimulatorSettings, socket: str) -> float:
-    """Frames/s of a bare pyzmq receive loop (the ceiling)."""
-    proc = _start_sender(settings)
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.PULL if socket == "pull" else zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    if socket == "sub":
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.connect(settings.endpoint)
-    n = t0 = 0.0
-    try:
-        while n < settings.frames:
-            if not sock.poll(30_000):
-                raise TimeoutError(f"raw receive stalled after {n} frames")
-            parts = sock.recv_multipart(copy=False)
-            header = json.loads(parts[0].bytes)
-            if len(parts) >= 3 and header.get("htype") == "dimage-1.0":
-                np.frombuffer(parts[2].buffer, dtype=np.uint8)
-            elif len(parts) == 2 and header.get("data") == 1:
-                np.frombuffer(parts[1].buffer, dtype=np.uint8)
-            else:
-                continue
-            if n == 0:
-                t0 = time.perf_counter()
-            n += 1
-        return (n - 1) / (time.perf_counter() - t0)
-    finally:
-        sock.close(linger=0)
-        ctx.term()
-        proc.join(30)
+OBJECT_STORE = 1_000_000_000
 
 
 def pipeline_receive(settings: SimulatorSettings, reducers: list[dict[str, Any]],
                      workers: int, batch: int, inflight: int) -> dict[str, Any]:
+    """Steady-state frames/s of the Ray backend on its own sender."""
     from actors.pipeline.driver import RayPipeline
 
     socket = "sub" if settings.protocol is Protocol.SLS else "pull"
-    cfg = {"source": {"endpoint": settings.endpoint, "protocol": str(settings.protocol),
-                      "socket": socket},
-           "reducers": reducers, "workers": workers, "max_inflight": inflight,
-           "batch": {"max_frames": batch, "max_delay": 0.05},
-           "ray": {"object_store_memory": 1_000_000_000},
-           "tango": {"enabled": False}, "output": {"enabled": False}}
-    with RayPipeline(cfg) as pipe:
-        pipe.start_acquisition()
-        proc = _start_sender(settings)
-        sending = time.time()  # timed like the ceiling: from the sender's first frame
-        result = pipe.wait_acquisition(timeout=600)
-        status = pipe.status()
-        proc.join(30)
-        spilled = _spilled()
-    processed = result.ledger["processed"]
-    return {"fps": processed / (result.finished - sending), "processed": processed,
-            "lost": result.ledger["lost"], "dropped": result.ledger["dropped_total"],
-            "peak_object_store_bytes": status["peak_inflight_bytes"], "spilled": spilled,
-            "ingest_seconds": {k: round(v, 2) for k, v in status.get("timing", {}).items()}}
+
+    def open_pipeline(endpoint: str) -> RayPipeline:
+        return RayPipeline({
+            "source": {"endpoint": endpoint, "protocol": str(settings.protocol),
+                       "socket": socket},
+            "reducers": reducers, "workers": workers, "max_inflight": inflight,
+            "batch": {"max_frames": batch, "max_delay": 0.05},
+            "ray": {"object_store_memory": OBJECT_STORE},
+            "tango": {"enabled": False}, "output": {"enabled": False}})
+
+    got = steady_run(settings, open_pipeline)
+    return {"fps": got["fps"], "peak": got["status"]["peak_inflight_bytes"],
+            "lost": got["ledger"]["lost"], "dropped": got["ledger"]["dropped_total"]}
 
 
 def _spilled() -> bool:
@@ -124,52 +73,53 @@ def _spilled() -> bool:
     return log.is_file() and "Spilled" in log.read_text(errors="replace")
 
 
-def run(frames_4m: int = 200, frames_moench: int = 3000, workers: int = 2,
-        batch_4m: int = 8) -> list[dict[str, Any]]:
+def run(frames_4m: int = 600, frames_moench: int = 6000, workers: int = 2, batch_4m: int = 8,
+        batch_moench: int = 64, repeat: int = 3) -> list[dict[str, Any]]:
     import ray
 
     rows: list[dict[str, Any]] = []
-    ray.init(num_cpus=max(2, workers), object_store_memory=1_000_000_000,
+    ray.init(num_cpus=max(2, workers), object_store_memory=OBJECT_STORE,
              include_dashboard=False, log_to_driver=False)
     try:
-        eiger = SimulatorSettings(protocol=Protocol.DECTRIS_V1, detector="eiger",
-                                  endpoint=free_tcp_endpoint(), frames=frames_4m, pool=4,
-                                  v1_encoding="<", scene=EIGER4M)
-        ceiling = raw_receive(eiger, "pull")
-        eiger = SimulatorSettings(**{**eiger.__dict__, "endpoint": free_tcp_endpoint()})
-        got = pipeline_receive(eiger, [{"type": "sum"}, {"type": "total"}], workers,
-                               batch_4m, 4)
-        rows.append({"case": "eiger4m_sum", "frame": "2167x2070 uint16", "workers": workers,
-                     "batch": batch_4m,
-                     "ceiling_fps": round(ceiling, 1), **_round(got),
-                     "ratio": round(got["fps"] / ceiling, 3)})
-        moench = SimulatorSettings(endpoint=free_tcp_endpoint(), frames=frames_moench,
-                                   pool=64, lossless=True)
-        ceiling = raw_receive(moench, "sub")
-        moench = SimulatorSettings(**{**moench.__dict__, "endpoint": free_tcp_endpoint()})
-        chain = [{"type": "moench", "split_pump": True, "pedestal_epoch": 100,
-                  "pedestal_lag": 1}]
-        got = pipeline_receive(moench, chain, workers, 64, max(4, workers))
-        rows.append({"case": "moench_full_chain", "frame": "400x400 uint16",
-                     "workers": workers, "ceiling_fps": round(ceiling, 1), **_round(got),
-                     "ratio": round(got["fps"] / ceiling, 3)})
+        cases = [("eiger4m_sum", "2167x2070 uint16", eiger_settings(frames_4m), "pull",
+                  [{"type": "sum"}, {"type": "total"}], batch_4m, 4),
+                 ("moench_full_chain", "400x400 uint16", moench_settings(frames_moench), "sub",
+                  MOENCH_CHAIN, batch_moench, max(4, workers))]
+        for case, frame, settings, socket, reducers, batch, inflight in cases:
+            raw, runs = [], []
+            for _ in range(repeat):  # interleaved, so both see the same machine load
+                raw.append(raw_receive(settings, socket))
+                runs.append(pipeline_receive(settings, reducers, workers, batch, inflight))
+            ceiling = median(raw)
+            fps = median([r["fps"] for r in runs])
+            rows.append({
+                "case": case, "frame": frame, "frames": settings.frames, "workers": workers,
+                "batch": batch, "max_inflight": inflight, "runs": repeat,
+                "ceiling_fps": round(ceiling, 1), "fps": round(fps, 1),
+                "ratio": round(fps / ceiling, 3),
+                "runs_ceiling_fps": [round(x, 1) for x in raw],
+                "runs_fps": [round(r["fps"], 1) for r in runs],
+                "lost": sum(r["lost"] for r in runs),
+                "dropped": sum(r["dropped"] for r in runs),
+                "peak_object_store_bytes": max(r["peak"] for r in runs),
+                "object_store_bytes": OBJECT_STORE, "spilled": _spilled()})
     finally:
         ray.shutdown()
     return rows
 
 
-def _round(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: round(v, 1) if isinstance(v, float) else v for k, v in d.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--frames-4m", type=int, default=200)
-    parser.add_argument("--frames-moench", type=int, default=3000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else "")
+    parser.add_argument("--frames-4m", type=int, default=600)
+    parser.add_argument("--frames-moench", type=int, default=6000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-4m", type=int, default=8, help="frames per batch, 4M case")
+    parser.add_argument("--batch-4m", type=int, default=8, help="frames per 4M batch")
+    parser.add_argument("--batch-moench", type=int, default=64,
+                        help="frames per MOENCH batch")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case")
     args = parser.parse_args(argv)
-    for row in run(args.frames_4m, args.frames_moench, args.workers, args.batch_4m):
+    for row in run(args.frames_4m, args.frames_moench, args.workers, args.batch_4m,
+                   args.batch_moench, args.repeat):
         print(json.dumps(row), flush=True)
     return 0
 
