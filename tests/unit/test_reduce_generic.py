@@ -390,3 +390,20 @@ def test_merge_into_equals_merge_and_leaves_partials_alone(
     assert [pickle.dumps(p) for p in parts] == before  # inputs never written
     for name, value in r.outputs(plain).items():
         np.testing.assert_array_equal(r.outputs(into)[name], value)
+
+
+@pytest.mark.parametrize("acc_dtype, part_dtype", [("int64", "uint32"), ("int64", "int64"),
+                                                   ("int64", "uint16"), ("float64", "uint32"),
+                                                   ("int64", "uint64")])
+def test_accumulate_in_place(acc_dtype: str, part_dtype: str) -> None:
+    rng = np.random.default_rng(8)
+    acc = rng.integers(0, 1 << 40, (R, C)).astype(acc_dtype)
+    part = rng.integers(0, 1 << 15, (R, C)).astype(part_dtype)
+    want = acc + part.astype(acc_dtype)
+    if part_dtype == "uint64":  # numpy refuses uint64 into int64 ('same_kind')
+        with pytest.raises(TypeError):
+            K.accumulate(acc, part)
+        return
+    K.accumulate(acc, part)
+    np.testing.assert_array_equal(acc, want)
+    assert acc.dtype == acc_dtype

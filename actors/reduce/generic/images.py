@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.reduce.base import Batch, OutputSpec, OutputValue, Reducer, readonly
-from actors.reduce.generic.kernels import masked_max, masked_sums, sums_and_totals
+from actors.reduce.generic.kernels import accumulate, masked_max, masked_sums, sums_and_totals
 from actors.reduce.generic.pixels import PixelSettings, accumulator_dtype, saturation_limit
 from actors.wire.model import Geometry
 
@@ -55,7 +55,10 @@ def _merge_into(acc: ImagePartial, b: ImagePartial, op: Any,
         return None
     frames = acc.frames + b.frames
     if acc.owned:
-        op(acc.image, b.image, out=acc.image)
+        if op is np.add:
+            accumulate(acc.image, b.image)
+        else:
+            op(acc.image, b.image, out=acc.image)
         if acc.count is not None and b.count is not None:
             np.add(acc.count, b.count, out=acc.count)
         return ImagePartial(acc.image, acc.count, frames, True)
