@@ -18,7 +18,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -236,8 +236,9 @@ class LocalIngest:
         # the open batch was assembled under the old settings: close it at the boundary
         await self._dispatch_closed(acq, acq.assembler.flush())
         first = acq.assembler.next_index
-        acq.setup = ChainSetup(acq.acquisition, acq.setup.version + 1, self.specs,
-                               acq.setup.geometry, acq.setup.reorder, acq.setup.mask, first)
+        acq.setup = replace(acq.setup, version=acq.setup.version + 1, specs=self.specs,
+                            first_batch=first)
+
         acq.chain = acq.setup.build()
         self.link.send(Reconfigure(acq.setup))
         logger.info("parameters %s apply from batch %d", changes, first)
@@ -339,7 +340,8 @@ class LocalIngest:
         geometry = Geometry(payload.shape[0], payload.shape[1], payload.dtype)
         mask = self.series_mask if self.series_mask is not None and \
             self.series_mask.shape == geometry.shape else None
-        setup = ChainSetup(acq.acquisition, 0, acq.specs, geometry, src.reorder, mask)
+        setup = ChainSetup(acq.acquisition, 0, acq.specs, geometry, src.reorder, mask,
+                           keep_frames=self.config.output.enabled and self.config.output.frames)
         chain = setup.build()
         await self._ensure_ring(self.config.batch.max_frames * geometry.nbytes)
         acq.setup, acq.chain = setup, chain

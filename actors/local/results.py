@@ -16,7 +16,8 @@ from actors.config import OutputConfig
 from actors.core.acquisition import Acquisition, AcquisitionResult
 from actors.core.chain import Partials
 from actors.core.merger import BatchInfo
-from actors.core.setup import ChainSetup
+from actors.core.ordered import InBatchOrder
+from actors.core.setup import FRAMES_KEY, ChainSetup
 from actors.output import AcquisitionWriter
 from actors.reduce.base import OutputValue
 
@@ -34,6 +35,7 @@ class LocalResults:
         self.keep = keep
         self.writer = AcquisitionWriter(output or OutputConfig(enabled=False))
         self.config_dump = config or {}
+        self._frames: InBatchOrder[tuple[Any, Any]] = InBatchOrder()  # (frames, numbers)
         self.changed = threading.Condition(threading.RLock())
 
     def _acq(self, acquisition: int) -> Acquisition | None:
@@ -47,6 +49,7 @@ class LocalResults:
                 logger.warning("acquisition %d replaced by %d before it ended",
                                self.current.acquisition, setup.acquisition)
             self.current = Acquisition.begin(setup.acquisition, setup.build(), self.carried)
+            self._frames.clear()
             if self.writer.enabled:
                 self.writer.prepare(setup.acquisition)
             self.changed.notify_all()
@@ -77,7 +80,10 @@ class LocalResults:
             acq = self._acq(acquisition)
             if acq is None:
                 return
+            frames = partial.pop(FRAMES_KEY, None)
             acq.merger.add(index, partial)
+            if frames is not None:
+                self._frames.put(index, frames)
             self._finish_if_complete(acq)
             self.changed.notify_all()
 
@@ -121,10 +127,13 @@ class LocalResults:
             acq.ingest_ledger = ingest_ledger
             self._store(acq.result("aborted"))
             self.current = None
+            self._frames.clear()
             self.writer.close()  # an aborted acquisition writes no results
             self.changed.notify_all()
 
     def _finish_if_complete(self, acq: Acquisition) -> None:
+        for block in self._frames.due(acq.merger.merged_through):  # in batch order
+            self.writer.append_frames(*block)
         if not acq.complete:
             return
         self.carried = acq.merger.carry_over()

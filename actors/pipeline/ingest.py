@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -166,9 +166,8 @@ class IngestCore:
         # the open batch was assembled under the old settings: close it at the boundary
         await self._dispatch_closed(acq, acq.assembler.flush())
         first = acq.assembler.next_index
-        acq.setup = ChainSetup(acq.acquisition, acq.setup.version + 1, self.specs,
-                               acq.setup.geometry, acq.setup.reorder, acq.setup.mask, first,
-                               acq.setup.keep_frames)
+        acq.setup = replace(acq.setup, version=acq.setup.version + 1, specs=self.specs,
+                            first_batch=first)
         acq.chain = acq.setup.build()
         acq.setup_ref = ray.put(acq.setup)
         await self.results.reconfigure.remote(acq.setup_ref)

@@ -14,6 +14,7 @@ from actors.config import OutputConfig
 from actors.core.acquisition import Acquisition, AcquisitionResult
 from actors.core.chain import Partials
 from actors.core.merger import BatchInfo
+from actors.core.ordered import InBatchOrder
 from actors.core.setup import FRAMES_KEY, ChainSetup
 from actors.output import AcquisitionWriter
 
@@ -32,7 +33,7 @@ class Results:
         self.writer = AcquisitionWriter(output or OutputConfig(enabled=False))
         self.config_dump = config or {}
         self._io = ThreadPoolExecutor(1, thread_name_prefix="rayline-output")  # ordered I/O
-        self._frames: dict[int, tuple[Any, Any]] = {}  # batch index -> (frames, numbers)
+        self._frames: InBatchOrder[tuple[Any, Any]] = InBatchOrder()  # (frames, numbers)
         self._changed = asyncio.Condition()
 
     async def _run_io(self, fn: Any, *args: Any) -> Any:
@@ -94,9 +95,7 @@ class Results:
         frames = partial.pop(FRAMES_KEY, None)
         acq.merger.add(index, partial)
         if frames is not None:
-            self._frames[index] = frames
-        for i in sorted(k for k in self._frames if k <= acq.merger.merged_through):
-            await self._run_io(self.writer.append_frames, *self._frames.pop(i))  # in order
+            self._frames.put(index, frames)
         await self._finish_if_complete(acq)
         await self._notify()
         return acq.merger.processed_frames
@@ -142,6 +141,8 @@ class Results:
         await self._notify()
 
     async def _finish_if_complete(self, acq: Acquisition) -> None:
+        for block in self._frames.due(acq.merger.merged_through):  # in batch order
+            await self._run_io(self.writer.append_frames, *block)
         if not acq.complete:
             return
         self.carried = acq.merger.carry_over()

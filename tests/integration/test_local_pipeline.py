@@ -293,3 +293,44 @@ def test_local_and_ray_backends_give_identical_results(
     assert ledgers["local"] == ledgers["ray"] and ledgers["local"]["processed"] == n
     assert_identical(outputs["local"], outputs["ray"])
     assert_outputs_equal(outputs["local"], moench_run(sim, n))  # sim: closed, scene usable
+
+
+def test_acquisition_file_holds_the_results_and_frames(
+        tmp_path: Any, sender_threads: Callable[..., SenderThread]) -> None:
+    """output.frames: per-frame stacks in the acquisition file, as with the Ray backend."""
+    from actors.output import read_frames, read_ledger, read_outputs
+
+    n = 40
+    sim_settings = SimulatorSettings(frames=n, lossless=True, seed=3, scene=SCENE)
+    out = {"enabled": True, "directory": str(tmp_path), "filename": "scan", "frames": True}
+    with Simulator(sim_settings) as sim, LocalPipeline(
+            config(sim.endpoint, Protocol.SLS, [MOENCH, {"type": "sum"}], output=out)) as pipe:
+        pipe.start_acquisition()
+        sender = sender_threads(sim.run)
+        result = pipe.wait_acquisition(timeout=180)
+        sender.join()
+    assert result.file == str(tmp_path / "scan_000000.h5")
+    assert_outputs_equal(read_outputs(result.file), result.outputs)
+    numbers, frames = read_frames(result.file)
+    np.testing.assert_array_equal(numbers, np.arange(n))
+    np.testing.assert_array_equal(frames, np.stack([sim.scene.frame(i) for i in range(n)]))
+    assert read_ledger(result.file)["processed"] == n
+
+
+def test_larger_frames_in_the_next_acquisition_get_a_larger_ring(
+        sender_threads: Callable[..., SenderThread]) -> None:
+    """sls declares the geometry per frame: an acquisition of bigger frames replaces the
+    ring of shared-memory slots, and both acquisitions are exact."""
+    small, big = {**SCENE}, {**SCENE, "rows": 96, "cols": 128, "spot": (48.0, 64.0, 6.0)}
+    n = 24
+    with Simulator(SimulatorSettings(frames=n, lossless=True, scene=small)) as sim, \
+            LocalPipeline(config(sim.endpoint, Protocol.SLS, [{"type": "sum"}])) as pipe:
+        for scene in (small, big):
+            if scene is big:
+                sim.restart(scene=scene, series_id=2)
+            pipe.start_acquisition()
+            sender_threads(sim.run).join()
+            result = pipe.wait_acquisition(timeout=60)
+            frames = np.stack([sim.scene.frame(i) for i in range(n)]).astype(np.int64)
+            assert result.ledger["processed"] == n
+            np.testing.assert_array_equal(result.outputs["sum"], frames.sum(axis=0))
