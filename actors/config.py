@@ -89,6 +89,9 @@ class RayConfig(_Model):
     worker_cpus: float = Field(1.0, ge=0, description="CPUs reserved per processing actor")
     placement: Literal["spread", "pack"] = Field(
         "spread", description="processing actors: spread over all nodes, or pack")
+    inflight_bytes: int | None = Field(
+        None, gt=0, description="bytes of batches held in the object store at most "
+        "(default: half the object store of the ingest's node, so it never spills)")
 
 
 class BatchConfig(_Model):

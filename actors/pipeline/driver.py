@@ -16,7 +16,7 @@ from actors.core.acquisition import AcquisitionResult
 from actors.pipeline.ingest import IngestActor
 from actors.pipeline.processing import ProcessingActor
 from actors.pipeline.results import ResultsActor
-from actors.pipeline.runtime import ensure_ray
+from actors.pipeline.runtime import ensure_ray, store_budget
 from actors.reduce.base import OutputValue
 from actors.wire.model import Protocol
 
@@ -87,8 +87,9 @@ class RayPipeline:
         warm = ray.get([w.warm_up.remote(specs, geometry, dtype) for w in self.workers],
                        timeout=READY_TIMEOUT)
         logger.debug("workers warmed up in %s s", [round(t, 2) for t in warm])
+        budget = cfg.ray.inflight_bytes or store_budget(ray.get_runtime_context().get_node_id())
         self.ingest = IngestActor.options(scheduling_strategy=here).remote(
-            cfg, self.results_actor, self.workers)
+            cfg, self.results_actor, self.workers, budget)
         ray.get(self.ingest.open.remote(), timeout=READY_TIMEOUT)
         if cfg.tango.enabled:
             from actors.tango.actor import start_tango_actor

@@ -1,10 +1,11 @@
 """IngestActor: receive, account, batch, store once, dispatch with bounded work in flight.
 
-Only header parsing runs on this actor's event loop; raw pixels are copied once into a
-batch buffer, compressed payloads are concatenated, and each batch is ``ray.put`` once.
+Only header parsing runs on this actor's event loop; raw pixels are not copied until
+``ray.put`` stores each batch (the one copy), compressed payloads are concatenated.
 Every batch is registered with the ResultsActor (which hands out the pedestal states it
 needs), processed by a ProcessingActor and merged; its ObjectRefs are released as soon as
-the merge is acknowledged, so the object store holds at most ``max_inflight`` batches.
+the merge is acknowledged, so the object store holds at most ``max_inflight`` batches and
+at most ``store_budget`` bytes of them (a batch alone may exceed it), and never spills.
 A batch whose worker died is sent again (to the restarted or another worker) from the
 object store: nothing lost, nothing counted twice.
 """
@@ -74,8 +75,10 @@ class IngestAcquisition:
 class IngestCore:
     """The ingest logic; the Ray actor below is a thin shell around it."""
 
-    def __init__(self, config: PipelineConfig, results: Any, workers: list[Any]) -> None:
+    def __init__(self, config: PipelineConfig, results: Any, workers: list[Any],
+                 store_budget: int | None = None) -> None:
         self.config = config
+        self.store_budget = store_budget  # bytes of batches in flight at most (None: any)
         self.results = results
         self.workers = workers
         src = config.source
@@ -252,12 +255,12 @@ class IngestCore:
         info = BatchInfo(batch.index, batch.first_frame, batch.last_frame, batch.n,
                          acq.chain.state_needed(batch.first_frame, batch.last_frame))
         t0 = time.perf_counter()
-        if len(acq.inflight) >= self.config.max_inflight:
+        if self._full(acq, batch.nbytes):
             if self.config.overflow == "drop":
                 acq.dropped["overflow"] += batch.n
                 await self.results.skip.remote(acq.acquisition, info)
                 return
-            await self._wait_for_room(acq)
+            await self._wait_for_room(acq, batch.nbytes)
         t1 = time.perf_counter()
         batch_ref = ray.put(batch)  # the one copy into the object store
         t2 = time.perf_counter()
@@ -294,9 +297,18 @@ class IngestCore:
                                              attempts)
         self._wake.set()
 
-    async def _wait_for_room(self, acq: IngestAcquisition) -> None:
+    def _full(self, acq: IngestAcquisition, nbytes: int) -> bool:
+        """No room for another batch of ``nbytes``: ``max_inflight`` batches in flight, or
+        the store budget would be exceeded (a batch may always go when none is in flight)."""
+        if len(acq.inflight) >= self.config.max_inflight:
+            return True
+        budget = self.store_budget
+        return bool(acq.inflight) and budget is not None and \
+            self.inflight_bytes + nbytes > budget
+
+    async def _wait_for_room(self, acq: IngestAcquisition, nbytes: int) -> None:
         """overflow=block: stop reading until a batch in flight finishes."""
-        while len(acq.inflight) >= self.config.max_inflight and self.acq is acq:
+        while self._full(acq, nbytes) and self.acq is acq:
             futures = [f.ack for f in acq.inflight.values()]
             await asyncio.wait(futures, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             self._reap(acq)
@@ -411,8 +423,9 @@ def _is_worker_failure(exc: BaseException) -> bool:
 class Ingest:
     """The async Ray actor around :class:`IngestCore`."""
 
-    def __init__(self, config: PipelineConfig, results: Any, workers: list[Any]) -> None:
-        self.core = IngestCore(config, results, workers)
+    def __init__(self, config: PipelineConfig, results: Any, workers: list[Any],
+                 store_budget: int | None = None) -> None:
+        self.core = IngestCore(config, results, workers, store_budget)
 
     async def open(self) -> dict[str, Any]:
         await self.core.open()

@@ -34,6 +34,9 @@ class Results:
         self.config_dump = config or {}
         self._io = ThreadPoolExecutor(1, thread_name_prefix="rayline-output")  # ordered I/O
         self._frames: InBatchOrder[tuple[Any, Any]] = InBatchOrder()  # (frames, numbers)
+        # merges run concurrently on this actor's loop: one writer of frame blocks at a time
+        # keeps them in batch order across the awaits of the file I/O
+        self._frames_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
 
     async def _run_io(self, fn: Any, *args: Any) -> Any:
@@ -141,9 +144,10 @@ class Results:
         await self._notify()
 
     async def _finish_if_complete(self, acq: Acquisition) -> None:
-        for block in self._frames.due(acq.merger.merged_through):  # in batch order
-            await self._run_io(self.writer.append_frames, *block)
-        if not acq.complete:
+        async with self._frames_lock:
+            for block in self._frames.due(acq.merger.merged_through):  # in batch order
+                await self._run_io(self.writer.append_frames, *block)
+        if not acq.complete or self.current is not acq:  # not yet, or finished meanwhile
             return
         self.carried = acq.merger.carry_over()
         result = acq.result("finished")

@@ -30,3 +30,17 @@ def ensure_ray(cfg: RayConfig) -> bool:
                     kwargs["num_cpus"], cfg.object_store_memory or "default")
     ray.init(**kwargs)
     return True
+
+
+def store_budget(node_id: str, fraction: float = 0.5) -> int | None:
+    """Bytes of batches the ingest may hold in the object store of node ``node_id``: a
+    fraction of that store (the rest takes the partials, states and setups), or None when
+    Ray does not report its size."""
+    import ray
+
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id and node.get("Alive", True):
+            size = node.get("Resources", {}).get("object_store_memory")
+            if size:
+                return int(size * fraction)
+    return None

@@ -109,6 +109,36 @@ def test_eiger_pull_bslz4_generic_reducers(local_ray: None, protocol: Protocol,
     assert result.ledger["processed"] == n and result.ledger["lost"] == 0
 
 
+def test_uncompressed_frames_within_the_store_budget(
+        local_ray: None, sender_threads: Callable[..., SenderThread]) -> None:
+    """Raw frames travel zero-copy (views stored by ray.put, read back as one strided
+    array) and the ingest never holds more than ``ray.inflight_bytes`` of batches."""
+    n, rows, cols = 80, 256, 256
+    sim_settings = SimulatorSettings(protocol=Protocol.DECTRIS_V1, detector="eiger", frames=n,
+                                     v1_encoding="<", scene={
+                                         "rows": rows, "cols": cols, "dtype": "uint16",
+                                         "centre": (128.0, 128.0), "rings": (40.0, 90.0)})
+    batch_bytes = 8 * rows * cols * 2
+    budget = int(2.5 * batch_bytes)
+    with Simulator(sim_settings) as sim, RayPipeline(config(
+            sim.endpoint, Protocol.DECTRIS_V1, [{"type": "sum"}, {"type": "total"}],
+            ray={"worker_cpus": 0.5, "inflight_bytes": budget})) as pipe:
+        pipe.start_acquisition()
+        sender = sender_threads(sim.run)
+        result = pipe.wait_acquisition(timeout=120)
+        sender.join()
+        peak = pipe.status()["peak_inflight_bytes"]
+    frames = np.stack([sim.scene.frame(i) for i in range(n)]).astype(np.int64)
+    frames[sim.scene.mask[None] | (frames >= np.iinfo(np.uint16).max)] = 0
+    np.testing.assert_array_equal(result.outputs["sum"], frames.sum(axis=0))
+    assert result.outputs["sum"].dtype == np.int64
+    total = result.outputs["total"]
+    assert isinstance(total, Series)
+    np.testing.assert_array_equal(total.values, frames.sum(axis=(1, 2)))
+    assert result.ledger["processed"] == n and result.ledger["lost"] == 0
+    assert batch_bytes <= peak <= budget  # unbounded, 4 batches (max_inflight) go
+
+
 def test_killed_worker_loses_nothing(local_ray: None,
                                      sender_threads: Callable[..., SenderThread]) -> None:
     n = 240
