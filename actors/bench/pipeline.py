@@ -73,7 +73,7 @@ def _spilled() -> bool:
     return log.is_file() and "Spilled" in log.read_text(errors="replace")
 
 
-def run(frames_4m: int = 600, frames_moench: int = 6000, workers: int = 2, batch_4m: int = 8,
+def run(frames_4m: int = 600, frames_moench: int = 6000, workers: int = 2, batch_4m: int = 16,
         batch_moench: int = 64, repeat: int = 3) -> list[dict[str, Any]]:
     import ray
 
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames-4m", type=int, default=600)
     parser.add_argument("--frames-moench", type=int, default=6000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-4m", type=int, default=8, help="frames per 4M batch")
+    parser.add_argument("--batch-4m", type=int, default=16, help="frames per 4M batch")
     parser.add_argument("--batch-moench", type=int, default=64,
                         help="frames per MOENCH batch")
     parser.add_argument("--repeat", type=int, default=3, help="runs per case")
