@@ -96,24 +96,26 @@ def narrow_sum(dtype: Any, n: int) -> bool:
     return dt.kind == "u" and dt.itemsize <= 2 and n <= NARROW_MAX_TERMS
 
 
-_keep_last: tuple[Any, npt.NDArray[np.uint16]] | None = None
+_keep_last: tuple[Any, Any, Arr] | None = None
 
 
-def _keep_bits(mask: npt.NDArray[np.bool_] | None,
-               shape: tuple[int, ...]) -> npt.NDArray[np.uint16]:
-    """0xFFFF for valid pixels, 0 for masked ones. The last result is reused for the same
-    read-only mask array (a pipeline's mask is one array per acquisition; the cache holds
-    it, so its id cannot be reused) or the same shape without mask."""
+def _keep_bits(mask: npt.NDArray[np.bool_] | None, shape: tuple[int, ...],
+               dtype: Any) -> Arr:
+    """All ones (in unsigned ``dtype``) for valid pixels, 0 for masked ones. The last
+    result is reused for the same read-only mask array (a pipeline's mask is one array per
+    acquisition; the cache holds it, so its id cannot be reused) or the same shape."""
     global _keep_last
+    dt = np.dtype(dtype)
     key: Any = shape if mask is None else mask
     last = _keep_last
-    if last is not None and (last[0] is key if mask is not None else last[0] == key):
-        return last[1]
-    keep = (np.full(shape, 0xFFFF, np.uint16) if mask is None
-            else np.where(mask, np.uint16(0), np.uint16(0xFFFF)))
+    if last is not None and last[1] == dt and (
+            last[0] is key if mask is not None else last[0] == key):
+        return last[2]
+    ones = dt.type(np.iinfo(dt).max)
+    keep = (np.full(shape, ones, dt) if mask is None else np.where(mask, dt.type(0), ones))
     keep.flags.writeable = False
     if mask is None or not mask.flags.writeable:
-        _keep_last = (key, keep)
+        _keep_last = (key, dt, keep)
     return keep
 
 
@@ -139,17 +141,27 @@ def sums_and_totals(frames: Arr, mask: npt.NDArray[np.bool_] | None, limit: Any,
 
     The image is uint32 for uint8/uint16 frames (exact: see :func:`narrow_sum`; half the
     bytes of an int64 partial) and ``acc_dtype`` otherwise; merge it with ``dtype=acc``.
+    Unsigned frames take a branch-free numba loop (uint32 frames: int64 image, exact for
+    fewer than 2**31 frames).
     """
     n = frames.shape[0]
     narrow = narrow_sum(frames.dtype, n)
-    if narrow and frames.shape[2] <= NARROW_MAX_TERMS and resolve_backend(backend) == "numba":
-        image = np.empty(frames.shape[1:], np.uint32)  # the kernel's first frame sets it
-        totals = np.zeros(n, np.uint64)
-        keep = _keep_bits(mask, frames.shape[1:])
-        top = int(np.iinfo(frames.dtype).max) + 1
-        lim = np.uint32(top if limit is None else min(int(limit), top))
+    dt = frames.dtype
+    if dt.kind == "u" and dt.itemsize <= 4 and resolve_backend(backend) == "numba" and (
+            not narrow or frames.shape[2] <= NARROW_MAX_TERMS):
+        top = int(np.iinfo(dt).max) + 1
+        lim = np.uint64(top if limit is None else min(int(limit), top))
         flat, step = _flat(frames)
-        _narrow_sums(flat, step, keep, lim, image, totals)
+        if narrow:
+            image = np.empty(frames.shape[1:], np.uint32)  # the first frame sets it
+            totals = np.zeros(n, np.uint64)
+            _narrow_sums(flat, step, _keep_bits(mask, frames.shape[1:], np.uint16),
+                         np.uint32(lim), image, totals)
+        else:
+            image = np.empty(frames.shape[1:], np.int64)
+            totals = np.zeros(n, np.int64)
+            _wide_sums(flat, step, _keep_bits(mask, frames.shape[1:], np.uint32), lim,
+                       image, totals)
         return image, totals.astype(acc_dtype)
     if not narrow:
         acc, _, totals = masked_sums(frames, mask, limit, acc_dtype, backend)
@@ -195,6 +207,38 @@ def _narrow_sums_py(flat: Any, step: int, keep: Any, limit: Any, image: Any,
 
 
 _narrow_sums = jit(_narrow_sums_py)
+
+
+def _wide_sums_py(flat: Any, step: int, keep: Any, limit: Any, image: Any,
+                  totals: Any) -> None:
+    # _narrow_sums for uint32 frames: uint32 keep bits, int64 image and totals
+    R, C = image.shape
+    n = totals.shape[0]
+    for i in range(R):
+        irow = image[i]
+        krow = keep[i]
+        for t in range(n):
+            base = t * step + i * C
+            frow = flat[base:base + C]
+            tot = np.int64(0)
+            if t == 0:
+                for c in range(C):
+                    x = frow[c]
+                    m = np.uint32(krow[c] & (np.uint32(0) - np.uint32(x < limit)))
+                    v = np.int64(x & m)
+                    irow[c] = v
+                    tot += v
+            else:
+                for c in range(C):
+                    x = frow[c]
+                    m = np.uint32(krow[c] & (np.uint32(0) - np.uint32(x < limit)))
+                    v = np.int64(x & m)
+                    irow[c] += v
+                    tot += v
+            totals[t] += tot
+
+
+_wide_sums = jit(_wide_sums_py)
 
 
 # ---------------------------------------------------------------- accumulate -------------
