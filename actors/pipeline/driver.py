@@ -80,12 +80,13 @@ class RayPipeline:
                 f"start within {READY_TIMEOUT:.0f} s: the cluster has "
                 f"{ray.cluster_resources().get('CPU', 0)} CPUs (lower workers or "
                 "ray.worker_cpus)") from None
-        dtype = cfg.source.geometry.dtype if cfg.source.geometry else (
-            "uint16" if cfg.source.protocol is Protocol.SLS else "uint32")
+        # DECTRIS detectors send uint16 or uint32 depending on the bit depth: warm both
+        dtypes = [cfg.source.geometry.dtype] if cfg.source.geometry else (
+            ["uint16"] if cfg.source.protocol is Protocol.SLS else ["uint16", "uint32"])
         specs = tuple(dict(s) for s in cfg.reducers)
         geometry = cfg.source.geometry.to_geometry() if cfg.source.geometry else None
-        warm = ray.get([w.warm_up.remote(specs, geometry, dtype) for w in self.workers],
-                       timeout=READY_TIMEOUT)
+        warm = ray.get([w.warm_up.remote(specs, geometry, d) for w in self.workers
+                        for d in dtypes], timeout=READY_TIMEOUT)
         logger.debug("workers warmed up in %s s", [round(t, 2) for t in warm])
         budget = cfg.ray.inflight_bytes or store_budget(ray.get_runtime_context().get_node_id())
         self.ingest = IngestActor.options(scheduling_strategy=here).remote(
