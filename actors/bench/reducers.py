@@ -22,6 +22,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -79,7 +80,7 @@ def _reducer_rate(r: Reducer[Any, Any], batches: Sequence[Batch],
 
     def once() -> None:
         for b in batches:
-            r.process(b, states)
+            r.process(replace(b), states)  # a fresh Batch: nothing shared from the last run
 
     return sum(b.n for b in batches) / _timed(once, repeat)
 
