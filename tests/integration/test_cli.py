@@ -75,3 +75,20 @@ def test_bad_arguments_give_a_clear_error() -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "no recording at /nonexistent/file.rlrec" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bench, args", [
+    ("pipeline", ["--repeat", "1", "--frames-4m", "40", "--frames-moench", "400"]),
+    ("local", ["--quick", "--repeat", "1"]),
+])
+def test_bench_prints_one_json_line_per_case(bench: str, args: list[str]) -> None:
+    """The throughput benchmarks run end to end (tiny runs: the figures mean nothing here)."""
+    out = subprocess.run([*RAYLINE, "bench", bench, "--", *args], capture_output=True,
+                         text=True, timeout=600, check=True)
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == (2 if bench == "pipeline" else 4), out.stdout
+    for row in rows:
+        fps = row.get("fps", row.get("frames_per_s"))
+        assert fps > 0 and row["ratio"] > 0, row
+        assert row.get("lost", 0) == 0 and row.get("dropped", 0) == 0, row
