@@ -153,7 +153,7 @@ def sums_and_totals(frames: Arr, mask: npt.NDArray[np.bool_] | None, limit: Any,
         lim = np.uint64(top if limit is None else min(int(limit), top))
         flat, step = _flat(frames)
         if narrow:
-            image = np.empty(frames.shape[1:], np.uint32)  # the first frame sets it
+            image = np.empty(frames.shape[1:], np.uint32)  # the kernel zeroes it row by row
             totals = np.zeros(n, np.uint64)
             _narrow_sums(flat, step, _keep_bits(mask, frames.shape[1:], np.uint16),
                          np.uint32(lim), image, totals)
@@ -177,32 +177,25 @@ def _narrow_sums_py(flat: Any, step: int, keep: Any, limit: Any, image: Any,
     # ``flat`` holds frame t at [t * step, t * step + R * C): one C-contiguous 1-D array
     # for both stacked and evenly spaced frames, so the column loop is unit-stride and LLVM
     # vectorises it. Branch-free: a pixel's value is and-ed with its keep bits (0xFFFF or
-    # 0) and with an all-ones/zero mask from the saturation compare; the image row
-    # (uint32) stays in L1 while every frame of the batch adds to it; the first frame sets
-    # it (``image`` may come uninitialised).
+    # 0) and with an all-ones/zero mask from the saturation compare. Each image row (uint32;
+    # ``image`` may come uninitialised) is zeroed and stays in L1 while every frame of the
+    # batch adds to it.
     R, C = image.shape
     n = totals.shape[0]
     for i in range(R):
         irow = image[i]
+        irow[:] = 0
         krow = keep[i]
         for t in range(n):
             base = t * step + i * C
             frow = flat[base:base + C]  # a slice, not flat[base + c]: 2x faster
             tot = np.uint32(0)  # exact: C <= NARROW_MAX_TERMS
-            if t == 0:
-                for c in range(C):
-                    x = frow[c]
-                    m = np.uint16(krow[c] & (np.uint16(0) - np.uint16(x < limit)))
-                    v = np.uint32(x & m)
-                    irow[c] = v
-                    tot += v
-            else:
-                for c in range(C):
-                    x = frow[c]
-                    m = np.uint16(krow[c] & (np.uint16(0) - np.uint16(x < limit)))
-                    v = np.uint32(x & m)
-                    irow[c] += v
-                    tot += v
+            for c in range(C):
+                x = frow[c]
+                m = np.uint16(krow[c] & (np.uint16(0) - np.uint16(x < limit)))
+                v = np.uint32(x & m)
+                irow[c] += v
+                tot += v
             totals[t] += tot
 
 
@@ -216,25 +209,18 @@ def _wide_sums_py(flat: Any, step: int, keep: Any, limit: Any, image: Any,
     n = totals.shape[0]
     for i in range(R):
         irow = image[i]
+        irow[:] = 0
         krow = keep[i]
         for t in range(n):
             base = t * step + i * C
             frow = flat[base:base + C]
             tot = np.int64(0)
-            if t == 0:
-                for c in range(C):
-                    x = frow[c]
-                    m = np.uint32(krow[c] & (np.uint32(0) - np.uint32(x < limit)))
-                    v = np.int64(x & m)
-                    irow[c] = v
-                    tot += v
-            else:
-                for c in range(C):
-                    x = frow[c]
-                    m = np.uint32(krow[c] & (np.uint32(0) - np.uint32(x < limit)))
-                    v = np.int64(x & m)
-                    irow[c] += v
-                    tot += v
+            for c in range(C):
+                x = frow[c]
+                m = np.uint32(krow[c] & (np.uint32(0) - np.uint32(x < limit)))
+                v = np.int64(x & m)
+                irow[c] += v
+                tot += v
             totals[t] += tot
 
 
