@@ -1,7 +1,8 @@
 """The ingest process: receive, account, batch straight into shared-memory slots, hand on.
 
-The logic mirrors :class:`actors.pipeline.ingest.IngestCore` (same ledger, same batch cuts,
-same overflow policy, same commands); what differs is where batches go. Raw pixels are
+The receive loop, batch cuts, ledger and runtime parameters are
+:class:`actors.stream.ingest_base.IngestBase`'s, as for the Ray ingest (same overflow policy,
+same commands); what differs is where batches go. Raw pixels are
 copied once, from the ZMQ frame into a free slot (the batch assembler's buffer factory);
 compressed payloads are copied into a slot when the batch closes and workers decompress
 them. A closed batch is handed to the driver as a :class:`SlotBatch`; the driver registers
@@ -15,20 +16,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-import numpy as np
-
 from actors.config import PipelineConfig
 from actors.core.batch import BatchAssembler, FrameBatch
-from actors.core.chain import ReducerChain, reconfigure_specs
 from actors.core.merger import BatchInfo
-from actors.core.rates import RateMeter
 from actors.core.setup import ChainSetup
 from actors.local.messages import (
     Aborted,
@@ -47,31 +41,13 @@ from actors.local.messages import (
 )
 from actors.local.shm import RingSpec, ignore_sigint
 from actors.local.slots import IngestSlots, ring_slots
-from actors.stream.receiver import Receiver, ReceiverSettings
-from actors.wire.model import Geometry, Image, Message, SeriesEnd, SeriesStart
+from actors.stream.ingest_base import IngestAcquisition, IngestBase
+from actors.wire.model import Message
 
 logger = logging.getLogger(__name__)
 
 #: how long the ingest waits for the driver to answer one of its own calls (a new ring)
 CALL_TIMEOUT = 60.0
-
-
-@dataclass
-class LocalAcquisition:
-    """The ingest's state for one acquisition."""
-
-    acquisition: int
-    specs: tuple[dict[str, Any], ...]
-    ledger_at_start: dict[str, Any]
-    started: float = field(default_factory=time.time)
-    chain: ReducerChain | None = None
-    setup: ChainSetup | None = None
-    assembler: BatchAssembler | None = None
-    received: int = 0
-    dispatched_frames: int = 0
-    dispatched_batches: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
-    ending: bool = False
 
 
 class DriverLink:
@@ -126,25 +102,14 @@ class DriverLink:
             self.closed.set()
 
 
-class LocalIngest:
+class LocalIngest(IngestBase[IngestAcquisition]):
     """Receive loop and commands of the ingest process."""
 
     def __init__(self, config: PipelineConfig, link: DriverLink) -> None:
-        self.config = config
+        super().__init__(config)
         self.link = link
-        src = config.source
-        self.receiver = Receiver(ReceiverSettings(
-            src.endpoint, src.socket_kind, src.protocol,
-            geometry=src.geometry.to_geometry() if src.geometry else None, bind=src.bind,
-            hwm=src.hwm, accept_incomplete=src.accept_incomplete, name="ingest"))
-        self.specs: tuple[dict[str, Any], ...] = tuple(dict(s) for s in config.reducers)
         self.slots = IngestSlots()
         self.nslots = ring_slots(config.max_inflight)
-        self.acq: LocalAcquisition | None = None
-        self.idle_dropped = 0
-        self.fault: str | None = None
-        self.series_mask: np.ndarray[Any, Any] | None = None
-        self.rate = RateMeter()
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
         self._loop_task: asyncio.Task[None] | None = None
         self._read_task: asyncio.Task[None] | None = None
@@ -205,7 +170,7 @@ class LocalIngest:
     def cmd_start(self, acquisition: int) -> None:
         if self.acq is not None:
             raise RuntimeError(f"acquisition {self.acq.acquisition} is still running")
-        self.acq = LocalAcquisition(acquisition, self.specs, self.receiver.ledger.snapshot())
+        self.acq = IngestAcquisition(acquisition, self.specs, self.receiver.ledger.snapshot())
         logger.info("acquisition %d started", acquisition)
 
     async def cmd_stop(self, acquisition: int) -> None:
@@ -224,40 +189,14 @@ class LocalIngest:
         self.link.send(Aborted(acquisition, self._ledger(acq)))
 
     async def cmd_set(self, changes: dict[str, Any]) -> int | None:
-        """Apply runtime parameters; returns the first batch index they apply to (None when
-        no acquisition is configured yet: they apply to the next one)."""
-        self.specs = reconfigure_specs(self.specs, changes)
-        acq = self.acq
-        if acq is None:
-            return None
-        acq.specs = self.specs
-        if acq.chain is None or acq.assembler is None or acq.setup is None:
-            return None  # not configured yet: the first batch will use the new specs
-        # the open batch was assembled under the old settings: close it at the boundary
-        await self._dispatch_closed(acq, acq.assembler.flush())
-        first = acq.assembler.next_index
-        acq.setup = replace(acq.setup, version=acq.setup.version + 1, specs=self.specs,
-                            first_batch=first)
+        return await self.set(changes)
 
-        acq.chain = acq.setup.build()
+    async def _announce(self, acq: IngestAcquisition) -> None:
+        assert acq.setup is not None
         self.link.send(Reconfigure(acq.setup))
-        logger.info("parameters %s apply from batch %d", changes, first)
-        return first
 
     def cmd_status(self) -> dict[str, Any]:
-        acq = self.acq
-        base: dict[str, Any] = {
-            "state": "idle" if acq is None else ("draining" if acq.ending else "running"),
-            "acquisition": acq.acquisition if acq else None,
-            "receiver": self.receiver.ledger.snapshot(),
-            "idle_dropped": self.idle_dropped,
-            "frame_rate": self.rate.update(self.receiver.ledger.received),
-            "geometry": self.receiver.geometry,
-            "fault": self.fault,
-        }
-        if acq is not None:
-            base["ledger"] = self._ledger(acq)
-        return base
+        return self.status()
 
     # -- receiving ------------------------------------------------------------------------------
     async def _read_loop(self) -> None:
@@ -283,70 +222,14 @@ class LocalIngest:
         except TimeoutError:
             return None
 
-    async def _receive_loop(self) -> None:
-        delay = self.config.batch.max_delay
-        while True:
-            acq = self.acq
-            timeout = None
-            if acq is not None and acq.assembler is not None and acq.assembler.pending:
-                timeout = max(0.0, delay - acq.assembler.age)
-            msg = await self._next(timeout if timeout is not None else 0.2)
-            try:
-                acq = self.acq
-                if acq is not None and acq.assembler is not None and acq.assembler.pending \
-                        and acq.assembler.age >= delay:
-                    await self._dispatch_closed(acq, acq.assembler.flush())
-                if msg is not None:
-                    await self._handle(msg)
-            except Exception as exc:  # keep receiving; report the fault in the status
-                self.fault = f"{type(exc).__name__}: {exc}"
-                logger.exception("ingest failed to handle a message")
-
-    async def _handle(self, msg: Message) -> None:
-        acq = self.acq
-        if isinstance(msg, SeriesStart):
-            mask = msg.arrays.get("pixel_mask")
-            self.series_mask = None if mask is None else np.asarray(mask) != 0
-            return
-        if isinstance(msg, SeriesEnd):
-            if acq is not None and not acq.ending and acq.received:
-                await self._end(acq, "end of series")
-            return
-        assert isinstance(msg, Image)
-        if acq is None or acq.ending:
-            self.idle_dropped += 1
-            return
-        acq.received += 1
-        if acq.assembler is None:
-            await self._configure(acq, msg)
-            if self.acq is not acq:  # aborted while the ring was being prepared
-                return
-        assert acq.assembler is not None
-        try:
-            closed = acq.assembler.add(msg)
-        except ValueError as exc:  # e.g. a missing channel: count, keep going
-            acq.dropped["bad_channel"] += 1
-            logger.warning("frame %d dropped: %s", msg.frame, exc)
-            return
-        if closed is not None:
-            await self._dispatch_closed(acq, closed)
-
-    async def _configure(self, acq: LocalAcquisition, first: Image) -> None:
-        """The first frame fixes the geometry: build the chain setup, make sure the ring
-        fits, announce the setup."""
-        src = self.config.source
-        payload = first.channels.get(src.channel, first.payload) if src.channel else \
-            first.payload
-        geometry = Geometry(payload.shape[0], payload.shape[1], payload.dtype)
-        mask = self.series_mask if self.series_mask is not None and \
-            self.series_mask.shape == geometry.shape else None
-        setup = ChainSetup(acq.acquisition, 0, acq.specs, geometry, src.reorder, mask,
-                           keep_frames=self.config.output.enabled and self.config.output.frames)
+    async def _configure(self, acq: IngestAcquisition, setup: ChainSetup) -> None:
+        """Make sure the ring fits the first frame's batches, then announce the setup."""
         chain = setup.build()
-        await self._ensure_ring(self.config.batch.max_frames * geometry.nbytes)
+        await self._ensure_ring(self.config.batch.max_frames * setup.geometry.nbytes)
         acq.setup, acq.chain = setup, chain
-        acq.assembler = BatchAssembler(acq.acquisition, geometry, self.config.batch.max_frames,
-                                       chain.epochs, src.channel, self.slots.pixels)
+        acq.assembler = BatchAssembler(acq.acquisition, setup.geometry,
+                                       self.config.batch.max_frames, chain.epochs,
+                                       self.config.source.channel, self.slots.pixels)
         self.link.send(Begin(setup))
 
     async def _ensure_ring(self, slot_bytes: int) -> None:
@@ -363,7 +246,7 @@ class LocalIngest:
                     spec.slot_bytes / 1e6)
 
     # -- handing batches on ---------------------------------------------------------------------
-    async def _dispatch_closed(self, acq: LocalAcquisition, batch: FrameBatch | None) -> None:
+    async def _dispatch_closed(self, acq: IngestAcquisition, batch: FrameBatch | None) -> None:
         if batch is None:
             return
         assert acq.chain is not None and acq.setup is not None
@@ -404,7 +287,7 @@ class LocalIngest:
         acq.dispatched_batches += 1
 
     # -- ending ---------------------------------------------------------------------------------
-    async def _end(self, acq: LocalAcquisition, why: str) -> None:
+    async def _end(self, acq: IngestAcquisition, why: str) -> None:
         if acq.ending:
             return
         if acq.assembler is not None:
@@ -418,24 +301,8 @@ class LocalIngest:
         self.link.send(End(acq.acquisition, batches, self._ledger(acq)))
 
     # -- status ---------------------------------------------------------------------------------
-    def _ledger(self, acq: LocalAcquisition) -> dict[str, Any]:
-        now = self.receiver.ledger.snapshot()
-        start = acq.ledger_at_start
-        rejected = Counter(now["rejected"])
-        rejected.subtract(start["rejected"])
-        return {
-            "acquisition": acq.acquisition,
-            "received": acq.received,
-            "dispatched": acq.dispatched_frames,
-            "dispatched_batches": acq.dispatched_batches,
-            "pending": acq.assembler.pending if acq.assembler else 0,
-            "inflight_batches": len(self.slots.outstanding),
-            "dropped": dict(+acq.dropped),
-            "dropped_total": sum(acq.dropped.values()),
-            "lost": now["lost"] - start["lost"],
-            "rejected": dict(+rejected),
-            "rejected_total": now["rejected_total"] - start["rejected_total"],
-        }
+    def _inflight_batches(self, acq: IngestAcquisition) -> int:
+        return len(self.slots.outstanding)
 
 
 async def _serve(config: PipelineConfig, conn: Connection) -> None:

@@ -17,21 +17,18 @@ import contextlib
 import logging
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from actors.config import PipelineConfig
 from actors.core.batch import BatchAssembler, FrameBatch
-from actors.core.chain import ReducerChain, reconfigure_specs
 from actors.core.merger import BatchInfo
-from actors.core.rates import RateMeter
 from actors.core.setup import ChainSetup
-from actors.stream.receiver import Receiver, ReceiverSettings
-from actors.wire.model import Geometry, Image, Message, SeriesEnd, SeriesStart
+from actors.stream.ingest_base import IngestAcquisition, IngestBase
+from actors.wire.model import Message
 
 logger = logging.getLogger(__name__)
 
@@ -53,49 +50,26 @@ class InFlight:
 
 
 @dataclass
-class IngestAcquisition:
-    """The ingest's state for one acquisition."""
+class RayAcquisition(IngestAcquisition):
+    """The Ray ingest's state for one acquisition: the stored setup, the batches in flight."""
 
-    acquisition: int
-    specs: tuple[dict[str, Any], ...]
-    ledger_at_start: dict[str, Any]
-    started: float = field(default_factory=time.time)
-    chain: ReducerChain | None = None
-    setup: ChainSetup | None = None
     setup_ref: Any = None
-    assembler: BatchAssembler | None = None
-    received: int = 0
-    dispatched_frames: int = 0
-    dispatched_batches: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
     inflight: dict[int, InFlight] = field(default_factory=dict)
-    ending: bool = False
 
 
-class IngestCore:
+class IngestCore(IngestBase[RayAcquisition]):
     """The ingest logic; the Ray actor below is a thin shell around it."""
 
     def __init__(self, config: PipelineConfig, results: Any, workers: list[Any],
                  store_budget: int | None = None) -> None:
-        self.config = config
+        super().__init__(config)
         self.store_budget = store_budget  # bytes of batches in flight at most (None: any)
         self.results = results
         self.workers = workers
-        src = config.source
-        self.receiver = Receiver(ReceiverSettings(
-            src.endpoint, src.socket_kind, src.protocol,
-            geometry=src.geometry.to_geometry() if src.geometry else None, bind=src.bind,
-            hwm=src.hwm, accept_incomplete=src.accept_incomplete, name="ingest"))
-        self.specs: tuple[dict[str, Any], ...] = tuple(dict(s) for s in config.reducers)
-        self.acq: IngestAcquisition | None = None
-        self.idle_dropped = 0
         self.last_acquisition = 0
-        self.fault: str | None = None
         self.timing: dict[str, float] = defaultdict(float)  # seconds spent waiting, per cause
         self.inflight_bytes = 0  # bytes of batches this actor holds in the object store
         self.peak_inflight_bytes = 0
-        self.series_mask: np.ndarray[Any, Any] | None = None
-        self.rate = RateMeter()
         self._loop_task: asyncio.Task[None] | None = None
         self._reaper_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -133,7 +107,7 @@ class IngestCore:
             # the previous series never sent its end (e.g. an sls acquisition stopped by
             # hand): close it, or the new frames would look like duplicates of the old
             self.receiver.ledger.end_series()
-        self.acq = IngestAcquisition(acquisition, self.specs, self.receiver.ledger.snapshot())
+        self.acq = RayAcquisition(acquisition, self.specs, self.receiver.ledger.snapshot())
         self._finished.clear()
         logger.info("acquisition %d started", acquisition)
         return acquisition
@@ -156,27 +130,6 @@ class IngestCore:
         await self.results.abort.remote(acquisition, self._ledger(acq))
         self._finished.set()
 
-    async def set(self, changes: dict[str, Any]) -> int | None:
-        """Apply runtime parameters; returns the first batch index they apply to (None when
-        no acquisition is configured yet: they apply to the next one)."""
-        self.specs = reconfigure_specs(self.specs, changes)
-        acq = self.acq
-        if acq is None:
-            return None
-        acq.specs = self.specs
-        if acq.chain is None or acq.assembler is None or acq.setup is None:
-            return None  # not configured yet: the first batch will use the new specs
-        # the open batch was assembled under the old settings: close it at the boundary
-        await self._dispatch_closed(acq, acq.assembler.flush())
-        first = acq.assembler.next_index
-        acq.setup = replace(acq.setup, version=acq.setup.version + 1, specs=self.specs,
-                            first_batch=first)
-        acq.chain = acq.setup.build()
-        acq.setup_ref = ray.put(acq.setup)
-        await self.results.reconfigure.remote(acq.setup_ref)
-        logger.info("parameters %s apply from batch %d", changes, first)
-        return first
-
     async def wait_finished(self, timeout: float) -> bool:
         try:
             await asyncio.wait_for(self._finished.wait(), timeout)
@@ -185,70 +138,25 @@ class IngestCore:
         return True
 
     # -- receiving ------------------------------------------------------------------------------
-    async def _receive_loop(self) -> None:
-        delay = self.config.batch.max_delay
-        while True:
-            acq = self.acq
-            timeout = None
-            if acq is not None and acq.assembler is not None and acq.assembler.pending:
-                timeout = max(0.0, delay - acq.assembler.age)
-            msg = await self.receiver.recv(timeout=timeout if timeout is not None else 0.2)
-            try:
-                acq = self.acq
-                if acq is not None and acq.assembler is not None and acq.assembler.pending \
-                        and acq.assembler.age >= delay:
-                    await self._dispatch_closed(acq, acq.assembler.flush())
-                if msg is not None:
-                    await self._handle(msg)
-            except Exception as exc:  # keep receiving; report the fault in the status
-                self.fault = f"{type(exc).__name__}: {exc}"
-                logger.exception("ingest failed to handle a message")
+    async def _next(self, timeout: float) -> Message | None:
+        return await self.receiver.recv(timeout=timeout)
 
-    async def _handle(self, msg: Message) -> None:
-        acq = self.acq
-        if isinstance(msg, SeriesStart):
-            mask = msg.arrays.get("pixel_mask")
-            self.series_mask = None if mask is None else np.asarray(mask) != 0
-            return
-        if isinstance(msg, SeriesEnd):
-            if acq is not None and not acq.ending and acq.received:
-                await self._end(acq, "end of series")
-            return
-        assert isinstance(msg, Image)
-        if acq is None or acq.ending:
-            self.idle_dropped += 1
-            return
-        acq.received += 1
-        if acq.assembler is None:
-            await self._configure(acq, msg)
-        assert acq.assembler is not None
-        try:
-            closed = acq.assembler.add(msg)
-        except ValueError as exc:  # e.g. a missing channel: count, keep going
-            acq.dropped["bad_channel"] += 1
-            logger.warning("frame %d dropped: %s", msg.frame, exc)
-            return
-        if closed is not None:
-            await self._dispatch_closed(acq, closed)
-
-    async def _configure(self, acq: IngestAcquisition, first: Image) -> None:
-        """The first frame fixes the geometry: build, store and announce the chain setup."""
-        src = self.config.source
-        payload = first.channels.get(src.channel, first.payload) if src.channel else \
-            first.payload
-        geometry = Geometry(payload.shape[0], payload.shape[1], payload.dtype)
-        mask = self.series_mask if self.series_mask is not None and \
-            self.series_mask.shape == geometry.shape else None
-        acq.setup = ChainSetup(acq.acquisition, 0, acq.specs, geometry, src.reorder, mask,
-                               keep_frames=self.config.output.enabled and self.config.output.frames)
-        acq.chain = acq.setup.build()
-        acq.setup_ref = ray.put(acq.setup)
-        acq.assembler = BatchAssembler(acq.acquisition, geometry, self.config.batch.max_frames,
-                                       acq.chain.epochs, src.channel, buffer_factory=None)
+    async def _configure(self, acq: RayAcquisition, setup: ChainSetup) -> None:
+        """Build, store and announce the chain setup of the first frame."""
+        acq.setup = setup
+        acq.chain = setup.build()
+        acq.setup_ref = ray.put(setup)
+        acq.assembler = BatchAssembler(acq.acquisition, setup.geometry,
+                                       self.config.batch.max_frames, acq.chain.epochs,
+                                       self.config.source.channel, buffer_factory=None)
         await self.results.begin.remote(acq.setup_ref)
 
+    async def _announce(self, acq: RayAcquisition) -> None:
+        acq.setup_ref = ray.put(acq.setup)
+        await self.results.reconfigure.remote(acq.setup_ref)
+
     # -- dispatching ------------------------------------------------------------------------------
-    async def _dispatch_closed(self, acq: IngestAcquisition, batch: FrameBatch | None) -> None:
+    async def _dispatch_closed(self, acq: RayAcquisition, batch: FrameBatch | None) -> None:
         if batch is None:
             return
         assert acq.chain is not None
@@ -284,7 +192,7 @@ class IngestCore:
         acq.dispatched_frames += batch.n
         acq.dispatched_batches += 1
 
-    def _send(self, acq: IngestAcquisition, batch: FrameBatch, nbytes: int, info: BatchInfo,
+    def _send(self, acq: RayAcquisition, batch: FrameBatch, nbytes: int, info: BatchInfo,
               batch_ref: Any, states_ref: Any, attempts: int, avoid: int | None = None) -> None:
         load = Counter(f.worker for f in acq.inflight.values())
         candidates = [i for i in range(len(self.workers)) if i != avoid] or [avoid or 0]
@@ -297,7 +205,7 @@ class IngestCore:
                                              attempts)
         self._wake.set()
 
-    def _full(self, acq: IngestAcquisition, nbytes: int) -> bool:
+    def _full(self, acq: RayAcquisition, nbytes: int) -> bool:
         """No room for another batch of ``nbytes``: ``max_inflight`` batches in flight, or
         the store budget would be exceeded (a batch may always go when none is in flight)."""
         if len(acq.inflight) >= self.config.max_inflight:
@@ -306,7 +214,7 @@ class IngestCore:
         return bool(acq.inflight) and budget is not None and \
             self.inflight_bytes + nbytes > budget
 
-    async def _wait_for_room(self, acq: IngestAcquisition, nbytes: int) -> None:
+    async def _wait_for_room(self, acq: RayAcquisition, nbytes: int) -> None:
         """overflow=block: stop reading until a batch in flight finishes."""
         while self._full(acq, nbytes) and self.acq is acq:
             futures = [f.ack for f in acq.inflight.values()]
@@ -328,7 +236,7 @@ class IngestCore:
             if acq.ending and not acq.inflight and self.acq is acq:
                 await self._declare_end(acq)
 
-    def _reap(self, acq: IngestAcquisition) -> None:
+    def _reap(self, acq: RayAcquisition) -> None:
         for index, f in list(acq.inflight.items()):
             if not f.ack.done():
                 continue
@@ -349,7 +257,7 @@ class IngestCore:
                        f.attempts + 1, avoid=f.worker)
 
     # -- ending ---------------------------------------------------------------------------------
-    async def _end(self, acq: IngestAcquisition, why: str) -> None:
+    async def _end(self, acq: RayAcquisition, why: str) -> None:
         if acq.ending:
             return
         if acq.assembler is not None:
@@ -362,7 +270,7 @@ class IngestCore:
         else:
             self._wake.set()
 
-    async def _declare_end(self, acq: IngestAcquisition) -> None:
+    async def _declare_end(self, acq: RayAcquisition) -> None:
         if self.acq is not acq:
             return
         self.acq = None
@@ -371,43 +279,13 @@ class IngestCore:
         self._finished.set()
 
     # -- status ----------------------------------------------------------------------------------
-    def _ledger(self, acq: IngestAcquisition) -> dict[str, Any]:
-        now = self.receiver.ledger.snapshot()
-        start = acq.ledger_at_start
-        rejected = Counter(now["rejected"])
-        rejected.subtract(start["rejected"])
-        return {
-            "acquisition": acq.acquisition,
-            "received": acq.received,
-            "dispatched": acq.dispatched_frames,
-            "dispatched_batches": acq.dispatched_batches,
-            "pending": acq.assembler.pending if acq.assembler else 0,
-            "inflight_batches": len(acq.inflight),
-            "dropped": dict(+acq.dropped),
-            "dropped_total": sum(acq.dropped.values()),
-            "lost": now["lost"] - start["lost"],
-            "rejected": dict(+rejected),
-            "rejected_total": now["rejected_total"] - start["rejected_total"],
-        }
+    def _inflight_batches(self, acq: RayAcquisition) -> int:
+        return len(acq.inflight)
 
     def status(self) -> dict[str, Any]:
-        acq = self.acq
-        base: dict[str, Any] = {
-            "state": "idle" if acq is None else ("draining" if acq.ending else "running"),
-            "acquisition": acq.acquisition if acq else None,
-            "last_acquisition": self.last_acquisition,
-            "receiver": self.receiver.ledger.snapshot(),
-            "idle_dropped": self.idle_dropped,
-            "frame_rate": self.rate.update(self.receiver.ledger.received),
-            "geometry": self.receiver.geometry,
-            "fault": self.fault,
-            "inflight_bytes": self.inflight_bytes,
-            "peak_inflight_bytes": self.peak_inflight_bytes,
-            "timing": dict(self.timing),
-        }
-        if acq is not None:
-            base["ledger"] = self._ledger(acq)
-        return base
+        return {**super().status(), "last_acquisition": self.last_acquisition,
+                "inflight_bytes": self.inflight_bytes,
+                "peak_inflight_bytes": self.peak_inflight_bytes, "timing": dict(self.timing)}
 
 
 def _is_worker_failure(exc: BaseException) -> bool:
