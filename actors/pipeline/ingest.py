@@ -147,9 +147,25 @@ class IngestCore(IngestBase[RayAcquisition]):
         acq.chain = setup.build()
         acq.setup_ref = ray.put(setup)
         acq.assembler = BatchAssembler(acq.acquisition, setup.geometry,
-                                       self.config.batch.max_frames, acq.chain.epochs,
-                                       self.config.source.channel, buffer_factory=None)
+                                       self._batch_frames(setup.geometry.nbytes),
+                                       acq.chain.epochs, self.config.source.channel,
+                                       buffer_factory=None)
         await self.results.begin.remote(acq.setup_ref)
+
+    def _batch_frames(self, frame_bytes: int) -> int:
+        """``batch.max_frames``, or fewer when ``max_inflight`` such batches would not fit
+        the store budget (else large frames would leave one batch in flight, one worker
+        busy)."""
+        frames = self.config.batch.max_frames
+        budget = self.store_budget
+        if budget is not None and frame_bytes > 0:
+            fit = max(1, budget // (self.config.max_inflight * frame_bytes))
+            if fit < frames:
+                logger.info("batches of %d frames (not %d): %d in flight fit the object-store "
+                            "budget of %.0f MB", fit, frames, self.config.max_inflight,
+                            budget / 1e6)
+                return int(fit)
+        return frames
 
     async def _announce(self, acq: RayAcquisition) -> None:
         acq.setup_ref = ray.put(acq.setup)
