@@ -58,7 +58,9 @@ def pipeline_receive(settings: SimulatorSettings, reducers: list[dict[str, Any]]
             "tango": {"enabled": False}, "output": {"enabled": False}})
 
     got = steady_run(settings, open_pipeline)
+    led = got["ledger"]
     return {"fps": got["fps"], "peak": got["status"]["peak_inflight_bytes"],
+            "mean_batch": led["processed"] / max(1, led["processed_batches"]),
             "lost": got["ledger"]["lost"], "dropped": got["ledger"]["dropped_total"]}
 
 
@@ -95,6 +97,7 @@ def run(frames_4m: int = 600, frames_moench: int = 6000, workers: int = 2, batch
             rows.append({
                 "case": case, "frame": frame, "frames": settings.frames, "workers": workers,
                 "batch": batch, "max_inflight": inflight, "runs": repeat,
+                "mean_batch_frames": round(median([r["mean_batch"] for r in runs]), 1),
                 "ceiling_fps": round(ceiling, 1), "fps": round(fps, 1),
                 "ratio": round(fps / ceiling, 3),
                 "runs_ceiling_fps": [round(x, 1) for x in raw],
