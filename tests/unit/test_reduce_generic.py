@@ -407,3 +407,17 @@ def test_accumulate_in_place(acc_dtype: str, part_dtype: str) -> None:
     K.accumulate(acc, part)
     np.testing.assert_array_equal(acc, want)
     assert acc.dtype == acc_dtype
+
+
+def test_sums_after_a_masked_batch_then_an_unmasked_one() -> None:
+    """The kernels' keep-bits cache must tell a mask from no mask (it compared an array
+    with a shape and raised)."""
+    frames = np.arange(2 * R * C, dtype=np.uint16).reshape(2, R, C)
+    mask = np.zeros((R, C), bool)
+    mask[0, 0] = True
+    mask.flags.writeable = False
+    masked, _ = K.sums_and_totals(frames, mask, None, np.int64)
+    plain, _ = K.sums_and_totals(frames, None, None, np.int64)
+    again, _ = K.sums_and_totals(frames, mask, None, np.int64)
+    assert int(masked[0, 0]) == 0 == int(again[0, 0])
+    assert int(plain[0, 0]) == int(frames[:, 0, 0].sum())

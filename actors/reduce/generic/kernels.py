@@ -96,26 +96,26 @@ def narrow_sum(dtype: Any, n: int) -> bool:
     return dt.kind == "u" and dt.itemsize <= 2 and n <= NARROW_MAX_TERMS
 
 
-_keep_last: tuple[Any, Any, Arr] | None = None
+_keep_last: tuple[npt.NDArray[np.bool_] | None, tuple[int, ...], np.dtype[Any], Arr] | None \
+    = None
 
 
 def _keep_bits(mask: npt.NDArray[np.bool_] | None, shape: tuple[int, ...],
                dtype: Any) -> Arr:
     """All ones (in unsigned ``dtype``) for valid pixels, 0 for masked ones. The last
-    result is reused for the same read-only mask array (a pipeline's mask is one array per
-    acquisition; the cache holds it, so its id cannot be reused) or the same shape."""
+    result is reused for the same read-only mask object (a worker hands the reducers one
+    per chain setup; the cache holds it, so its id cannot be reused), or no mask, with the
+    same shape and dtype."""
     global _keep_last
     dt = np.dtype(dtype)
-    key: Any = shape if mask is None else mask
     last = _keep_last
-    if last is not None and last[1] == dt and (
-            last[0] is key if mask is not None else last[0] == key):
-        return last[2]
+    if last is not None and last[0] is mask and last[1] == shape and last[2] == dt:
+        return last[3]
     ones = dt.type(np.iinfo(dt).max)
     keep = (np.full(shape, ones, dt) if mask is None else np.where(mask, dt.type(0), ones))
     keep.flags.writeable = False
     if mask is None or not mask.flags.writeable:
-        _keep_last = (key, dt, keep)
+        _keep_last = (mask, shape, dt, keep)
     return keep
 
 
