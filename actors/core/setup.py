@@ -44,19 +44,34 @@ class ChainSetup:
         return load_map(self.reorder, self.geometry.shape)
 
 
+@dataclass(frozen=True)
+class Built:
+    """What a worker builds once per chain setup."""
+
+    chain: ReducerChain
+    reorder_map: IndexArray | None
+    mask: npt.NDArray[np.bool_] | None
+
+
 @dataclass
 class Worker:
     """A worker's cache of built chains (pure; wrapped by the Ray actor / worker process)."""
 
-    chains: dict[tuple[int, int], tuple[ReducerChain, IndexArray | None]] = field(
-        default_factory=dict)
+    chains: dict[tuple[int, int], Built] = field(default_factory=dict)
 
-    def chain_for(self, setup: ChainSetup) -> tuple[ReducerChain, IndexArray | None]:
+    def chain_for(self, setup: ChainSetup) -> Built:
+        """The chain, reorder map and mask of a setup, built once per (acquisition,
+        version): every batch of a setup then gets the same read-only mask object (Ray
+        deserialises a new one per call), which the kernels cache what they derive on."""
         key = (setup.acquisition, setup.version)
         if key not in self.chains:
             if len(self.chains) > 8:  # keep the cache small across acquisitions
                 self.chains.pop(next(iter(self.chains)))
-            self.chains[key] = (setup.build(), setup.reorder_map())
+            mask = None
+            if setup.mask is not None:
+                mask = np.array(setup.mask, dtype=bool)
+                mask.flags.writeable = False
+            self.chains[key] = Built(setup.build(), setup.reorder_map(), mask)
         return self.chains[key]
 
     def warm_up(self, specs: tuple[dict[str, Any], ...], geometry: Geometry | None,
@@ -81,11 +96,9 @@ class Worker:
 
     def process(self, batch: FrameBatch, states: dict[str, dict[int, Any]] | None,
                 setup: ChainSetup) -> Partials:
-        chain, rmap = self.chain_for(setup)
-        if setup.mask is not None and setup.mask.flags.writeable:
-            setup.mask.flags.writeable = False  # constant per setup (kernels cache on it)
-        reducer_batch = batch.to_batch(setup.mask, rmap)
-        partials = chain.process(reducer_batch, states)
+        built = self.chain_for(setup)
+        reducer_batch = batch.to_batch(built.mask, built.reorder_map)
+        partials = built.chain.process(reducer_batch, states)
         if setup.keep_frames:
             frames = reducer_batch.frames
             if batch.views is not None:  # a view through the batch's buffers: own a copy

@@ -168,3 +168,31 @@ def test_rate_meter() -> None:
     assert m.update(0, now=0.0) == 0.0
     assert m.update(100, now=1.0) == pytest.approx(100.0)
     assert m.update(300, now=3.0) == pytest.approx(100.0)
+
+
+def test_worker_uses_one_read_only_mask_per_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray deserialises the setup (and its mask) anew for every call: the worker still
+    hands the reducers one mask object per setup version, so what kernels derive from it
+    (the keep bits) is computed once, not per batch."""
+    import actors.reduce.generic.kernels as K
+
+    mask = np.zeros(GEOM.shape, bool)
+    mask[3, 4] = True
+    setup = ChainSetup(1, 0, ({"type": "sum"}, {"type": "total"}), GEOM, mask=mask)
+    frames = np.arange(4 * 12 * 10, dtype=np.uint16).reshape(4, 12, 10)
+    asm = BatchAssembler(1, GEOM, 2, [None, None])
+    batches = [b for img in _images(frames, list(range(4))) if (b := asm.add(img)) is not None]
+    built = []
+    real = K._keep_bits
+
+    def spy(m: np.ndarray | None, *args: object) -> np.ndarray:
+        built.append(m)
+        return real(m, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(K, "_keep_bits", spy)
+    worker = Worker()
+    outs = [worker.process(b, None, pickle.loads(pickle.dumps(setup))) for b in batches]
+    assert len(batches) == 2 and built[0] is built[1] and not built[0].flags.writeable
+    want = np.where(mask, 0, frames.astype(np.int64))
+    np.testing.assert_array_equal(outs[0]["sum"].image, want[:2].sum(0))
+    np.testing.assert_array_equal(outs[1]["sum"].image, want[2:].sum(0))
