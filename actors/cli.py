@@ -281,6 +281,21 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_tango_server(sub: Any) -> None:
+    p = sub.add_parser("tango-server", help="the standalone Tango device server (for Astor / "
+                       "Starter)", add_help=False,
+                       description="Open the configured pipeline and serve its device until "
+                       "the server is killed; 'rayline tango-server --help' lists the options.")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_tango_server)
+
+
+def cmd_tango_server(args: argparse.Namespace) -> int:
+    from actors.app.tango_server import main as serve
+
+    return serve(args.args)
+
+
 # -- bench ----------------------------------------------------------------------------------
 BENCHES = {"pipeline": "actors.bench.pipeline", "local": "actors.bench.local",
            "reducers": "actors.bench.reducers"}
@@ -314,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="default: INFO for run, WARNING otherwise")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_run, _add_simulate, _add_receive, _add_record, _add_replay,
-                _add_config, _add_bench):
+                _add_config, _add_tango_server, _add_bench):
         add(sub)
     return parser
 

@@ -1,7 +1,11 @@
-"""Shared fixtures: run a sender in a thread that is always joined."""
+"""Shared fixtures: senders in threads that are always joined, the backend parameter, a
+module's local Ray, and the guard against leaked asyncio tasks."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -49,3 +53,51 @@ def sender_threads() -> Iterator[Callable[..., SenderThread]]:
     yield start
     for t in started:
         t._thread.join(timeout=60)
+
+
+# -- backends ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_runtime() -> Iterator[None]:
+    """A local Ray for the module's tests (shut down after them)."""
+    ray = pytest.importorskip("ray")
+    from tests.helpers import RAY_INIT
+
+    ray.init(namespace="rayline-tests", **RAY_INIT)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(params=[pytest.param("ray", marks=pytest.mark.ray), "local"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each pipeline test runs on both backends (the Ray one in the module's local Ray)."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_runtime")
+    return str(request.param)
+
+
+# -- guards ------------------------------------------------------------------------------------
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every async test (on its own event loop) must leave no asyncio task running: each task
+    has an owner that awaits or cancels it."""
+    for item in items:
+        fn = getattr(item, "obj", None)
+        marker = item.get_closest_marker("asyncio")
+        scoped = marker is not None and (marker.kwargs.get("loop_scope") or "function") != \
+            "function"
+        if inspect.iscoroutinefunction(fn) and not scoped:
+            item.obj = _no_leaked_tasks(fn)  # type: ignore[attr-defined]
+
+
+def _no_leaked_tasks(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def guarded(*args: Any, **kwargs: Any) -> Any:
+        result = await fn(*args, **kwargs)
+        await asyncio.sleep(0)  # tasks that just finished or were just cancelled settle
+        current = asyncio.current_task()
+        leaked = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        if leaked:
+            pytest.fail(f"{fn.__name__} left {len(leaked)} asyncio task(s) running: "
+                        f"{sorted(t.get_name() for t in leaked)}")
+        return result
+
+    return guarded

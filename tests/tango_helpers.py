@@ -14,9 +14,10 @@ import tango
 
 from actors.config import PipelineConfig
 from actors.core.acquisition import AcquisitionResult
-from actors.core.chain import ReducerChain, reconfigure_specs
+from actors.core.api import Control
+from actors.core.chain import ReducerChain, reconfigure_specs, runtime_parameters
+from actors.core.status import Ledger, Snapshot, Status
 from actors.reduce.base import OutputValue, Series
-from actors.tango.control import Control
 from actors.tango.pipeline_control import PipelineControl
 
 SMALL = {"rows": 48, "cols": 64}
@@ -29,13 +30,15 @@ def base_config(**extra: Any) -> dict[str, Any]:
 
 
 class FakePipeline:
-    """The RayPipeline method names over made-up results: each ``status()`` call while an
-    acquisition runs receives and processes 10 more frames; images hold the frame count."""
+    """A pipeline's Python API over made-up results: each ``status()`` call while an
+    acquisition runs receives and processes 10 more frames; images hold the frame count.
+    Runtime parameters are validated and versioned as the real ingest does."""
 
     def __init__(self, config: PipelineConfig, stop_delay: float = 0.0) -> None:
         self.config = config
         self.stop_delay = stop_delay
         self.specs = tuple(dict(s) for s in config.reducers)
+        self.version = 0
         geom = config.source.geometry
         assert geom is not None
         self.chain = ReducerChain.from_specs(self.specs, geom.to_geometry())
@@ -43,7 +46,7 @@ class FakePipeline:
         self.running = False
         self.frames = 0
         self.done: dict[int, AcquisitionResult] = {}
-        self.output_settings: tuple[str, str, int] | None = None
+        self.output_settings: tuple[str | None, str | None, int | None] | None = None
         self._lock = threading.Lock()
         self._aborted = threading.Event()
 
@@ -84,47 +87,58 @@ class FakePipeline:
             self._finish("aborted")
 
     def set(self, name: str, value: Any) -> None:
-        self.specs = reconfigure_specs(self.specs, {name: value})
+        with self._lock:
+            self.specs = reconfigure_specs(self.specs, {name: value})
+            self.version += 1
 
-    def set_output(self, filename: str, filepath: str, file_index: int) -> None:
+    def set_output(self, filename: str | None = None, filepath: str | None = None,
+                   file_index: int | None = None) -> dict[str, Any]:
         self.output_settings = (filename, filepath, file_index)
+        return {}
 
     def reset_pedestal(self) -> None:
         pass
 
-    def ledger(self) -> dict[str, Any]:
-        return {"received": self.frames, "processed": self.frames, "dropped_total": 0,
-                "lost": 0, "rejected_total": 0}
+    def ledger(self) -> Ledger:
+        return Ledger(self.acquisition, received=self.frames, processed=self.frames)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         with self._lock:
+            params = {p.name: p.value for p in runtime_parameters(self.specs)}
             if self.running:
                 self.frames += 10
-                return {"state": "running", "acquisition": self.acquisition,
-                        "received": self.frames, "processed": self.frames, "dropped": 0,
-                        "lost": 0, "rejected": 0, "frame_rate": 100.0, "fault": None}
-            return {"state": "idle", "acquisition": self.acquisition, "received": 0,
-                    "processed": 0, "dropped": 0, "lost": 0, "rejected": 0,
-                    "frame_rate": 0.0, "fault": None}
+                return Status("running", self.acquisition, self.frames, self.frames,
+                              frame_rate=100.0, ledger=self.ledger(),
+                              setup_version=self.version, parameters=params)
+            last = self.done.get(self.acquisition)
+            led = last.ledger if last is not None else Ledger(self.acquisition)
+            return Status("idle", self.acquisition or None, led.received, led.processed,
+                          ledger=led, setup_version=self.version, parameters=params,
+                          outcome=last.outcome if last is not None else None)
 
     def outputs(self) -> dict[str, OutputValue]:
         n = self.frames
         out: dict[str, OutputValue] = {}
         for spec in self.chain.outputs_spec():
             if spec.kind == "series":
+                values = np.arange(n).astype(spec.dtype).reshape(n, *[1] * len(spec.shape))
                 out[spec.name] = Series(np.arange(n, dtype=np.int64),
-                                        np.arange(n).astype(spec.dtype))
+                                        np.broadcast_to(values, (n, *spec.shape)).copy())
             elif spec.kind == "scalar":
                 out[spec.name] = n
             else:
                 out[spec.name] = np.full(spec.shape, float(n))
         return out
 
-    def results(self) -> dict[str, OutputValue]:
+    def snapshot(self) -> Snapshot:
         with self._lock:
-            if self.running or self.acquisition not in self.done:
-                return self.outputs() if self.running else {}
-            return self.done[self.acquisition].outputs
+            if self.running:
+                return Snapshot(self.acquisition, True, self.frames, self.outputs(), time.time())
+            last = self.done.get(self.acquisition)
+            if last is None:
+                return Snapshot(time=time.time())
+            return Snapshot(last.acquisition, False, last.ledger.processed, last.outputs,
+                            last.finished)
 
 
 def fake_control(config: PipelineConfig) -> Control:
@@ -135,18 +149,6 @@ def fake_control(config: PipelineConfig) -> Control:
 def slow_stop_control(config: PipelineConfig) -> Control:
     """ServerProcess factory: stop takes 5 s unless aborted."""
     return PipelineControl(FakePipeline(config, stop_delay=5.0), config)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str | Callable[[], str],
-               period: float = 0.05) -> None:
-    """Poll ``predicate`` until true; fail with ``what`` (or what it returns then) after
-    ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            text = what if isinstance(what, str) else what()
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {text}")
-        time.sleep(period)
 
 
 class Events:

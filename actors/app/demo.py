@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from actors.core.acquisition import AcquisitionResult
+from actors.core.api import PipelineApi
 from actors.logs import Progress
 from actors.sim.simulator import Simulator, SimulatorSettings
 
@@ -57,7 +58,8 @@ def demo_config(settings: DemoSettings, endpoint: str) -> dict[str, Any]:
     }
 
 
-def _acquire(pipe: Any, sim: Simulator, settings: DemoSettings, label: str) -> AcquisitionResult:
+def _acquire(pipe: PipelineApi, sim: Simulator, settings: DemoSettings, label: str
+             ) -> AcquisitionResult:
     frames = sim.settings.frames
     progress = Progress(label, enabled=settings.progress)
     pipe.start_acquisition()
@@ -66,15 +68,15 @@ def _acquire(pipe: Any, sim: Simulator, settings: DemoSettings, label: str) -> A
                               daemon=True)
     sender.start()
     deadline = time.monotonic() + 600
-    while sender.is_alive() or pipe.status()["state"] != "idle":
-        progress(pipe.status()["processed"], frames)
+    while sender.is_alive() or pipe.status().state != "idle":
+        progress(pipe.status().processed, frames)
         if time.monotonic() > deadline:
             raise TimeoutError(f"{label}: no end after 600 s: {pipe.status()}")
         sender.join(timeout=0.25)
         if not sender.is_alive() and errors:
             raise errors[0]
     result: AcquisitionResult = pipe.wait_acquisition(timeout=120)
-    progress(result.ledger["processed"], frames)
+    progress(result.ledger.processed, frames)
     progress.finish()
     return result
 
@@ -87,7 +89,7 @@ def _run_sender(sim: Simulator, errors: list[BaseException]) -> None:
 
 
 def run_demo(settings: DemoSettings, out: TextIO,
-             pipeline_factory: Callable[[dict[str, Any]], Any] | None = None
+             pipeline_factory: Callable[[dict[str, Any]], PipelineApi] | None = None
              ) -> list[AcquisitionResult]:
     """Run both acquisitions and print the summary; returns their results."""
     from actors import Pipeline
@@ -106,7 +108,7 @@ def run_demo(settings: DemoSettings, out: TextIO,
         pipe.set("split_pump", True)
         sim.restart(frames=settings.pumpprobe_frames, scene={"mode": "pumpprobe"})
         pump = _acquire(pipe, sim, settings, "pump-probe acquisition")
-        tango = getattr(pipe, "tango_address", None)
+        tango = pipe.tango_address
         _summary(out, settings, endpoint, [("pedestal", dark), ("pump-probe", pump)], tango,
                  time.monotonic() - t0)
     return [dark, pump]
@@ -122,9 +124,9 @@ def _summary(out: TextIO, settings: DemoSettings, endpoint: str,
       f"{'rejected':>9}{'frames/s':>10}  file\n")
     for label, r in results:
         led = r.ledger
-        fps = led["processed"] / r.duration if r.duration > 0 else 0.0
-        w(f"{label:<12}{led['received']:>9}{led['processed']:>10}{led['dropped_total']:>8}"
-          f"{led['lost']:>6}{led['rejected_total']:>9}{fps:>10.0f}  "
+        fps = led.processed / r.duration if r.duration > 0 else 0.0
+        w(f"{label:<12}{led.received:>9}{led.processed:>10}{led.dropped_total:>8}"
+          f"{led.lost:>6}{led.rejected_total:>9}{fps:>10.0f}  "
           f"{r.file or '(not written: ' + str(r.error) + ')'}\n")
     pump = results[-1][1].outputs
     w("\npump-probe results: "

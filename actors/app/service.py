@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from actors.config import PipelineConfig, load_config
+from actors.core.acquisition import AcquisitionResult
+from actors.core.api import PipelineApi
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Service:
 
         with Pipeline(self.config) as pipe, _handle_signals(self.request_stop):
             # installed after the pipeline opened: ray.init() installs its own SIGTERM handler
-            tango = getattr(pipe, "tango_address", None)
+            tango = pipe.tango_address
             logger.info("%s: source %s (%s, %s), backend %s, %d workers, Tango %s",
                            READY_LINE, self.config.source.endpoint, self.config.source.protocol,
                            self.config.source.socket_kind, self.config.backend,
@@ -58,11 +59,11 @@ class Service:
         logger.info("rayline service stopped")
         return 0
 
-    def _serve(self, pipe: Any) -> None:
+    def _serve(self, pipe: PipelineApi) -> None:
         last_status = time.monotonic()
         while not self.stopping.wait(0.25):
             status = pipe.status()
-            if self.auto and status["state"] == "idle":
+            if self.auto and status.state == "idle":
                 acq = pipe.acquisition
                 if acq and _finished(pipe, acq):
                     _log_result(pipe.wait_acquisition(timeout=1))
@@ -71,13 +72,12 @@ class Service:
             if time.monotonic() - last_status >= self.status_period:
                 last_status = time.monotonic()
                 logger.info("state %s: received %d, processed %d, dropped %d, lost %d, "
-                            "%.0f frames/s", status["state"], status["received"],
-                            status["processed"], status["dropped"], status["lost"],
-                            status["frame_rate"])
+                            "%.0f frames/s", status.state, status.received, status.processed,
+                            status.dropped, status.lost, status.frame_rate)
 
-    def _drain(self, pipe: Any) -> None:
+    def _drain(self, pipe: PipelineApi) -> None:
         try:
-            if pipe.status()["state"] == "idle":
+            if pipe.status().state == "idle":
                 return
             logger.info("draining acquisition %d", pipe.acquisition)
             try:
@@ -90,7 +90,7 @@ class Service:
             logger.exception("could not drain the running acquisition")
 
 
-def _finished(pipe: Any, acquisition: int) -> bool:
+def _finished(pipe: PipelineApi, acquisition: int) -> bool:
     try:
         pipe.wait_acquisition(timeout=0.01)
     except TimeoutError:
@@ -98,12 +98,11 @@ def _finished(pipe: Any, acquisition: int) -> bool:
     return True
 
 
-def _log_result(result: Any) -> None:
+def _log_result(result: AcquisitionResult) -> None:
     led = result.ledger
     logger.info("acquisition %d %s: received %d, processed %d, dropped %d, lost %d, file %s",
-                result.acquisition, result.outcome, led.get("received", 0),
-                led.get("processed", 0), led.get("dropped_total", 0), led.get("lost", 0),
-                result.file or "-")
+                result.acquisition, result.outcome, led.received, led.processed,
+                led.dropped_total, led.lost, result.file or "-")
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from actors.local import processes
+from actors.backends.local import processes
 from actors.sim.simulator import Simulator, SimulatorSettings
 from actors.wire.model import Protocol
 

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from actors.backends.local.pipeline import LocalPipeline
 from actors.bench.common import (
     MOENCH_CHAIN,
     eiger_settings,
@@ -34,7 +35,6 @@ from actors.bench.common import (
     raw_receive,
     steady_run,
 )
-from actors.local.pipeline import LocalPipeline
 from actors.sim.simulator import SimulatorSettings
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from actors.bench.common import (
@@ -44,7 +43,7 @@ OBJECT_STORE = 1_000_000_000
 def pipeline_receive(settings: SimulatorSettings, reducers: list[dict[str, Any]],
                      workers: int, batch: int, inflight: int) -> dict[str, Any]:
     """Steady-state frames/s of the Ray backend on its own sender."""
-    from actors.pipeline.driver import RayPipeline
+    from actors.backends.ray.driver import RayPipeline
 
     socket = "sub" if settings.protocol is Protocol.SLS else "pull"
 
@@ -64,25 +63,12 @@ def pipeline_receive(settings: SimulatorSettings, reducers: list[dict[str, Any]]
             "lost": got["ledger"]["lost"], "dropped": got["ledger"]["dropped_total"]}
 
 
-def _spilled() -> bool:
-    import ray
-
-    try:
-        session = Path(ray._private.worker.global_worker.node.get_session_dir_path())
-    except Exception:  # the private API moved: report unknown as not spilled
-        return False
-    log = session / "logs" / "raylet.out"
-    return log.is_file() and "Spilled" in log.read_text(errors="replace")
-
-
 def run(frames_4m: int = 600, frames_moench: int = 6000, workers: int = 2, batch_4m: int = 16,
         batch_moench: int = 64, repeat: int = 3) -> list[dict[str, Any]]:
-    import ray
+    from actors.backends.ray.runtime import local_ray, store_spilled
 
     rows: list[dict[str, Any]] = []
-    ray.init(num_cpus=max(2, workers), object_store_memory=OBJECT_STORE,
-             include_dashboard=False, log_to_driver=False)
-    try:
+    with local_ray(max(2, workers), OBJECT_STORE):
         cases = [("eiger4m_sum", "2167x2070 uint16", eiger_settings(frames_4m), "pull",
                   [{"type": "sum"}, {"type": "total"}], batch_4m, 4),
                  ("moench_full_chain", "400x400 uint16", moench_settings(frames_moench), "sub",
@@ -105,9 +91,7 @@ def run(frames_4m: int = 600, frames_moench: int = 6000, workers: int = 2, batch
                 "lost": sum(r["lost"] for r in runs),
                 "dropped": sum(r["dropped"] for r in runs),
                 "peak_object_store_bytes": max(r["peak"] for r in runs),
-                "object_store_bytes": OBJECT_STORE, "spilled": _spilled()})
-    finally:
-        ray.shutdown()
+                "object_store_bytes": OBJECT_STORE, "spilled": store_spilled()})
     return rows
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from actors.core.chain import ReducerChain
 from actors.core.merger import BatchInfo, OrderedMerger
+from actors.core.status import Ledger
 from actors.reduce.base import OutputValue
 
 Outcome = Literal["finished", "aborted", "failed"]
@@ -20,7 +21,7 @@ class AcquisitionResult:
     acquisition: int
     outcome: Outcome
     outputs: dict[str, OutputValue]
-    ledger: dict[str, Any]
+    ledger: Ledger
     started: float
     finished: float
     file: str | None = None
@@ -40,23 +41,23 @@ class Acquisition:
     merger: OrderedMerger
     started: float = field(default_factory=time.time)
     expected_batches: int | None = None  # known once the ingest declares the end
-    ingest_ledger: dict[str, Any] = field(default_factory=dict)
+    ingest_ledger: Ledger | None = None
 
     @classmethod
     def begin(cls, acquisition: int, chain: ReducerChain,
-              carried: dict[str, Any] | None) -> Acquisition:
+              carried: dict[str, object] | None) -> Acquisition:
         return cls(acquisition, chain, OrderedMerger(chain, carried))
 
     def register(self, info: BatchInfo) -> None:
         self.merger.register(info)
 
     def skip(self, info: BatchInfo) -> None:
-        """A batch the ingest dropped (overflow) or gave up on: merged as empty."""
+        """A batch the ingest dropped (overflow): merged as empty, not counted."""
         self.merger.register(BatchInfo(info.index, info.first_frame, info.last_frame, 0,
                                        info.keys))
         self.merger.add(info.index, self.chain.empty())
 
-    def end(self, batches: int, ingest_ledger: dict[str, Any]) -> None:
+    def end(self, batches: int, ingest_ledger: Ledger) -> None:
         self.expected_batches = batches
         self.ingest_ledger = ingest_ledger
 
@@ -66,10 +67,13 @@ class Acquisition:
                 and self.merger.merged_through == self.expected_batches - 1
                 and self.merger.outstanding == 0)
 
+    def ledger(self) -> Ledger:
+        base = self.ingest_ledger or Ledger(self.acquisition)
+        return base.with_processed(self.merger.processed_frames,
+                                   self.merger.processed_batches)
+
     def result(self, outcome: Outcome = "finished", error: str | None = None
                ) -> AcquisitionResult:
         outputs = self.merger.outputs() if outcome != "aborted" else {}
-        ledger = {**self.ingest_ledger, "processed": self.merger.processed_frames,
-                  "processed_batches": self.merger.processed_batches}
-        return AcquisitionResult(self.acquisition, outcome, outputs, ledger, self.started,
-                                 time.time(), error=error)
+        return AcquisitionResult(self.acquisition, outcome, outputs, self.ledger(),
+                                 self.started, time.time(), error=error)

@@ -141,8 +141,10 @@ class BatchAssembler:
 
     def __init__(self, acquisition: int, geometry: Geometry, max_frames: int,
                  epochs: list[int | None] | None = None, channel: str | None = None,
-                 buffer_factory: BufferFactory | None = new_buffer) -> None:
+                 buffer_factory: BufferFactory | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.acquisition = acquisition
+        self.clock = clock
         self.geometry = geometry
         self.max_frames = max_frames
         self.channel = channel
@@ -159,7 +161,7 @@ class BatchAssembler:
     @property
     def age(self) -> float:
         """Seconds since the open batch received its first frame (0 if none is open)."""
-        return time.monotonic() - self._open.opened if self._open else 0.0
+        return self.clock() - self._open.opened if self._open else 0.0
 
     def payload_of(self, image: Image) -> Payload:
         if self.channel is None:
@@ -177,12 +179,12 @@ class BatchAssembler:
             closed = self.flush()
         payload = self.payload_of(image)
         if self._open is None:
-            self._open = _Open(encoding=payload.encoding, opened=time.monotonic())
+            self._open = _Open(encoding=payload.encoding, opened=self.clock())
         elif payload.encoding is not self._open.encoding:
             if closed is not None:  # pragma: no cover - a cut already closed the batch
                 raise AssertionError("two closed batches at once")
             closed = self.flush()
-            self._open = _Open(encoding=payload.encoding, opened=time.monotonic())
+            self._open = _Open(encoding=payload.encoding, opened=self.clock())
         self._cutter.add(image.frame)
         op = self._open
         k = len(op.frame_numbers)

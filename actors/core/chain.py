@@ -31,8 +31,8 @@ class Parameter:
     value: Any
     annotation: Any
     description: str
-    minimum: float | None = None
-    maximum: float | None = None
+    minimum: float | int | None = None  # an int setting keeps int bounds
+    maximum: float | int | None = None
 
 
 class ReducerChain:
@@ -77,34 +77,7 @@ class ReducerChain:
                 for r in self.reducers for s in r.outputs_spec()]
 
     def parameters(self) -> list[Parameter]:
-        counts = Counter(s for r in self.reducers for s in r.runtime_settings)
-        params = []
-        for r in self.reducers:
-            fields = type(r.settings).model_fields
-            for setting in sorted(r.runtime_settings):
-                info = fields[setting]
-                lo = hi = None
-                for meta in info.metadata:
-                    lo = getattr(meta, "ge", getattr(meta, "gt", lo))
-                    hi = getattr(meta, "le", getattr(meta, "lt", hi))
-                params.append(Parameter(
-                    setting if counts[setting] == 1 else f"{r.name}.{setting}", r.name,
-                    setting, getattr(r.settings, setting), info.annotation,
-                    info.description or "", lo, hi))
-        return params
-
-    def reconfigure(self, changes: Mapping[str, Any]) -> ReducerChain:
-        """A new chain with runtime parameters changed; unknown names are errors."""
-        by_public = {p.name: p for p in self.parameters()}
-        per_reducer: dict[str, dict[str, Any]] = {}
-        for name, value in changes.items():
-            param = by_public.get(name)
-            if param is None:
-                raise ReducerConfigError(
-                    f"unknown runtime parameter {name!r}; known: {', '.join(sorted(by_public))}")
-            per_reducer.setdefault(param.reducer, {})[param.setting] = value
-        return ReducerChain([r.reconfigure(**per_reducer[r.name]) if r.name in per_reducer
-                             else r for r in self.reducers])
+        return runtime_parameters(self.specs())
 
     # -- per batch (workers) --------------------------------------------------------------
     def state_needed(self, first_frame: int, last_frame: int) -> dict[str, tuple[int, ...]]:
@@ -148,33 +121,54 @@ class ReducerChain:
         return out
 
 
-def reconfigure_specs(specs: Sequence[Mapping[str, Any]], changes: Mapping[str, Any]
-                      ) -> tuple[dict[str, Any], ...]:
-    """Apply runtime parameter changes to reducer config entries (no geometry needed).
-
-    Names are ``setting`` (when exactly one reducer has that runtime setting) or
-    ``reducer.setting``; values are validated by the reducer's settings model.
-    """
+def runtime_parameters(specs: Sequence[Mapping[str, Any]]) -> list[Parameter]:
+    """The runtime parameters of a chain's config entries, with their current values (no
+    geometry needed). The one naming rule: the bare setting name when exactly one reducer has
+    that runtime setting, else ``reducer.setting``."""
     from actors.reduce.registry import reducer_class
 
     classes = [reducer_class(str(spec["type"])) for spec in specs]
-    names = [str(spec.get("name", spec["type"])) for spec in specs]
     counts = Counter(s for cls in classes for s in cls.runtime_settings)
+    params = []
+    for spec, cls in zip(specs, classes):
+        name = str(spec.get("name") or cls.default_name())
+        settings = cls.Settings.model_validate(
+            {k: v for k, v in spec.items() if k not in ("type", "name")})
+        fields = cls.Settings.model_fields
+        for setting in sorted(cls.runtime_settings):
+            info = fields[setting]
+            lo = hi = None
+            for meta in info.metadata:
+                lo = getattr(meta, "ge", getattr(meta, "gt", lo))
+                hi = getattr(meta, "le", getattr(meta, "lt", hi))
+            params.append(Parameter(
+                setting if counts[setting] == 1 else f"{name}.{setting}", name, setting,
+                getattr(settings, setting), info.annotation, info.description or "", lo, hi))
+    return params
+
+
+def reconfigure_specs(specs: Sequence[Mapping[str, Any]], changes: Mapping[str, Any]
+                      ) -> tuple[dict[str, Any], ...]:
+    """Config entries with runtime parameters changed (public names, see
+    :func:`runtime_parameters`); every value is validated by its reducer's settings model,
+    and all changes apply or none (:class:`ReducerConfigError` names the bad one)."""
+    from actors.reduce.registry import reducer_class
+
+    by_public = {p.name: p for p in runtime_parameters(specs)}
+    index = {str(spec.get("name") or reducer_class(str(spec["type"])).default_name()): i
+             for i, spec in enumerate(specs)}
     out = [dict(spec) for spec in specs]
     for key, value in changes.items():
-        reducer, _, setting = key.rpartition(".")
-        targets = [i for i, (cls, name) in enumerate(zip(classes, names))
-                   if setting in cls.runtime_settings and reducer in ("", name)]
-        if not targets or (not reducer and counts[setting] > 1):
-            known = sorted({s if counts[s] == 1 else f"{n}.{s}" for cls, n in zip(classes, names)
-                            for s in cls.runtime_settings})
+        param = by_public.get(key)
+        if param is None:
             raise ReducerConfigError(f"unknown runtime parameter {key!r}; known: "
-                                     f"{', '.join(known) or '(none)'}")
-        i = targets[0]
-        out[i][setting] = value
-        settings = {k: v for k, v in out[i].items() if k not in ("type", "name")}
+                                     f"{', '.join(sorted(by_public)) or '(none)'}")
+        i = index[param.reducer]
+        out[i][param.setting] = value
+        cls = reducer_class(str(out[i]["type"]))
         try:
-            classes[i].Settings.model_validate(settings)
+            cls.Settings.model_validate({k: v for k, v in out[i].items()
+                                         if k not in ("type", "name")})
         except ValidationError as exc:
             raise ReducerConfigError(f"parameter {key!r}: {_first_error(exc)}") from None
     return tuple(out)

@@ -1,7 +1,6 @@
 """In-order merging of batch partials and the pedestal-state hand-off (pure logic).
 
-The coordinator (Ray ResultsActor, or the local backend's results process) owns one
-:class:`OrderedMerger` per acquisition:
+The results stage (:mod:`actors.results`) owns one :class:`OrderedMerger` per acquisition:
 
 * :meth:`register` — every batch before it is merged (frame range and the state keys its
   reducers need); a batch that needs states is registered before it is dispatched;
@@ -45,16 +44,14 @@ class OrderedMerger:
         self._pending: dict[int, Partials] = {}
         self._cache: dict[str, dict[int, Any]] = {}
         self._advanced_to = -1
-        self._floor: dict[str, int] = {}  # smallest key the latest registered batch needs
+        self._merged_floor: dict[str, int] = {}  # smallest key the last merged batch needed
         self._refresh()
 
     def register(self, info: BatchInfo) -> None:
-        """A batch about to be dispatched (in any order: async callers may reorder)."""
+        """A batch about to be dispatched (in any order: concurrent callers may reorder)."""
         if info.index <= self.merged_through or info.index in self._info:
             raise ValueError(f"batch {info.index} registered twice")
         self._info[info.index] = info
-        for reducer, keys in info.keys.items():
-            self._floor[reducer] = min(keys)
         self._advance()
 
     def states_for(self, index: int) -> dict[str, dict[int, Any]] | None:
@@ -88,6 +85,8 @@ class OrderedMerger:
             # the prefix is this merger's own: reducers may add into it in place
             self.prefix = self.chain.merge_into(self.prefix, self._pending.pop(i))
             info = self._info.pop(i)
+            for reducer, keys in info.keys.items():
+                self._merged_floor[reducer] = min(keys)
             self.merged_through = i
             self.processed_frames += info.n
             self.processed_batches += 1
@@ -128,13 +127,18 @@ class OrderedMerger:
     def _refresh(self) -> None:
         for reducer, states in self.chain.published_states(self.prefix).items():
             self._cache.setdefault(reducer, {}).update(states)
-        # drop states no registered or future batch can need (needed keys never decrease
-        # with the batch index): keys below the smallest key of any unmerged batch, or of
-        # the latest registered batch
+        # drop states no registered or future batch can need. Needed keys never decrease
+        # with the batch index, so a batch not registered yet needs none below what the
+        # last merged batch needed; batches may register in any order, so while one before
+        # the latest registered is missing, only that bound is safe
+        top = max(self._info, default=self.merged_through)
+        contiguous = all(i in self._info for i in range(self.merged_through + 1, top + 1))
         for reducer, cache in self._cache.items():
             needed = [min(info.keys[reducer]) for info in self._info.values()
-                      if reducer in info.keys]
-            floor = min(needed) if needed else self._floor.get(reducer)
+                      if reducer in info.keys] if contiguous else []
+            if reducer in self._merged_floor:
+                needed.append(self._merged_floor[reducer])
+            floor = min(needed) if needed else None
             if floor is not None:
                 for k in [k for k in cache if k < floor]:
                     del cache[k]

@@ -35,7 +35,6 @@ from typing import Any
 import h5py
 import numpy as np
 
-from actors import __version__
 from actors.core.acquisition import AcquisitionResult
 from actors.output.errors import OutputWriteError, write_error
 from actors.output.ledger import write_ledger
@@ -44,6 +43,7 @@ from actors.output.nxdata import write_outputs
 from actors.output.space import close_trimmed, reserve
 from actors.output.tree import write_tree
 from actors.reduce.base import OutputSpec, Series
+from actors.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -164,7 +164,12 @@ class Reducer(ABC, Generic[SettingsT, PartialT]):
     def __init__(self, settings: SettingsT, geometry: Geometry, *, name: str | None = None):
         self.settings = settings
         self.geometry = geometry
-        self.name = name or self.type_name or type(self).__name__.lower()
+        self.name = name or self.default_name()
+
+    @classmethod
+    def default_name(cls) -> str:
+        """The name of a reducer whose config entry gives none."""
+        return cls.type_name or cls.__name__.lower()
 
     # -- construction -------------------------------------------------------------------
     @classmethod

@@ -86,8 +86,8 @@ class ParameterAttr:
     parameter: str
     type: ParamType
     value: Any
-    minimum: float | None = None
-    maximum: float | None = None
+    minimum: float | int | None = None  # an int attribute has int limits (Tango's rule)
+    maximum: float | int | None = None
     unit: str = ""
     description: str = ""
 
@@ -209,7 +209,9 @@ def _parameter_attr(p: Parameter, unit: str) -> ParameterAttr:
     kind = _param_type(p.annotation)
     lo, hi = (p.minimum, p.maximum) if kind in ("int", "float", "optional_float") else (None,
                                                                                           None)
-    return ParameterAttr(tango_name(p.name), p.name, kind, p.value, _num(lo), _num(hi),
+    cast: type[int] | type[float] = int if kind == "int" else float
+    return ParameterAttr(tango_name(p.name), p.name, kind, p.value, _num(lo, cast),
+                         _num(hi, cast),
                          unit or KNOWN_UNITS.get(p.setting, ""), p.description)
 
 
@@ -228,5 +230,5 @@ def _param_type(annotation: Any) -> ParamType:
     return "json"
 
 
-def _num(value: Any) -> float | None:
-    return None if value is None else float(value)
+def _num(value: Any, cast: type[int] | type[float]) -> float | int | None:
+    return None if value is None else cast(value)

@@ -23,7 +23,8 @@ import numpy as np
 from tango import AttrQuality, AttrWriteType, DevFailed, DevState, Except, GreenMode
 from tango.server import Device, attribute, command, device_property
 
-from actors.tango.control import OutputControl, PipelineStatus, Snapshot, StopTimeout
+from actors.core.api import StopTimeout
+from actors.core.status import Snapshot, Status
 from actors.tango.declare import OutputAttr, ParameterAttr
 from actors.tango.live import LivePublisher
 from actors.tango.session import Session
@@ -34,7 +35,7 @@ CLASS_NAME = "Rayline"
 ABORT_TIMEOUT = 10.0
 CLAIM_TIMEOUT = 2.0  # how long a command waits for a start in progress
 
-#: counter attribute -> PipelineStatus field
+#: counter attribute -> Status field
 COUNTERS = {"received_frames": "received", "processed_frames": "processed",
             "dropped_frames": "dropped", "lost_frames": "lost", "rejected_frames": "rejected",
             "frame_rate": "frame_rate", "processing_rate": "processing_rate",
@@ -134,11 +135,12 @@ class RaylineDevice(Device):  # type: ignore[misc]
     # -- lifecycle ----------------------------------------------------------------------------
     async def init_device(self) -> None:
         await super().init_device()
-        self._status: PipelineStatus | None = None
+        self._status: Status | None = None
         self._snapshot: Snapshot | None = None
         self._failure: str | None = None
         self._shown: tuple[Any, str] | None = None
         self._pushed: dict[str, Any] = {}
+        self._setup_version: int | None = None
         self._archived: dict[str, Any] = {}
         self._next_archive = 0.0
         self._sequence = 0
@@ -207,8 +209,7 @@ class RaylineDevice(Device):  # type: ignore[misc]
             if status.running:
                 refuse(f"acquisition {status.acquisition} is running: stop_receiver or "
                        "abort_receiver it first", origin)
-            if isinstance(s.control, OutputControl):
-                await s.control.set_output(s.filename, s.filepath, s.file_index)
+            await s.control.set_output(s.filename, s.filepath, s.file_index)
             n = await s.control.start()
             s.file_indices[n] = s.file_index
             s.fault = None
@@ -308,7 +309,7 @@ class RaylineDevice(Device):  # type: ignore[misc]
     async def write_parameter(self, param: ParameterAttr, value: Any) -> None:
         try:
             pipeline_value = param.from_tango(value)
-            if _same(pipeline_value, self.session.params[param.attr]):
+            if _same(pipeline_value, self._parameter_value(param)):
                 return  # e.g. Init re-applying memorized values: nothing changes
             await self.session.control.set(param.parameter, pipeline_value)
         except (ValueError, TypeError) as exc:
@@ -318,8 +319,10 @@ class RaylineDevice(Device):  # type: ignore[misc]
             refuse(f"{param.attr}: the pipeline did not take the value: "
                    f"{type(exc).__name__}: {exc}", f"write {param.attr}",
                    "Rayline_CommandFailed")
-        self.session.params[param.attr] = pipeline_value
-        self.push(param.attr, param.to_tango(pipeline_value))
+        try:  # read back what the pipeline now holds (and push it)
+            await self._live.poll_status()
+        except Exception as exc:  # the live task reports an unreachable pipeline
+            logger.warning("status after writing %s failed: %s", param.attr, exc)
 
     async def write_file_setting(self, name: str, value: Any) -> None:
         if self.session.unchanged(name, value):
@@ -353,10 +356,17 @@ class RaylineDevice(Device):  # type: ignore[misc]
         return value, snap.time if snap is not None else time.time(), _VALID
 
     def parameter(self, param: ParameterAttr) -> Any:
-        return param.to_tango(self.session.params[param.attr])
+        return param.to_tango(self._parameter_value(param))
+
+    def _parameter_value(self, param: ParameterAttr) -> Any:
+        """The pipeline's current value (its status), else the configured one."""
+        st = self._status
+        if st is not None and param.parameter in st.parameters:
+            return st.parameters[param.parameter]
+        return param.value
 
     # -- what the live publisher hands over (Sink) -------------------------------------------
-    def on_status(self, status: PipelineStatus) -> None:
+    def on_status(self, status: Status) -> None:
         prev = self._status
         self._status = status
         self._failure = None
@@ -365,6 +375,8 @@ class RaylineDevice(Device):  # type: ignore[misc]
             self.session.acquisition_ended(prev.acquisition)
         changed_state = self._update_state()
         self._push_counters(status, changed_state)
+        if status.setup_version != self._setup_version:
+            self._push_parameters(status)
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
@@ -391,7 +403,18 @@ class RaylineDevice(Device):  # type: ignore[misc]
         except DevFailed as exc:
             logger.warning("cannot push %s: %s", name, exc.args[0].desc)
 
-    def _push_counters(self, status: PipelineStatus, archive_now: bool) -> None:
+    def _push_parameters(self, status: Status) -> None:
+        """The parameters moved (a new setup version, whoever changed them): push them."""
+        self._setup_version = status.setup_version
+        for param in self.session.declarations.parameters:
+            if param.parameter not in status.parameters:
+                continue
+            value = param.to_tango(status.parameters[param.parameter])
+            if param.attr not in self._pushed or not _same(value, self._pushed[param.attr]):
+                self.push(param.attr, value)
+                self._pushed[param.attr] = value
+
+    def _push_counters(self, status: Status, archive_now: bool) -> None:
         now = time.time()
         archive = archive_now or now >= self._next_archive
         for name, field in COUNTERS.items():

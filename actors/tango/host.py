@@ -20,8 +20,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from actors.config import PipelineConfig
+from actors.core.api import Control
 from actors.tango.address import SERVER_NAME
-from actors.tango.control import Control
 from actors.tango.server import run_server
 
 logger = logging.getLogger(__name__)
@@ -114,18 +114,14 @@ class ServerThread:
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise TimeoutError(f"the Tango server thread did not end within {timeout:g} s")
-        close = getattr(self.control, "close", None)
-        if close is not None:
-            close()
+        self.control.close()
 
 
-def start_tango_thread(config: PipelineConfig, pipeline: Any,
+def start_tango_thread(config: PipelineConfig, control: Control,
                        timeout: float = START_TIMEOUT) -> ServerThread:
-    """The device of ``pipeline`` (the synchronous ``RayPipeline`` API, e.g. the local
-    backend's) in a thread of this process; ``.address``, ``.alive``, ``.stop()``."""
-    from actors.tango.pipeline_control import PipelineControl
-
-    server = ServerThread(config, PipelineControl(pipeline, config))
+    """The device of a pipeline (its ``control()``) in a thread of this process;
+    ``.address``, ``.alive``, ``.stop()``."""
+    server = ServerThread(config, control)
     server.start(timeout)
     return server
 
@@ -158,9 +154,8 @@ def _child(config: PipelineConfig, factory: ControlFactory, conn: Connection,
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         raise
     finally:
-        close = getattr(control, "close", None)
-        if close is not None:
-            close()
+        if control is not None:
+            control.close()
         conn.close()
 
 

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from actors.tango.control import Control, PipelineStatus, Snapshot
+from actors.core.api import Control
+from actors.core.status import Snapshot, Status
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ Key = tuple[int | None, int, bool]
 class Sink(Protocol):
     """What the device does with what the publisher fetched (all on the device loop)."""
 
-    def on_status(self, status: PipelineStatus) -> None: ...
+    def on_status(self, status: Status) -> None: ...
 
     def on_snapshot(self, snapshot: Snapshot) -> None: ...
 
@@ -70,7 +71,7 @@ class LivePublisher:
         """Poll now instead of at the next period (after a command)."""
         self._wake.set()
 
-    async def poll_status(self) -> PipelineStatus:
+    async def poll_status(self) -> Status:
         status = await self.control.status()
         self._status_acquisition = status.acquisition
         self.sink.on_status(status)
@@ -87,7 +88,7 @@ class LivePublisher:
             self.sink.on_snapshot(snap)
             return snap
 
-    def due(self, status: PipelineStatus, now: float) -> bool:
+    def due(self, status: Status, now: float) -> bool:
         """Whether the outputs should be fetched after this status: while running when they
         changed (at most every ``live_period``), once it has ended (until the results say
         they are final), and for an acquisition that ended between two polls."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.config import PipelineConfig
+from actors.core.api import Control
 from actors.output.naming import (
     index_pattern,
     next_file_index,
@@ -20,7 +21,6 @@ from actors.output.naming import (
     validate_filename,
     validate_index,
 )
-from actors.tango.control import Control
 from actors.tango.declare import Declarations, declare
 
 #: the device's own attribute and command names (generated names must not clash)
@@ -41,7 +41,6 @@ class Session:
     config: PipelineConfig
     control: Control
     declarations: Declarations
-    params: dict[str, Any]  # Tango attribute name -> current (pipeline) value
     filename: str
     filepath: str
     file_index: int
@@ -61,7 +60,7 @@ class Session:
                        geometry_known=config.source.geometry is not None,
                        series_length=series_length, specs=config.reducers, reserved=RESERVED)
         out = config.output
-        return cls(config, control, decl, {p.attr: p.value for p in decl.parameters},
+        return cls(config, control, decl,
                    out.filename, out.directory, next_file_index(out.directory, out.filename),
                    config.live_period, config.acquisition_timeout)
 

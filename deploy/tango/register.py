@@ -7,7 +7,7 @@
 registers server ``Rayline/INSTANCE`` (admin device ``dserver/Rayline/INSTANCE``) with one
 device of class ``Rayline``, and stores the device properties (``config_file`` for
 ``--config``). Then start it by instance name:
-``TANGO_HOST=... python -m actors.tango.server INSTANCE --database``. Registering again
+``TANGO_HOST=... python -m actors.app.tango_server INSTANCE --database``. Registering again
 updates the properties; ``--remove`` deletes the server and its devices.
 """
 

@@ -33,7 +33,7 @@ SCENE = {"rows": 48, "cols": 64, "photons": 6.0, "pump_photons": 6.0, "spot": (2
 #: the child: python -c SCRIPT scenario endpoint frames
 SCRIPT = textwrap.dedent("""
     import json, os, signal, sys, time
-    from actors.local.pipeline import LocalPipeline
+    from actors.backends.local.pipeline import LocalPipeline
 
     scenario, endpoint, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     cfg = {"backend": "local", "source": {"endpoint": endpoint, "protocol": "sls"},

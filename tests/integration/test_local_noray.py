@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent("""
 
     import numpy as np
     import actors
-    from actors.local import LocalPipeline
+    from actors.backends.local import LocalPipeline
     from actors.sim.simulator import Simulator, SimulatorSettings
 
     mode = sys.argv[1]

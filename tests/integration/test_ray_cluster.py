@@ -8,17 +8,11 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from actors.pipeline.driver import RayPipeline
+from actors.backends.ray.driver import RayPipeline
 from actors.sim.simulator import Simulator, SimulatorSettings
 from actors.wire.model import Protocol
 from tests.conftest import SenderThread
-from tests.integration.test_ray_pipeline import (
-    MOENCH,
-    SCENE,
-    assert_outputs_equal,
-    config,
-    moench_run,
-)
+from tests.helpers import MOENCH, SCENE, assert_outputs_equal, moench_run, pipeline_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -41,7 +35,7 @@ def two_nodes() -> Iterator[Cluster]:
 def test_two_node_cluster_spreads_workers_and_matches_reference(
         two_nodes: Cluster, sender_threads: Callable[..., SenderThread]) -> None:
     n = 80
-    cfg = config("tcp://127.0.0.1:0", Protocol.SLS, [MOENCH], workers=2)
+    cfg = pipeline_config("tcp://127.0.0.1:0", Protocol.SLS, [MOENCH], workers=2)
     cfg["ray"] = {"address": two_nodes.address, "worker_cpus": 1, "placement": "spread"}
     with Simulator(SimulatorSettings(frames=n, lossless=True, seed=8, scene=SCENE)) as sim:
         cfg["source"]["endpoint"] = sim.endpoint

@@ -18,7 +18,8 @@ import yaml
 
 from actors.tango.address import free_port
 from deploy.tango.register import register, unregister
-from tests.tango_helpers import ProcessOutput, read, stop_process, wait_until
+from tests.helpers import wait_until
+from tests.tango_helpers import ProcessOutput, read, stop_process
 
 pytestmark = [pytest.mark.tango, pytest.mark.ray, pytest.mark.slow,
               pytest.mark.timeout(300, method="thread")]
@@ -66,9 +67,9 @@ def _answers(host: str, port: int) -> bool:
 
 
 def start_server(tango_host: str) -> tuple[subprocess.Popen[str], ProcessOutput, str]:
-    """``python -m actors.tango.server ci --database``, as Astor would start it."""
+    """``python -m actors.app.tango_server ci --database``, as Astor would start it."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.tango.server", INSTANCE, "--database"],
+        [sys.executable, "-m", "actors.app.tango_server", INSTANCE, "--database"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "TANGO_HOST": tango_host})
     out = ProcessOutput(proc, "rayline")

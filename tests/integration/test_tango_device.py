@@ -15,6 +15,7 @@ import tango.asyncio
 
 from actors.config import parse_config
 from actors.tango.host import ServerProcess
+from tests.helpers import wait_until
 from tests.tango_helpers import (
     SMALL,
     Events,
@@ -23,7 +24,6 @@ from tests.tango_helpers import (
     fake_control,
     read,
     slow_stop_control,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.tango, pytest.mark.slow, pytest.mark.timeout(180, method="thread")]

@@ -19,13 +19,14 @@ import pytest
 import ray
 import tango
 
+from actors.backends.ray.driver import RayPipeline
+from actors.backends.ray.tango import start_tango_actor
 from actors.config import parse_config
-from actors.pipeline.driver import RayPipeline
 from actors.sim.simulator import Simulator, SimulatorSettings
-from actors.tango.actor import start_tango_actor
 from actors.wire.model import Protocol
 from tests.conftest import SenderThread
-from tests.tango_helpers import Events, Subscriptions, read, wait_until
+from tests.helpers import wait_until
+from tests.tango_helpers import Events, Subscriptions, read
 
 pytestmark = [
     pytest.mark.tango, pytest.mark.ray, pytest.mark.slow,

@@ -16,13 +16,14 @@ import ray
 import tango
 import tango.asyncio
 
+from actors.backends.ray.driver import RayPipeline
+from actors.backends.ray.tango import TangoDevice, start_tango_actor
 from actors.config import parse_config
-from actors.pipeline.driver import RayPipeline
 from actors.sim.simulator import Simulator, SimulatorSettings
-from actors.tango.actor import TangoDevice, start_tango_actor
 from tests.conftest import SenderThread
+from tests.helpers import wait_until
 from tests.reference.moench_sequential import run_moench_reference
-from tests.tango_helpers import Events, Subscriptions, read, wait_until
+from tests.tango_helpers import Events, Subscriptions, read
 
 pytestmark = [pytest.mark.tango, pytest.mark.ray, pytest.mark.slow,
               pytest.mark.timeout(300, method="thread")]

@@ -1,0 +1,398 @@
+"""The driver's coordinator thread: the local backend's transport between the ingest
+process, the worker processes and the results stage.
+
+Transport only: the shared :class:`~actors.dispatch.dispatcher.Dispatcher` decides which
+worker gets which batch, resends a dead worker's batches and gives up failed ones; the
+shared :class:`~actors.results.stage.ResultsStage` merges. Here the ingest's actions arrive
+over its connection (a handed-on batch as a slot descriptor), tasks go to the workers over
+theirs, partials come back (through each worker's result block), slots go back to the ingest
+(:class:`~actors.backends.local.messages.Free`) once their batch has left, and dead worker
+processes are replaced. The thread waits on every connection and process sentinel at once
+and never blocks on a send (each connection has an :class:`Outbox`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import SpawnProcess
+from typing import Any
+
+from actors.backends.local import processes
+from actors.backends.local.channel import Calls, Outbox
+from actors.backends.local.messages import (
+    Call,
+    Closed,
+    Detach,
+    Done,
+    Failed,
+    Fault,
+    Finished,
+    Free,
+    Ready,
+    Reply,
+    ResultBlock,
+    ResultFree,
+    SetupKey,
+    SetupMsg,
+    SlotBatch,
+    Stop,
+    Task,
+)
+from actors.backends.local.shm import Attachments, RingSpec, SlotManager
+from actors.backends.local.worker import worker_main
+from actors.core.setup import ChainSetup
+from actors.core.status import DispatchCounts
+from actors.dispatch.dispatcher import Dispatcher, GiveUp, Job
+from actors.ingest.core import Aborted, Announce, Begin, End, Skip
+from actors.results.stage import ResultsStage
+
+logger = logging.getLogger(__name__)
+
+#: batches sent to one worker at a time (one running, one queued so it never idles)
+PER_WORKER = 2
+#: a worker slot that dies this many times in a row before becoming ready is not restarted
+MAX_STARTUP_FAILURES = 3
+
+
+@dataclass
+class WorkerHandle:
+    index: int
+    process: SpawnProcess
+    conn: Connection
+    outbox: Outbox
+    ready: bool = False
+    pid: int | None = None
+    setups: set[SetupKey] = field(default_factory=set)
+    result: tuple[str, int] | None = None  # its result block (name, size)
+
+
+@dataclass
+class IngestHandle:
+    process: SpawnProcess
+    conn: Connection
+    outbox: Outbox
+    calls: Calls = field(default_factory=Calls)
+    ready: threading.Event = field(default_factory=threading.Event)
+    fault: str | None = None
+
+
+def start_worker(index: int, log_level: int) -> WorkerHandle:
+    parent, child = processes.context().Pipe(duplex=True)
+    process = processes.start(worker_main, (index, child, log_level), f"rayline-worker-{index}")
+    child.close()  # only the worker holds its end: its death is an EOF here
+    return WorkerHandle(index, process, parent, Outbox(parent, f"worker {index}"))
+
+
+class Coordinator:
+    """Owns the processes' connections and the dispatch state; runs in one thread."""
+
+    def __init__(self, results: ResultsStage, ingest: IngestHandle, workers: list[WorkerHandle],
+                 slots: SlotManager, log_level: int) -> None:
+        self.results = results
+        self.ingest = ingest
+        self.workers = {w.index: w for w in workers}
+        self.slots = slots
+        self.log_level = log_level
+        self.dispatcher: Dispatcher[SlotBatch] = Dispatcher(len(workers), per_worker=PER_WORKER)
+        self.setups: dict[SetupKey, ChainSetup] = {}
+        self.ring: RingSpec | None = None
+        self.generation = 0
+        self.startup_failures: Counter[int] = Counter()
+        self.restarts = 0
+        self.fault: str | None = None
+        self.ingest_alive = True
+        self.result_blocks = Attachments()  # the workers' result blocks, mapped here
+        self.closing = False  # set by the pipeline before it asks the processes to exit
+        self.lock = threading.Condition()  # the dispatch state, for API threads
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, name="rayline-coordinator",
+                                        daemon=True)
+
+    # -- thread ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        os.write(self._wake_w, b"x")
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning("coordinator thread did not stop within %.0f s", timeout)
+            return
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            watched: list[Any] = [self._wake_r]
+            if self.ingest_alive:
+                watched += [self.ingest.conn, self.ingest.process.sentinel]
+            for w in self.workers.values():
+                watched += [w.conn, w.process.sentinel]
+            ready = wait(watched, timeout=1.0)
+            if self._stop.is_set():
+                return
+            if self._wake_r in ready:
+                os.read(self._wake_r, 4096)
+            try:
+                with self.lock:
+                    self._step()
+                    self.lock.notify_all()
+            except Exception:  # a bug here must not leave the pipeline silently stuck
+                logger.exception("coordinator step failed")
+                self.fault = "coordinator error (see log)"
+
+    def _step(self) -> None:
+        """Read every complete message, then handle exits, then dispatch and finish."""
+        if self.ingest_alive:
+            self._drain(self.ingest.conn, self._on_ingest)
+        for w in list(self.workers.values()):
+            self._drain(w.conn, partial(self._on_worker, w))
+        if self.ingest_alive and not self.ingest.process.is_alive():
+            self._ingest_lost()
+        for w in list(self.workers.values()):
+            if not w.process.is_alive():
+                self._worker_died(w)
+        self._dispatch()
+
+    @staticmethod
+    def _drain(conn: Connection, handle: Callable[[Any], None]) -> None:
+        """Handle every message already there; a broken connection is left to the exit
+        check (its process is dead or dying)."""
+        try:
+            while not conn.closed and conn.poll():
+                handle(conn.recv())
+        except (EOFError, OSError):
+            pass
+
+    # -- the ingest ------------------------------------------------------------------------------
+    def _ingest_lost(self) -> None:
+        ing = self.ingest
+        self.ingest_alive = False
+        ing.fault = ing.fault or f"ingest process exited with code {ing.process.exitcode}"
+        if not self.closing:
+            logger.error("%s", ing.fault)
+        ing.calls.fail_all(RuntimeError(ing.fault))
+        ing.ready.set()
+
+    def _on_ingest(self, msg: object) -> None:
+        if isinstance(msg, Closed):
+            self._on_closed(msg.batch)
+        elif isinstance(msg, Reply):
+            self.ingest.calls.resolve(msg)
+        elif isinstance(msg, Begin | Announce):
+            if isinstance(msg, Begin):
+                self._forget_setups(msg.setup.acquisition)
+                self.results.begin(msg.setup)
+            else:
+                self.results.reconfigure(msg.setup)
+            self._add_setup(msg.setup)
+        elif isinstance(msg, Skip):
+            self.results.skip(msg.acquisition, msg.info)
+        elif isinstance(msg, End):
+            self.dispatcher.end(msg.acquisition, msg.batches, msg.ledger)
+        elif isinstance(msg, Aborted):
+            released, ledger = self.dispatcher.abort(msg.acquisition, msg.ledger)
+            for job in released:
+                self._free(job)
+            self.results.abort(msg.acquisition, ledger)
+        elif isinstance(msg, Call):
+            self._answer_ingest(msg)
+        elif isinstance(msg, Ready):
+            self.ingest.ready.set()
+        elif isinstance(msg, Fault):
+            self.ingest.fault = msg.error
+            self.ingest.ready.set()
+        else:
+            logger.error("coordinator: unexpected message from the ingest: %r", msg)
+
+    def _answer_ingest(self, call: Call) -> None:
+        try:
+            if call.method != "ring":
+                raise ValueError(f"unknown call {call.method!r}")
+            value: Any = self._new_ring(*call.args)
+        except Exception as exc:
+            self.ingest.outbox.send(Reply(call.id, False, exc))
+        else:
+            self.ingest.outbox.send(Reply(call.id, True, value))
+
+    def _new_ring(self, slot_bytes: int, nslots: int, old: int | None) -> RingSpec:
+        """A ring of ``nslots`` blocks of ``slot_bytes``; the ingest no longer uses the old
+        one (it asks only when every slot of it is back)."""
+        if self.ring is not None:
+            for w in self.workers.values():
+                w.outbox.send(Detach(self.ring.names))
+            for name in self.ring.names:
+                self.slots.release(name)
+        self.generation += 1
+        names: list[str] = []
+        try:
+            for _ in range(nslots):
+                names.append(self.slots.create(slot_bytes))
+        except Exception:
+            for name in names:
+                self.slots.release(name)
+            self.ring = None
+            raise
+        self.ring = RingSpec(self.generation, tuple(names), slot_bytes)
+        return self.ring
+
+    def _add_setup(self, setup: ChainSetup) -> None:
+        key = (setup.acquisition, setup.version)
+        self.setups[key] = setup
+        for w in self.workers.values():  # workers build the chain before the first batch
+            w.outbox.send(SetupMsg(setup))
+            w.setups.add(key)
+
+    def _forget_setups(self, acquisition: int) -> None:
+        busy = {acquisition} | {k[0] for k in (*self.dispatcher.waiting,
+                                               *self.dispatcher.inflight)}
+        self.setups = {k: v for k, v in self.setups.items() if k[0] in busy}
+
+    def _on_closed(self, batch: SlotBatch) -> None:
+        job = Job(batch.acquisition, batch.info, batch, needs_states=bool(batch.info.keys))
+        if not self.results.register(batch.acquisition, batch.info):
+            self._free(job)  # aborted meanwhile
+            return
+        self.dispatcher.add(job)
+
+    # -- workers ----------------------------------------------------------------------------------
+    def _on_worker(self, w: WorkerHandle, msg: object) -> None:
+        if isinstance(msg, Done):
+            partial = self._unpack(w, msg)
+            job = self.dispatcher.done((msg.acquisition, msg.index))
+            if job is not None:
+                self._free(job)
+                if not job.aborted:
+                    self.results.merge(job.acquisition, job.info, partial)
+        elif isinstance(msg, Failed):
+            out = self.dispatcher.failed((msg.acquisition, msg.index), msg.error)
+            if out is not None:
+                self._settle(out)
+        elif isinstance(msg, Ready):
+            w.ready, w.pid = True, msg.pid
+            self.startup_failures[w.index] = 0
+            self.dispatcher.worker_up(w.index)
+        else:
+            logger.error("coordinator: unexpected message from worker %d: %r", w.index, msg)
+
+    def _unpack(self, w: WorkerHandle, msg: Done) -> Any:
+        """The partial of a Done: copied out of the worker's result block (which is then
+        free again), or from the message. Grows the block when a partial did not fit."""
+        if msg.block is not None and msg.meta is not None:
+            buf = self.result_blocks.get(msg.block).buf
+            assert buf is not None
+            copies = [bytearray(buf[offset:offset + size]) for offset, size in msg.layout]
+            del buf
+            partial = pickle.loads(msg.meta, buffers=copies)
+            w.outbox.send(ResultFree())
+        elif msg.meta is not None:
+            partial = pickle.loads(msg.meta)
+        else:
+            partial = msg.partial
+        if msg.want > 0 and not self.closing:
+            self._release_result(w)
+            size = msg.want + msg.want // 4 + (1 << 20)
+            name = self.slots.create(size)
+            w.result = (name, size)
+            w.outbox.send(ResultBlock(name, size))
+        return partial
+
+    def _release_result(self, w: WorkerHandle) -> None:
+        if w.result is not None:
+            name, w.result = w.result[0], None
+            self.result_blocks.close([name])
+            self.slots.release(name)
+
+    def _worker_died(self, w: WorkerHandle) -> None:
+        self._drain(w.conn, partial(self._on_worker, w))  # what it sent before dying
+        code = processes.stop(w.process, 0.1)
+        self._release_result(w)
+        del self.workers[w.index]
+        w.outbox.close(timeout=1.0)
+        if not w.conn.closed:
+            w.conn.close()
+        if self._stop.is_set() or self.closing:
+            return
+        lost = self.dispatcher.worker_lost(w.index, f"worker process {w.pid} died (exit code "
+                                           f"{code})", restarting=False)
+        logger.warning("worker %d (pid %s) died (exit code %s); its batches go again",
+                       w.index, w.pid, code)
+        for out in lost:
+            self._settle(out)
+        if not w.ready:
+            self.startup_failures[w.index] += 1
+        if self.startup_failures[w.index] >= MAX_STARTUP_FAILURES:
+            self.fault = f"worker {w.index} died {MAX_STARTUP_FAILURES} times while starting"
+            logger.error("%s: not restarting it", self.fault)
+            return
+        self.restarts += 1
+        self.workers[w.index] = start_worker(w.index, self.log_level)
+
+    # -- dispatching -------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        for job in self.dispatcher.needing_states():
+            states = self.results.states_now(job.acquisition, job.info.index)
+            if states is not None:
+                self.dispatcher.ready(job.key, states)
+        for send in self.dispatcher.dispatch():
+            job, w = send.job, self.workers[send.worker]
+            key = (job.acquisition, job.payload.setup_version)
+            if key not in w.setups:  # a restarted worker
+                w.outbox.send(SetupMsg(self.setups[key]))
+                w.setups.add(key)
+            w.outbox.send(Task(job.payload, job.states, job.attempts))
+        for ended in self.dispatcher.ended():
+            self.ingest.outbox.send(Finished(ended.acquisition))  # idle before the result
+            self.results.end(ended.acquisition, ended.batches, ended.ledger)
+
+    def _settle(self, out: GiveUp[SlotBatch] | Job[SlotBatch]) -> None:
+        """A job that leaves without a merge: given up (merged as empty) or aborted."""
+        if isinstance(out, GiveUp):
+            logger.error("batch %d of acquisition %d (frames %d..%d) given up: %s",
+                         out.job.info.index, out.job.acquisition, out.job.info.first_frame,
+                         out.job.info.last_frame, out.error)
+            self.results.give_up(out.job.acquisition, out.job.info)
+            out = out.job
+        self._free(out)
+
+    def _free(self, job: Job[SlotBatch]) -> None:
+        b = job.payload
+        self.ingest.outbox.send(Free(b.generation, b.slot, b.acquisition, b.index))
+
+    # -- queries (API threads) -------------------------------------------------------------------
+    def counts(self, acquisition: int | None) -> DispatchCounts:
+        with self.lock:
+            return self.dispatcher.counts(acquisition)
+
+    def ready(self, timeout: float) -> bool:
+        """Wait until every worker has started (False: timeout or a worker cannot start)."""
+        with self.lock:
+            return self.lock.wait_for(
+                lambda: self.fault is not None or all(w.ready for w in self.workers.values()),
+                timeout) and self.fault is None
+
+    def worker_pids(self) -> list[int]:
+        with self.lock:
+            return [w.process.pid for _, w in sorted(self.workers.items())
+                    if w.process.pid is not None]
+
+    def shutdown_workers(self, timeout: float) -> None:
+        for w in self.workers.values():
+            w.outbox.send(Stop())
+        for w in self.workers.values():
+            processes.stop(w.process, timeout)
+            w.outbox.close(timeout=1.0)
+            if not w.conn.closed:
+                w.conn.close()
+        self.workers = {}
+        self.result_blocks.close()  # the manager unlinks the blocks at shutdown

@@ -1,0 +1,217 @@
+"""The local backend's ingest process: the shared ingest stage, with each batch copied once
+into a shared-memory slot and handed to the driver.
+
+Transport only: :class:`~actors.ingest.stage.IngestStage` decides batches, room and ledger.
+A handed-on batch's pixels (or compressed payloads) are copied from the ZMQ frames into a
+free slot of the ring, and its descriptor (:class:`~actors.backends.local.messages.
+SlotBatch`) goes to the driver; every other action of the stage goes to the driver as it is.
+The driver answers :class:`~actors.backends.local.messages.Free` when a batch has left the
+pipeline (its slot and its room are back) and :class:`~actors.backends.local.messages.
+Finished` when an acquisition has settled. Commands arrive as calls on the same connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from actors.backends.local.messages import (
+    Call,
+    Closed,
+    Fault,
+    Finished,
+    Free,
+    Ready,
+    Reply,
+    SlotBatch,
+)
+from actors.backends.local.shm import RingSpec, ignore_sigint
+from actors.backends.local.slots import IngestSlots
+from actors.config import PipelineConfig
+from actors.ingest.core import Action, HandOn
+from actors.ingest.stage import IngestStage
+from actors.wire.model import Encoding
+
+logger = logging.getLogger(__name__)
+
+#: how long the ingest waits for the driver to answer one of its own calls (a new ring)
+CALL_TIMEOUT = 60.0
+
+
+class DriverLink:
+    """The ingest's end of its connection to the driver (on the ingest's event loop)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.closed = asyncio.Event()
+        self._ids = 0
+        self._calls: dict[int, asyncio.Future[Any]] = {}
+        self.on_message: Callable[[object], None] = lambda msg: None
+
+    def start(self) -> None:
+        asyncio.get_running_loop().add_reader(self.conn.fileno(), self._readable)
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self.conn.fileno())
+
+    def send(self, msg: object) -> None:
+        """Blocking send (messages to the driver are small; the driver always reads)."""
+        try:
+            self.conn.send(msg)
+        except (OSError, EOFError):
+            self.closed.set()
+
+    async def call(self, method: str, *args: Any) -> Any:
+        self._ids += 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls[self._ids] = future
+        self.send(Call(self._ids, method, args))
+        try:
+            return await asyncio.wait_for(future, CALL_TIMEOUT)
+        finally:
+            self._calls.pop(self._ids, None)
+
+    def _readable(self) -> None:
+        try:
+            while self.conn.poll():
+                msg = self.conn.recv()
+                if isinstance(msg, Reply):
+                    future = self._calls.pop(msg.id, None)
+                    if future is not None and not future.done():
+                        if msg.ok:
+                            future.set_result(msg.value)
+                        else:
+                            future.set_exception(msg.value)
+                else:
+                    self.on_message(msg)
+        except (EOFError, OSError):  # the driver is gone
+            self.stop()
+            self.closed.set()
+
+
+class SlotTransport:
+    """The ingest stage's transport in the ingest process (see the module doc)."""
+
+    def __init__(self, link: DriverLink, config: PipelineConfig) -> None:
+        self.link = link
+        self.slots = IngestSlots()
+        self.nslots = config.max_inflight
+        self.max_frames = config.batch.max_frames
+
+    async def send(self, actions: list[Action]) -> None:
+        for action in actions:
+            self.link.send(Closed(await self._store(action)) if isinstance(action, HandOn)
+                           else action)
+
+    async def _store(self, action: HandOn) -> SlotBatch:
+        """Copy a batch into a free slot (the one copy of its pixels)."""
+        batch, g = action.batch, action.batch.geometry
+        await self._ensure_ring(self.max_frames * g.nbytes)
+        slot = await self.slots.take()
+        assert self.slots.spec is not None
+        offsets = inline = None
+        if batch.encoding is Encoding.RAW:
+            out = self.slots.frames(slot, g, batch.n)
+            frames = batch.views if batch.views is not None else batch.pixels
+            assert frames is not None
+            for i, frame in enumerate(frames):
+                out[i] = frame
+        else:  # compressed: the payloads, back to back (inline when they do not fit)
+            assert batch.blobs is not None
+            offsets = batch.offsets
+            if batch.nbytes <= self.slots.spec.slot_bytes:
+                self.slots.bytes_of(slot)[:batch.nbytes] = batch.blobs
+            else:
+                inline = batch.blobs
+        return SlotBatch(batch.acquisition, batch.index, self.slots.spec.generation, slot,
+                         self.slots.spec.names[slot], batch.frame_numbers, g, batch.encoding,
+                         batch.nbytes, action.setup_version, action.info, offsets, inline)
+
+    async def _ensure_ring(self, slot_bytes: int) -> None:
+        """A ring whose slots hold a whole batch of these frames (asked of the driver, which
+        owns every block, once the old ring's slots are all back)."""
+        if self.slots.fits(slot_bytes):
+            return
+        while not self.slots.idle:
+            await self.slots.changed()
+        old = self.slots.spec
+        self.slots.detach()
+        spec: RingSpec = await self.link.call("ring", slot_bytes, self.nslots,
+                                              old.generation if old else None)
+        self.slots.install(spec)
+        logger.info("ring %d: %d slots of %.1f MB", spec.generation, spec.slots,
+                    spec.slot_bytes / 1e6)
+
+
+async def _serve(config: PipelineConfig, conn: Connection) -> None:
+    link = DriverLink(conn)
+    transport = SlotTransport(link, config)
+    stage = IngestStage(config, transport)
+    # the ingest's commands, by the names the driver calls them
+    commands: dict[str, Callable[..., Any]] = {
+        "start": stage.start, "stop": stage.stop, "abort": stage.abort, "set": stage.set,
+        "status": stage.status}
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def answer(call: Call) -> None:
+        try:
+            value = commands[call.method](*call.args)
+            if asyncio.iscoroutine(value):
+                value = await value
+        except Exception as exc:
+            link.send(Reply(call.id, False, exc))
+        else:
+            link.send(Reply(call.id, True, value))
+
+    def on_message(msg: object) -> None:
+        if isinstance(msg, Free):
+            transport.slots.returned(msg.generation, msg.slot)
+            stage.returned(msg.acquisition, msg.index)
+        elif isinstance(msg, Finished):
+            stage.finished(msg.acquisition)
+        elif isinstance(msg, Call) and msg.method == "close":
+            link.send(Reply(msg.id, True))
+            link.closed.set()
+        elif isinstance(msg, Call):
+            task = asyncio.get_running_loop().create_task(answer(msg))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        else:
+            logger.error("ingest: unexpected message %r", msg)
+
+    try:
+        await stage.open()
+    except Exception as exc:
+        logger.exception("ingest could not open %s", config.source.endpoint)
+        link.send(Fault(f"{type(exc).__name__}: {exc}"))
+        await stage.close()
+        return
+    link.on_message = on_message
+    link.start()
+    link.send(Ready(os.getpid()))
+    try:
+        await link.closed.wait()
+    finally:
+        link.stop()
+        for task in list(tasks):
+            task.cancel()
+        await stage.close()
+        transport.slots.detach()
+
+
+def ingest_main(config: PipelineConfig, conn: Connection, log_level: int) -> None:
+    """Entry point of the ingest process (``spawn``)."""
+    ignore_sigint()
+    logging.basicConfig(level=log_level,
+                        format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: "
+                               "%(message)s")
+    try:
+        asyncio.run(_serve(config, conn))
+    finally:
+        conn.close()

@@ -1,0 +1,126 @@
+"""The Ray backend's pipeline: starts (or joins) Ray and the stage actors, and stops them.
+
+Everything a user calls is the shared :class:`~actors.pipeline.PipelineBase`, through the
+typed client of :mod:`actors.backends.ray.client`; this module only places and starts the
+actors: the results and ingest actors (and the Tango device actor) on the driver's node, the
+processing actors spread over the cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from actors.backends.ray.client import CALL_TIMEOUT, ClientPipeline
+from actors.backends.ray.ingest import IngestActor
+from actors.backends.ray.processing import ProcessingActor
+from actors.backends.ray.results import ResultsActor, results_options
+from actors.backends.ray.runtime import ensure_ray, store_budget
+from actors.config import PipelineConfig, as_config
+from actors.wire.model import Protocol
+
+logger = logging.getLogger(__name__)
+
+READY_TIMEOUT = 120.0
+
+
+class RayPipeline(ClientPipeline):
+    """Ingest + processing actors + results actor on a local or remote Ray cluster."""
+
+    def __init__(self, config: PipelineConfig | Mapping[str, Any] | str | Path | None = None
+                 ) -> None:
+        super().__init__(as_config(config))
+        self._started_ray = False
+        self.workers: list[Any] = []
+        self.placement: list[dict[str, Any]] = []
+        self.tango: Any = None  # actors.backends.ray.tango.TangoDevice
+
+    @property
+    def tango_address(self) -> str | None:
+        return self.tango.address if self.tango is not None else None
+
+    def open(self) -> None:
+        cfg = self.config
+        self._started_ray = ensure_ray(cfg.ray)
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        logger.info("pipeline open: %d workers on %d node(s), source %s", cfg.workers,
+                    len({p["node_id"] for p in self.placement}), cfg.source.endpoint)
+
+    def _open(self) -> None:
+        cfg = self.config
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                              soft=False)
+        output = cfg.output.model_copy(
+            update={"directory": str(Path(cfg.output.directory).absolute())})
+        results = ResultsActor.options(scheduling_strategy=here,
+                                       **results_options(cfg.max_inflight)).remote(
+            output, cfg.model_dump(mode="json"))
+        self.results_actor = results
+        strategy = "SPREAD" if cfg.ray.placement == "spread" else "DEFAULT"
+        self.workers = [ProcessingActor.options(num_cpus=cfg.ray.worker_cpus,
+                                                scheduling_strategy=strategy).remote(i)
+                        for i in range(cfg.workers)]
+        try:
+            self.placement = ray.get([w.ready.remote() for w in self.workers],
+                                     timeout=READY_TIMEOUT)
+        except ray.exceptions.GetTimeoutError:
+            raise RuntimeError(
+                f"{cfg.workers} processing actors with {cfg.ray.worker_cpus} CPU each did not "
+                f"start within {READY_TIMEOUT:.0f} s: the cluster has "
+                f"{ray.cluster_resources().get('CPU', 0)} CPUs (lower workers or "
+                "ray.worker_cpus)") from None
+        self._warm_up()
+        budget = cfg.ray.inflight_bytes or store_budget(ray.get_runtime_context().get_node_id())
+        ingest = IngestActor.options(scheduling_strategy=here).remote(
+            cfg, results, self.workers, budget)
+        ray.get(ingest.open.remote(), timeout=READY_TIMEOUT)
+        self.attach(ingest, results)
+        if cfg.tango.enabled:
+            from actors.backends.ray.tango import start_tango_actor
+
+            self.tango = start_tango_actor(cfg, ingest, results)
+
+    def _warm_up(self) -> None:
+        """Load (or compile) the kernels in every worker before the first batch."""
+        cfg = self.config
+        # DECTRIS detectors send uint16 or uint32 depending on the bit depth: warm both
+        dtypes = [cfg.source.geometry.dtype] if cfg.source.geometry else (
+            ["uint16"] if cfg.source.protocol is Protocol.SLS else ["uint16", "uint32"])
+        specs = tuple(dict(s) for s in cfg.reducers)
+        geometry = cfg.source.geometry.to_geometry() if cfg.source.geometry else None
+        warm = ray.get([w.warm_up.remote(specs, geometry, d) for w in self.workers
+                        for d in dtypes], timeout=READY_TIMEOUT)
+        logger.debug("workers warmed up in %s s", [round(t, 2) for t in warm])
+
+    def close(self) -> None:
+        """Stop the device, the ingest (its socket), then every actor; shut a Ray down that
+        this pipeline started. Safe to call twice and after a failed open."""
+        if self.tango is not None:
+            try:
+                self.tango.stop()  # admin Kill, then the actor goes (bounded)
+            except Exception:  # closing anyway
+                logger.exception("Tango device did not stop cleanly")
+            self.tango = None
+        for actor, method in ((self.ingest, "close"), (self.results_actor, "close")):
+            if actor is not None:
+                try:
+                    ray.get(getattr(actor, method).remote(), timeout=CALL_TIMEOUT)
+                except Exception:  # closing anyway
+                    logger.exception("%s did not close cleanly", method)
+        for actor in [self.ingest, self.results_actor, *self.workers]:
+            if actor is not None:
+                ray.kill(actor, no_restart=True)
+        self.detach()
+        self.workers = []
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False

@@ -1,0 +1,205 @@
+"""The Ray ingest actor: the shared ingest stage, with batches stored once in the object
+store and dispatched to the processing actors.
+
+Transport only: :class:`~actors.ingest.stage.IngestStage` decides batches, room and ledger;
+:class:`~actors.dispatch.dispatcher.Dispatcher` decides which actor gets which batch and what
+a failure costs. Here a handed-on batch is ``ray.put`` once (the one copy of its pixels); a
+dispatch is ``process.remote`` on a processing actor chained to ``merge.remote`` on the
+results actor, so the partial goes from worker to results by reference; the merge's
+acknowledgement reports the batch done, failed, or its worker dead (then it is sent again
+from the object store). A batch that needs pedestal states is dispatched once the results
+actor has published them, so no processing task ever waits for another batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, replace
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from actors.config import PipelineConfig
+from actors.core.status import IngestStatus
+from actors.dispatch.dispatcher import Dispatcher, GiveUp, Job, Key
+from actors.ingest.core import Aborted, Action, Announce, Begin, End, HandOn, Skip
+from actors.ingest.stage import IngestStage
+
+logger = logging.getLogger(__name__)
+
+#: how long a stateful batch may wait for its states before it is given up
+STATES_TIMEOUT = 600.0
+
+
+@dataclass
+class Stored:
+    """A batch in the object store, with the chain setup it runs under."""
+
+    batch: Any  # ObjectRef[FrameBatch]
+    setup: Any  # ObjectRef[ChainSetup]
+
+
+class Ingest:
+    """The ingest actor (async): commands, the receive loop, dispatch (module doc)."""
+
+    def __init__(self, config: PipelineConfig, results: Any, workers: list[Any],
+                 store_budget: int | None = None) -> None:
+        self.results = results
+        self.workers = workers
+        self.stage = IngestStage(config, self, store_budget=store_budget)
+        self.dispatcher: Dispatcher[Stored] = Dispatcher(len(workers))
+        self.setups: dict[tuple[int, int], Any] = {}  # (acquisition, version) -> ObjectRef
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def open(self) -> dict[str, Any]:
+        await self.stage.open()
+        return {"node_id": ray.get_runtime_context().get_node_id()}
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.stage.close()
+
+    # -- commands -----------------------------------------------------------------------------
+    async def start(self, acquisition: int | None = None) -> int:
+        return self.stage.start(acquisition)
+
+    async def stop(self, acquisition: int) -> None:
+        await self.stage.stop(acquisition)
+
+    async def abort(self, acquisition: int) -> None:
+        await self.stage.abort(acquisition)
+
+    async def set(self, changes: dict[str, Any]) -> int | None:
+        return await self.stage.set(changes)
+
+    async def status(self) -> IngestStatus:
+        status = self.stage.status()
+        return replace(status, dispatch=self.dispatcher.counts(status.acquisition))
+
+    # -- the transport of the ingest stage ----------------------------------------------------
+    async def send(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Begin | Announce):
+                setup = action.setup
+                if isinstance(action, Begin):
+                    self._forget_setups()
+                self.setups[(setup.acquisition, setup.version)] = ray.put(setup)
+                call = self.results.begin if isinstance(action, Begin) else \
+                    self.results.reconfigure
+                await call.remote(setup)  # before any batch of it is merged
+            elif isinstance(action, HandOn):
+                self._hand_on(action)
+            elif isinstance(action, Skip):
+                await self.results.skip.remote(action.acquisition, action.info)
+            elif isinstance(action, End):
+                self.dispatcher.end(action.acquisition, action.batches, action.ledger)
+            elif isinstance(action, Aborted):
+                released, ledger = self.dispatcher.abort(action.acquisition, action.ledger)
+                for job in released:
+                    self._release(job)
+                await self.results.abort.remote(action.acquisition, ledger)
+        self._step()
+
+    def _hand_on(self, action: HandOn) -> None:
+        batch = action.batch
+        # the one copy into the object store; the stage keeps no reference to the received
+        # messages, so ZMQ frees them now, not when the batch is merged
+        stored = Stored(ray.put(batch), self.setups[(batch.acquisition, action.setup_version)])
+        job = Job(batch.acquisition, action.info, stored, needs_states=bool(action.info.keys))
+        self.dispatcher.add(job)
+        if job.needs_states:
+            self._spawn(self._fetch_states(job))
+
+    async def _fetch_states(self, job: Job[Stored]) -> None:
+        ref = self.results.states.remote(job.acquisition, job.info, STATES_TIMEOUT)
+        if await ref is None:  # aborted meanwhile (its release comes with the abort)
+            if not self.dispatcher.is_waiting(job.key):
+                return
+            out = self.dispatcher.drop(job.key, f"no pedestal states after "
+                                                f"{STATES_TIMEOUT:.0f} s")
+            if out is not None:
+                self._settle(out)
+        else:
+            self.dispatcher.ready(job.key, ref)  # the worker reads them from the store
+        self._step()
+
+    def _step(self) -> None:
+        """Send what the dispatcher decides; finish acquisitions whose batches all left."""
+        for send in self.dispatcher.dispatch():
+            job = send.job
+            stored = job.payload
+            partial = self.workers[send.worker].process.remote(stored.batch, job.states,
+                                                               stored.setup)
+            ack = asyncio.wrap_future(
+                self.results.merge.remote(job.acquisition, job.info, partial).future())
+            ack.add_done_callback(functools.partial(self._answered, job.key))
+        for ended in self.dispatcher.ended():
+            self.stage.finished(ended.acquisition)  # idle before the result is visible
+            self._spawn(self.results.end.remote(ended.acquisition, ended.batches,
+                                                ended.ledger))
+
+    def _answered(self, key: Key, ack: asyncio.Future[Any]) -> None:
+        exc = None if ack.cancelled() else ack.exception()
+        if exc is None:
+            job = self.dispatcher.done(key)
+            if job is not None:
+                self._release(job)
+        elif _is_worker_failure(exc):
+            logger.warning("a processing actor failed on batch %s (%s); sending it again",
+                           key, type(exc).__name__)
+            for out in self.dispatcher.resend(key, f"{type(exc).__name__}: {exc}"):
+                self._settle(out)
+        else:
+            failed = self.dispatcher.failed(key, f"{type(exc).__name__}: {exc}")
+            if failed is not None:
+                self._settle(failed)
+        self._step()
+
+    def _settle(self, out: GiveUp[Stored] | Job[Stored]) -> None:
+        """A job that leaves without a merge: given up (merged as empty) or aborted."""
+        if isinstance(out, GiveUp):
+            logger.error("batch %d of acquisition %d (frames %d..%d) given up: %s",
+                         out.job.info.index, out.job.acquisition, out.job.info.first_frame,
+                         out.job.info.last_frame, out.error)
+            self._spawn(self.results.give_up.remote(out.job.acquisition, out.job.info))
+            out = out.job
+        self._release(out)
+
+    def _release(self, job: Job[Stored]) -> None:
+        """The batch has left: the object store may free it, the ingest has room again."""
+        job.payload = Stored(None, None)
+        job.states = None
+        self.stage.returned(job.acquisition, job.info.index)
+
+    def _forget_setups(self) -> None:
+        busy = {k[0] for k in (*self.dispatcher.waiting, *self.dispatcher.inflight)}
+        self.setups = {k: v for k, v in self.setups.items() if k[0] in busy}
+
+    def _spawn(self, work: Coroutine[Any, Any, Any] | Any) -> None:
+        """Own a background call: failures are logged, and close() cancels it."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("ingest call failed: %s", task.exception())
+
+
+def _is_worker_failure(exc: BaseException) -> bool:
+    """A dead or unreachable worker (retry elsewhere), not an error in the reducers."""
+    if isinstance(exc, RayActorError):
+        return True
+    if isinstance(exc, RayTaskError):
+        return isinstance(getattr(exc, "cause", None), RayActorError)
+    return False
+
+
+IngestActor: Any = ray.remote(num_cpus=0, max_restarts=0)(Ingest)

@@ -1,0 +1,43 @@
+"""The processing actor: a thin shell around :class:`actors.process.worker.Worker`.
+
+Restartable: it keeps nothing that cannot be rebuilt from the arguments of a call (the chain
+setup travels as an ObjectRef with every batch and is cached by the worker).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+
+from actors.core.batch import FrameBatch
+from actors.core.chain import Partials
+from actors.core.setup import ChainSetup
+from actors.process.worker import Worker
+from actors.wire.model import Geometry
+
+
+class Processing:
+    """One processing actor (``ProcessingActor``)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.worker = Worker()
+
+    def ready(self) -> dict[str, Any]:
+        """Where this actor runs (and proof that it has started)."""
+        return {"index": self.index, "node_id": ray.get_runtime_context().get_node_id(),
+                "pid": os.getpid()}
+
+    def warm_up(self, specs: tuple[dict[str, Any], ...], geometry: Geometry | None,
+                dtype: str) -> float:
+        """Load (or compile) the reducers' kernels before the first batch arrives."""
+        return self.worker.warm_up(specs, geometry, dtype)
+
+    def process(self, batch: FrameBatch, states: dict[str, dict[int, Any]] | None,
+                setup: ChainSetup) -> Partials:
+        return self.worker.process(batch, states, setup)
+
+
+ProcessingActor: Any = ray.remote(max_restarts=-1, max_task_retries=0)(Processing)

@@ -1,0 +1,74 @@
+"""Starting a local Ray or joining an existing cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from actors.config import RayConfig
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_ray(cfg: RayConfig) -> bool:
+    """Initialise Ray for this process; returns True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"namespace": cfg.namespace, "include_dashboard": False,
+                              "log_to_driver": True}
+    if cfg.address:
+        kwargs["address"] = cfg.address
+        logger.info("joining the Ray cluster at %s", cfg.address)
+    else:
+        if cfg.object_store_memory:
+            kwargs["object_store_memory"] = cfg.object_store_memory
+        kwargs["num_cpus"] = cfg.num_cpus or os.cpu_count() or 1
+        logger.info("starting a local Ray (%s CPUs, object store %s bytes)",
+                    kwargs["num_cpus"], cfg.object_store_memory or "default")
+    ray.init(**kwargs)
+    return True
+
+
+def store_budget(node_id: str, fraction: float = 0.5) -> int | None:
+    """Bytes of batches the ingest may hold in the object store of node ``node_id``: a
+    fraction of that store (the rest takes the partials, states and setups), or None when
+    Ray does not report its size."""
+    import ray
+
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id and node.get("Alive", True):
+            size = node.get("Resources", {}).get("object_store_memory")
+            if size:
+                return int(size * fraction)
+    return None
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int, object_store_memory: int) -> Iterator[None]:
+    """A local Ray for the duration of the block (benchmarks)."""
+    import ray
+
+    ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory,
+             include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def store_spilled() -> bool:
+    """Whether the local raylet has spilled objects to disk (its log says so)."""
+    import ray
+
+    try:
+        session = Path(ray._private.worker.global_worker.node.get_session_dir_path())
+    except Exception:  # the private API moved: report unknown as not spilled
+        return False
+    log = session / "logs" / "raylet.out"
+    return log.is_file() and "Spilled" in log.read_text(errors="replace")

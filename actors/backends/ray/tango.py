@@ -1,0 +1,80 @@
+"""The Tango device as a Ray actor (Ray backend): its own process, server in a thread.
+
+``start_tango_actor(config, ingest, results)`` starts it on the driver's node next to the
+results actor and returns a :class:`TangoDevice` handle with the device's full address;
+``handle.stop()`` kills the server through its admin device and then the actor. The device
+drives the stage actors through the same typed client as the driver
+(:class:`~actors.backends.ray.client.ClientPipeline`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from actors.backends.ray.client import ClientPipeline
+from actors.config import PipelineConfig
+from actors.tango.host import START_TIMEOUT, STOP_TIMEOUT, ServerThread
+
+logger = logging.getLogger(__name__)
+
+
+class TangoHost:
+    """Actor body: a :class:`ServerThread` over the control of the given actors."""
+
+    def __init__(self, config: PipelineConfig, ingest: Any, results: Any) -> None:
+        self.server = ServerThread(config, ClientPipeline(config, ingest, results).control())
+
+    def start(self, timeout: float = START_TIMEOUT) -> str:
+        return self.server.start(timeout)
+
+    def address(self) -> str | None:
+        return self.server.address
+
+    def alive(self) -> bool:
+        return self.server.alive
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        self.server.stop(timeout)
+
+
+TangoActor: Any = ray.remote(num_cpus=0, max_restarts=0)(TangoHost)
+
+
+@dataclass
+class TangoDevice:
+    """Driver-side handle of the device actor."""
+
+    actor: Any
+    address: str
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        try:
+            ray.get(self.actor.stop.remote(timeout), timeout=timeout + 5)
+        except Exception:  # the actor is killed below in any case
+            logger.exception("the Tango device did not stop cleanly")
+        finally:
+            ray.kill(self.actor, no_restart=True)
+
+
+def start_tango_actor(config: PipelineConfig, ingest: Any, results: Any,
+                      timeout: float = START_TIMEOUT) -> TangoDevice:
+    """Start the device for the pipeline's ingest and results actors; returns once it is
+    exported (the address is also logged)."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    options: dict[str, Any] = {"scheduling_strategy": here}
+    if config.tango.database and os.environ.get("TANGO_HOST"):  # the driver's database
+        options["runtime_env"] = {"env_vars": {"TANGO_HOST": os.environ["TANGO_HOST"]}}
+    actor = TangoActor.options(**options).remote(config, ingest, results)
+    try:
+        address: str = ray.get(actor.start.remote(timeout), timeout=timeout + 30)
+    except BaseException:
+        ray.kill(actor, no_restart=True)
+        raise
+    logger.info("Tango device at %s", address)
+    return TangoDevice(actor, address)

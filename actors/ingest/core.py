@@ -1,0 +1,396 @@
+"""The ingest stage's logic (pure, single-threaded): acquisitions, batches, runtime
+parameters, room for work in flight, and the ledger.
+
+:class:`IngestCore` takes decoded messages and commands and returns :data:`Action` values
+for its transport to carry out in order (store and hand on a batch, announce a setup, end or
+abort an acquisition). It never touches sockets, Ray or shared memory; the async
+:class:`~actors.ingest.stage.IngestStage` feeds it from the receiver and runs its actions
+through a backend's transport, so both backends ingest through this one class.
+
+* **Acquisitions** are numbered here (the last one + 1, whoever starts them). After its
+  end (end of series, or stop) an acquisition *drains* until the transport reports it
+  :meth:`~IngestCore.finished` (every batch settled downstream); frames arriving while no
+  acquisition runs are counted in ``idle_dropped``.
+* **Batches** close when full, at a cut the stateful reducers need, after
+  ``batch.max_delay`` (:meth:`~IngestCore.flush_due`), at the end, and before a parameter
+  change. The first frame fixes the geometry and the chain setup (:class:`Begin`).
+* **Runtime parameters** live here, versioned (:meth:`~IngestCore.set`): the one source of
+  truth that status reports and every stage follows; a change applies from the next batch.
+* **Room**: at most ``max_inflight`` batches (and ``store_budget`` bytes) are handed on and
+  not returned (:meth:`~IngestCore.returned`). A closed batch without room is dropped
+  (``overflow: drop``, counted ``overflow``) or held (``overflow: block``): while a batch is
+  held (:attr:`~IngestCore.blocked`) the stage stops reading, so the sender is
+  back-pressured.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from actors.config import PipelineConfig
+from actors.core.batch import BatchAssembler, FrameBatch
+from actors.core.chain import ReducerChain, reconfigure_specs, runtime_parameters
+from actors.core.merger import BatchInfo
+from actors.core.rates import RateMeter
+from actors.core.setup import ChainSetup
+from actors.core.status import IngestStatus, Ledger, State
+from actors.wire.model import Geometry, Image, Message, SeriesEnd, SeriesStart
+
+logger = logging.getLogger(__name__)
+
+Counts = Mapping[str, Any]  # a receiver ledger snapshot (actors.stream.ledger.Ledger)
+
+
+# -- what the transport carries out ---------------------------------------------------------
+@dataclass(frozen=True)
+class Begin:
+    """The first frame of an acquisition fixed its chain setup: tell workers and results."""
+
+    setup: ChainSetup
+
+
+@dataclass(frozen=True)
+class HandOn:
+    """Store a closed batch and hand it to the workers (it holds room until returned)."""
+
+    batch: FrameBatch
+    info: BatchInfo
+    setup_version: int
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A batch dropped for lack of room (``overflow: drop``): merged as empty."""
+
+    acquisition: int
+    info: BatchInfo
+
+
+@dataclass(frozen=True)
+class Announce:
+    """A new chain setup version (runtime parameters) applies from ``setup.first_batch``."""
+
+    setup: ChainSetup
+
+
+@dataclass(frozen=True)
+class End:
+    """No batch after ``batches`` will come; ``ledger`` is the ingest's side of it."""
+
+    acquisition: int
+    batches: int
+    ledger: Ledger
+
+
+@dataclass(frozen=True)
+class Aborted:
+    """The acquisition is discarded."""
+
+    acquisition: int
+    ledger: Ledger
+
+
+Action = Begin | HandOn | Skip | Announce | End | Aborted
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """The chain's reducer entries as changed at run time, with a version that moves on every
+    change (validated once, by the reducers' settings models)."""
+
+    specs: tuple[dict[str, Any], ...]
+    version: int = 0
+
+    def changed(self, changes: Mapping[str, Any]) -> Parameters:
+        return Parameters(reconfigure_specs(self.specs, changes), self.version + 1)
+
+    def values(self) -> dict[str, Any]:
+        """Public name -> current value of every runtime parameter."""
+        return {p.name: p.value for p in runtime_parameters(self.specs)}
+
+
+@dataclass
+class IngestAcquisition:
+    """The ingest's state for one acquisition."""
+
+    acquisition: int
+    receiver_at_start: Counts
+    setup: ChainSetup | None = None
+    chain: ReducerChain | None = None
+    assembler: BatchAssembler | None = None
+    received: int = 0
+    dispatched_frames: int = 0
+    dispatched_batches: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    ending: bool = False  # no more frames: draining until finished()
+    end_sent: bool = False
+    held: deque[tuple[FrameBatch, BatchInfo, int]] = field(default_factory=deque)
+
+
+class IngestCore:
+    """Acquisitions, batches, parameters, room and ledger (see the module doc)."""
+
+    def __init__(self, config: PipelineConfig, *, store_budget: int | None = None,
+                 receiver: Callable[[], Counts] = dict,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.receiver = receiver  # the receiver's counters now (lost, rejected, received)
+        self.store_budget = store_budget
+        self.clock = clock
+        self.params = Parameters(tuple(dict(s) for s in config.reducers))
+        self._values = (self.params.version, self.params.values())
+        self.acq: IngestAcquisition | None = None
+        self.last_acquisition = 0
+        self.last_ledger: Ledger | None = None  # of the last acquisition that ended
+        self.series_mask: np.ndarray[Any, Any] | None = None
+        self.idle_dropped = 0
+        self.fault: str | None = None
+        self.inflight: dict[tuple[int, int], int] = {}  # handed on, not returned: bytes
+        self.inflight_bytes = 0
+        self.peak_inflight_bytes = 0
+        self._rate = RateMeter()
+
+    # -- commands -----------------------------------------------------------------------------
+    def start(self, acquisition: int | None = None) -> int:
+        """Start an acquisition (numbered after the last one unless given)."""
+        if self.acq is not None:
+            raise RuntimeError(f"acquisition {self.acq.acquisition} is still "
+                               f"{'draining' if self.acq.ending else 'running'}")
+        if acquisition is None:
+            acquisition = self.last_acquisition + 1
+        elif acquisition <= self.last_acquisition:
+            raise ValueError(f"acquisition {acquisition} already used (last: "
+                             f"{self.last_acquisition})")
+        self.last_acquisition = acquisition
+        self.last_ledger = None
+        self.acq = IngestAcquisition(acquisition, self.receiver())
+        logger.info("acquisition %d started", acquisition)
+        return acquisition
+
+    def stop(self, acquisition: int) -> list[Action]:
+        """No more frames for this acquisition: flush, then declare the end."""
+        acq = self.acq
+        if acq is None or acq.acquisition != acquisition:
+            return []
+        return self._end(acq, "stop")
+
+    def abort(self, acquisition: int) -> list[Action]:
+        """Discard the acquisition: the open and held batches are dropped as ``aborted``;
+        batches already handed on are the transport's to discard (they still return)."""
+        acq = self.acq
+        if acq is None or acq.acquisition != acquisition:
+            return []
+        self.acq = None
+        acq.dropped["aborted"] += (acq.assembler.discard() if acq.assembler else 0) + \
+            sum(b.n for b, _, _ in acq.held)
+        acq.held.clear()
+        ledger = self._ledger(acq)
+        self.last_ledger = ledger
+        logger.info("acquisition %d aborted", acquisition)
+        return [Aborted(acquisition, ledger)]
+
+    def set(self, changes: Mapping[str, Any]) -> tuple[int | None, list[Action]]:
+        """Apply runtime parameters (all or none; :class:`ReducerConfigError` names a bad
+        one). Returns the first batch they apply to (None: from the next acquisition's first
+        batch) and the actions (the open batch closes at the boundary)."""
+        self.params = self.params.changed(changes)
+        acq = self.acq
+        if acq is None or acq.setup is None or acq.assembler is None:
+            return None, []  # not configured yet: its first batch will use the new values
+        actions = self._close(acq, acq.assembler.flush())
+        first = acq.assembler.next_index
+        acq.setup = replace(acq.setup, version=self.params.version, specs=self.params.specs,
+                            first_batch=first)
+        acq.chain = acq.setup.build()
+        logger.info("parameters %s apply from batch %d", dict(changes), first)
+        return first, [*actions, Announce(acq.setup)]
+
+    # -- messages -------------------------------------------------------------------------------
+    def message(self, msg: Message) -> list[Action]:
+        """One accepted message from the receiver."""
+        acq = self.acq
+        if isinstance(msg, SeriesStart):
+            mask = msg.arrays.get("pixel_mask")
+            self.series_mask = None if mask is None else np.asarray(mask) != 0
+            return []
+        if isinstance(msg, SeriesEnd):
+            if acq is not None and not acq.ending and acq.received:
+                return self._end(acq, "end of series")
+            return []
+        assert isinstance(msg, Image)
+        if acq is None or acq.ending:
+            self.idle_dropped += 1
+            return []
+        acq.received += 1
+        actions: list[Action] = []
+        if acq.assembler is None:
+            actions.append(self._configure(acq, msg))
+        assert acq.assembler is not None
+        try:
+            closed = acq.assembler.add(msg)
+        except ValueError as exc:  # e.g. a missing channel: count, keep going
+            acq.dropped["bad_channel"] += 1
+            logger.warning("frame %d dropped: %s", msg.frame, exc)
+            return actions
+        return actions + self._close(acq, closed)
+
+    def flush_due(self) -> list[Action]:
+        """Close the open batch if it has waited ``batch.max_delay``."""
+        acq = self.acq
+        if acq is None or acq.assembler is None or not acq.assembler.pending or \
+                acq.assembler.age < self.config.batch.max_delay:
+            return []
+        return self._close(acq, acq.assembler.flush())
+
+    def flush_in(self) -> float | None:
+        """Seconds until the open batch must close (None: no open batch)."""
+        acq = self.acq
+        if acq is None or acq.assembler is None or not acq.assembler.pending:
+            return None
+        return max(0.0, self.config.batch.max_delay - acq.assembler.age)
+
+    # -- from the transport --------------------------------------------------------------------
+    @property
+    def blocked(self) -> bool:
+        """A closed batch waits for room: stop reading (``overflow: block``)."""
+        return self.acq is not None and bool(self.acq.held)
+
+    def returned(self, acquisition: int, index: int) -> list[Action]:
+        """A batch handed on has been processed, given up or discarded: its room is free."""
+        nbytes = self.inflight.pop((acquisition, index), None)
+        if nbytes is None:
+            return []
+        self.inflight_bytes -= nbytes
+        acq = self.acq
+        actions: list[Action] = []
+        while acq is not None and acq.held and self._room(acq.held[0][0].nbytes):
+            batch, info, version = acq.held.popleft()
+            actions.append(self._hand_on(acq, batch, info, version))
+        if acq is not None and acq.ending and not acq.held and not acq.end_sent:
+            actions.append(self._declare_end(acq))
+        return actions
+
+    def finished(self, acquisition: int) -> None:
+        """Every batch of the ended acquisition has settled downstream: idle again."""
+        acq = self.acq
+        if acq is not None and acq.acquisition == acquisition and acq.end_sent:
+            self.acq = None
+
+    # -- status ---------------------------------------------------------------------------------
+    def status(self, geometry: Geometry | None = None) -> IngestStatus:
+        receiver = self.receiver()
+        acq = self.acq
+        state: State = "idle" if acq is None else ("draining" if acq.ending else "running")
+        ledger = self._ledger(acq, receiver) if acq is not None else self.last_ledger
+        if self._values[0] != self.params.version:
+            self._values = (self.params.version, self.params.values())
+        return IngestStatus(
+            state=state, acquisition=self.last_acquisition or None, ledger=ledger,
+            frame_rate=self._rate.update(int(receiver.get("received", 0)), self.clock()),
+            idle_dropped=self.idle_dropped, fault=self.fault, receiver=dict(receiver),
+            setup_version=self.params.version, parameters=self._values[1],
+            inflight_bytes=self.inflight_bytes, peak_inflight_bytes=self.peak_inflight_bytes,
+            geometry=geometry)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _configure(self, acq: IngestAcquisition, first: Image) -> Begin:
+        """The first frame fixes the geometry (and the series' pixel mask applies)."""
+        src = self.config.source
+        payload = first.channels.get(src.channel, first.payload) if src.channel else \
+            first.payload
+        geometry = Geometry(payload.shape[0], payload.shape[1], payload.dtype)
+        mask = self.series_mask if self.series_mask is not None and \
+            self.series_mask.shape == geometry.shape else None
+        setup = ChainSetup(acq.acquisition, self.params.version, self.params.specs, geometry,
+                           src.reorder, mask,
+                           keep_frames=self.config.output.enabled and self.config.output.frames)
+        acq.setup, acq.chain = setup, setup.build()
+        acq.assembler = BatchAssembler(acq.acquisition, geometry,
+                                       self._batch_frames(geometry.nbytes),
+                                       acq.chain.epochs, src.channel, clock=self.clock)
+        return Begin(setup)
+
+    def _batch_frames(self, frame_bytes: int) -> int:
+        """``batch.max_frames``, or fewer when ``max_inflight`` such batches would not fit
+        the store budget (else large frames would leave one batch in flight, one worker
+        busy)."""
+        frames = self.config.batch.max_frames
+        budget = self.store_budget
+        if budget is not None and frame_bytes > 0:
+            fit = max(1, budget // (self.config.max_inflight * frame_bytes))
+            if fit < frames:
+                logger.info("batches of %d frames (not %d): %d in flight fit the store "
+                            "budget of %.0f MB", fit, frames, self.config.max_inflight,
+                            budget / 1e6)
+                return int(fit)
+        return frames
+
+    def _close(self, acq: IngestAcquisition, batch: FrameBatch | None) -> list[Action]:
+        """A batch closed: hand it on, or drop or hold it when there is no room."""
+        if batch is None:
+            return []
+        assert acq.chain is not None and acq.setup is not None
+        info = BatchInfo(batch.index, batch.first_frame, batch.last_frame, batch.n,
+                         acq.chain.state_needed(batch.first_frame, batch.last_frame))
+        if not acq.held and self._room(batch.nbytes):
+            return [self._hand_on(acq, batch, info, acq.setup.version)]
+        if self.config.overflow == "drop":
+            acq.dropped["overflow"] += batch.n
+            return [Skip(acq.acquisition, info)]
+        acq.held.append((batch, info, acq.setup.version))
+        return []
+
+    def _room(self, nbytes: int) -> bool:
+        """Room for a batch of ``nbytes``: fewer than ``max_inflight`` batches out, within the
+        store budget (a batch may always go when none is out)."""
+        if len(self.inflight) >= self.config.max_inflight:
+            return False
+        budget = self.store_budget
+        return not self.inflight or budget is None or self.inflight_bytes + nbytes <= budget
+
+    def _hand_on(self, acq: IngestAcquisition, batch: FrameBatch, info: BatchInfo,
+                 version: int) -> HandOn:
+        self.inflight[(acq.acquisition, batch.index)] = batch.nbytes
+        self.inflight_bytes += batch.nbytes
+        self.peak_inflight_bytes = max(self.peak_inflight_bytes, self.inflight_bytes)
+        acq.dispatched_frames += batch.n
+        acq.dispatched_batches += 1
+        return HandOn(batch, info, version)
+
+    def _end(self, acq: IngestAcquisition, why: str) -> list[Action]:
+        if acq.ending:
+            return []
+        actions = self._close(acq, acq.assembler.flush()) if acq.assembler else []
+        acq.ending = True
+        logger.info("acquisition %d ending (%s): %d frames received", acq.acquisition, why,
+                    acq.received)
+        if not acq.held:
+            actions.append(self._declare_end(acq))
+        return actions
+
+    def _declare_end(self, acq: IngestAcquisition) -> End:
+        acq.end_sent = True
+        ledger = self._ledger(acq)
+        self.last_ledger = ledger
+        return End(acq.acquisition, acq.assembler.next_index if acq.assembler else 0, ledger)
+
+    def _ledger(self, acq: IngestAcquisition, receiver: Counts | None = None) -> Ledger:
+        receiver = self.receiver() if receiver is None else receiver
+        start = acq.receiver_at_start
+        rejected: Counter[str] = Counter(receiver.get("rejected", {}))
+        rejected.subtract(start.get("rejected", {}))
+        return Ledger(
+            acq.acquisition, received=acq.received, dispatched=acq.dispatched_frames,
+            dispatched_batches=acq.dispatched_batches,
+            pending=acq.assembler.pending if acq.assembler else 0,
+            inflight_batches=sum(1 for k in self.inflight if k[0] == acq.acquisition),
+            dropped=dict(+acq.dropped),
+            lost=int(receiver.get("lost", 0)) - int(start.get("lost", 0)),
+            rejected=dict(+rejected))

@@ -1,0 +1,199 @@
+"""The Python API both backends share: :class:`PipelineBase`, over two stage ports.
+
+A backend opens its stages and hands this class an :class:`IngestPort` and a
+:class:`ResultsPort` (Ray: typed clients of the actors; local: calls into the ingest process
+and the driver's results stage). Everything a user calls — start, stop, wait, abort, status,
+results, set — is written once, here, and returns the typed values of
+:mod:`actors.core.status`. The Tango device drives the same methods through
+:class:`~actors.tango.pipeline_control.PipelineControl`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from actors.config import PipelineConfig, as_config
+from actors.core.acquisition import AcquisitionResult
+from actors.core.api import Control
+from actors.core.status import IngestStatus, ResultsStatus, Snapshot, Status, pipeline_status
+from actors.reduce.base import OutputValue
+
+logger = logging.getLogger(__name__)
+
+
+class IngestPort(Protocol):
+    """The ingest stage's commands (numbers acquisitions, owns the runtime parameters)."""
+
+    def start(self) -> int: ...
+
+    def stop(self, acquisition: int) -> None: ...
+
+    def abort(self, acquisition: int) -> None: ...
+
+    def set(self, changes: dict[str, Any]) -> int | None: ...
+
+    def status(self) -> IngestStatus: ...
+
+
+class ResultsPort(Protocol):
+    """The results stage's queries and file settings."""
+
+    def wait(self, acquisition: int, timeout: float) -> AcquisitionResult | None: ...
+
+    def snapshot(self) -> Snapshot: ...
+
+    def status(self) -> ResultsStatus: ...
+
+    def reset_pedestal(self) -> None: ...
+
+    def output_state(self) -> dict[str, Any]: ...
+
+    def set_output(self, name: str, value: Any) -> dict[str, Any]: ...
+
+
+class NotOpen(RuntimeError):
+    """The pipeline is not open (call ``open()`` or use it in a ``with`` block)."""
+
+
+class PipelineBase:
+    """The user-facing pipeline over its stages' ports (see the module doc).
+
+    Use as a context manager (or call :meth:`open` / :meth:`close`)::
+
+        with Pipeline(config) as p:
+            p.start_acquisition()
+            ...                       # the detector sends frames
+            result = p.stop_acquisition(timeout=30)
+            result.outputs["analog_img"]
+    """
+
+    def __init__(self, config: PipelineConfig | Mapping[str, Any] | str | Path | None = None
+                 ) -> None:
+        self.config = as_config(config)
+        self.ingest_port: IngestPort | None = None
+        self.results_port: ResultsPort | None = None
+
+    # -- lifecycle (the backend's) ----------------------------------------------------------
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def tango_address(self) -> str | None:
+        """The full address of the Tango device (None when disabled)."""
+        return None
+
+    def control(self) -> Control:
+        """The Tango device's view of this pipeline."""
+        from actors.tango.pipeline_control import PipelineControl
+
+        return PipelineControl(self, self.config)
+
+    # -- acquisitions -------------------------------------------------------------------------
+    @property
+    def acquisition(self) -> int:
+        """The number of the running (else the last) acquisition; 0 before the first."""
+        return self._ingest().status().acquisition or 0
+
+    def start_acquisition(self) -> int:
+        """Start accepting frames; an end-of-series message or :meth:`stop_acquisition`
+        ends the acquisition. Returns its number."""
+        return self._ingest().start()
+
+    def stop_acquisition(self, timeout: float | None = None) -> AcquisitionResult:
+        """Stop accepting frames, wait until every received frame is processed, finish;
+        returns the result of the running (else the last) acquisition."""
+        ingest = self._ingest()
+        status = ingest.status()
+        if status.acquisition is None:
+            raise RuntimeError("no acquisition has been started")
+        if status.state == "running":
+            ingest.stop(status.acquisition)
+        return self._wait(status.acquisition, timeout)
+
+    def wait_acquisition(self, timeout: float | None = None) -> AcquisitionResult:
+        """Wait for the running (else the last) acquisition to end (by end-of-series or a
+        stop) and return its result; TimeoutError after ``timeout`` seconds."""
+        acquisition = self.acquisition
+        if not acquisition:
+            raise RuntimeError("no acquisition has been started")
+        return self._wait(acquisition, timeout)
+
+    def abort(self) -> None:
+        """Stop and discard the running acquisition (nothing when none runs)."""
+        ingest = self._ingest()
+        status = ingest.status()
+        if status.state != "idle" and status.acquisition is not None:
+            ingest.abort(status.acquisition)
+
+    def reset_pedestal(self) -> None:
+        """The next acquisition starts without the pedestal carried from the last one."""
+        self._results().reset_pedestal()
+
+    def set_output(self, filename: str | None = None, filepath: str | None = None,
+                   file_index: int | None = None) -> dict[str, Any]:
+        """Change the file name, directory or next index (applies to the next file)."""
+        results = self._results()
+        state: dict[str, Any] = {}
+        for name, value in (("filename", filename), ("filepath", filepath),
+                            ("file_index", file_index)):
+            if value is not None:
+                state = results.set_output(name, value)
+        return state or results.output_state()
+
+    # -- queries and parameters ---------------------------------------------------------------
+    def status(self) -> Status:
+        """State, counters (received, processed, dropped, lost, pending), rates, fault,
+        runtime parameters; after an acquisition, its final counters until the next."""
+        ingest, results = self._stage_status()
+        return pipeline_status(ingest, results)
+
+    def snapshot(self) -> Snapshot:
+        """Outputs of the running acquisition (else of the last one), with their time."""
+        return self._results().snapshot()
+
+    def results(self) -> dict[str, OutputValue]:
+        """Named outputs of the running acquisition (else of the last finished one)."""
+        return dict(self.snapshot().outputs)
+
+    def set(self, name: str, value: Any) -> int | None:
+        """Change a runtime parameter; returns the first batch it applies to (None: from the
+        next acquisition's first batch). A bad name or value raises ValueError."""
+        return self._ingest().set({name: value})
+
+    # -- internals ------------------------------------------------------------------------------
+    def _ingest(self) -> IngestPort:
+        if self.ingest_port is None:
+            raise NotOpen("the pipeline is not open")
+        return self.ingest_port
+
+    def _results(self) -> ResultsPort:
+        if self.results_port is None:
+            raise NotOpen("the pipeline is not open")
+        return self.results_port
+
+    def _stage_status(self) -> tuple[IngestStatus, ResultsStatus]:
+        """Both stages' status (a backend may ask both at once)."""
+        return self._ingest().status(), self._results().status()
+
+    def _wait(self, acquisition: int, timeout: float | None) -> AcquisitionResult:
+        limit = self.config.acquisition_timeout if timeout is None else timeout
+        result = self._results().wait(acquisition, limit)
+        if result is None:
+            raise TimeoutError(f"acquisition {acquisition} did not finish within {limit:g} s: "
+                               f"{self.status().as_dict()}")
+        return result

@@ -1,0 +1,80 @@
+"""What several test modules share: the small MOENCH scene, pipeline configs for either
+backend, output comparisons against the sequential reference, and one bounded wait."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from actors.reduce.base import Series
+from actors.sim.simulator import Simulator
+from actors.wire.model import Protocol
+from tests.reference.moench_sequential import run_moench_reference
+
+MOENCH = {"type": "moench", "split_pump": True, "pedestal_epoch": 20, "pedestal_lag": 1,
+          "pedestal_frames": 50, "threshold": 40.0, "counting_sigma": 4.0}
+SCENE = {"rows": 48, "cols": 64, "photons": 6.0, "pump_photons": 6.0, "spot": (24.0, 32.0, 6.0)}
+#: a local Ray for tests: two CPUs, a small object store
+RAY_INIT = {"num_cpus": 2, "object_store_memory": 200_000_000, "include_dashboard": False,
+            "log_to_driver": False}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str | Callable[[], Any],
+               period: float = 0.02) -> None:
+    """Poll ``predicate`` until true; fail with ``what`` (or what it returns then) after
+    ``timeout`` seconds. Never a sleep used as synchronisation: a condition, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            text = what if isinstance(what, str) else what()
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {text}")
+        time.sleep(period)
+
+
+def pipeline_config(endpoint: str, protocol: Protocol, reducers: list[dict[str, Any]], *,
+                    backend: str = "ray", workers: int = 2, **extra: Any) -> dict[str, Any]:
+    """A small test pipeline: 8-frame batches, no files, no Tango, half a CPU per actor."""
+    return {"backend": backend, "source": {"endpoint": endpoint, "protocol": str(protocol)},
+            "reducers": reducers, "workers": workers, "max_inflight": max(4, workers),
+            "batch": {"max_frames": 8, "max_delay": 0.05},
+            "ray": {"worker_cpus": 0.5}, "tango": {"enabled": False},
+            "output": {"enabled": False}, **extra}
+
+
+def assert_outputs_equal(got: Mapping[str, Any], want: Mapping[str, Any]) -> None:
+    """Equal to the reference (float64 sums to 1e-12 relative: the documented tolerance)."""
+    assert set(want) <= set(got), sorted(set(want) - set(got))
+    for name, value in want.items():
+        g = got[name]
+        if isinstance(value, Series):
+            assert isinstance(g, Series)
+            np.testing.assert_array_equal(g.frame_numbers, value.frame_numbers)
+            np.testing.assert_allclose(g.values, value.values, rtol=1e-12, atol=0, err_msg=name)
+        else:
+            np.testing.assert_allclose(np.asarray(g), np.asarray(value), rtol=1e-12, atol=1e-9,
+                                       err_msg=name)
+
+
+def assert_identical(got: Mapping[str, Any], want: Mapping[str, Any]) -> None:
+    """Bit-identical outputs (same names, same values, same dtypes)."""
+    assert sorted(got) == sorted(want)
+    for name, value in want.items():
+        g = got[name]
+        if isinstance(value, Series):
+            assert isinstance(g, Series), name
+            np.testing.assert_array_equal(g.frame_numbers, value.frame_numbers)
+            np.testing.assert_array_equal(g.values, value.values, err_msg=name)
+            assert g.values.dtype == value.values.dtype, name
+        else:
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(value), err_msg=name)
+            assert np.asarray(g).dtype == np.asarray(value).dtype, name
+
+
+def moench_run(sim: Simulator, n: int, chain: Mapping[str, Any] = MOENCH) -> dict[str, Any]:
+    """The sequential reference on the simulator's first ``n`` frames."""
+    frames = np.stack([sim.scene.frame(i) for i in range(n)])
+    settings = {k: v for k, v in chain.items() if k != "type"}
+    return run_moench_reference(frames, np.arange(n), settings)

@@ -1,0 +1,49 @@
+"""What only the Ray backend has: batches in the object store within a byte budget."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from actors.backends.ray.driver import RayPipeline
+from actors.reduce.base import Series
+from actors.sim.simulator import Simulator, SimulatorSettings
+from actors.wire.model import Protocol
+from tests.conftest import SenderThread
+from tests.helpers import pipeline_config
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_uncompressed_frames_within_the_store_budget(
+        ray_runtime: None, sender_threads: Callable[..., SenderThread]) -> None:
+    """Raw frames travel zero-copy (views stored by ray.put, read back as one strided
+    array) and the ingest never holds more than ``ray.inflight_bytes`` of batches: batches
+    shrink so that ``max_inflight`` of them fit (8 frames -> 5)."""
+    n, rows, cols = 80, 256, 256
+    sim_settings = SimulatorSettings(protocol=Protocol.DECTRIS_V1, detector="eiger", frames=n,
+                                     v1_encoding="<", scene={
+                                         "rows": rows, "cols": cols, "dtype": "uint16",
+                                         "centre": (128.0, 128.0), "rings": (40.0, 90.0)})
+    batch_bytes = 8 * rows * cols * 2
+    budget = int(2.5 * batch_bytes)
+    with Simulator(sim_settings) as sim, RayPipeline(pipeline_config(
+            sim.endpoint, Protocol.DECTRIS_V1, [{"type": "sum"}, {"type": "total"}],
+            ray={"worker_cpus": 0.5, "inflight_bytes": budget})) as pipe:
+        pipe.start_acquisition()
+        sender = sender_threads(sim.run)
+        result = pipe.wait_acquisition(timeout=120)
+        sender.join()
+        peak = pipe.status().peak_inflight_bytes
+    frames = np.stack([sim.scene.frame(i) for i in range(n)]).astype(np.int64)
+    frames[sim.scene.mask[None] | (frames >= np.iinfo(np.uint16).max)] = 0
+    np.testing.assert_array_equal(result.outputs["sum"], frames.sum(axis=0))
+    assert result.outputs["sum"].dtype == np.int64
+    total = result.outputs["total"]
+    assert isinstance(total, Series)
+    np.testing.assert_array_equal(total.values, frames.sum(axis=(1, 2)))
+    assert result.ledger.processed == n and result.ledger.lost == 0
+    assert batch_bytes <= peak <= budget  # unbounded, 4 batches of 8 (max_inflight) go
+    assert result.ledger.processed_batches >= n // 5  # 10 with 8-frame batches

@@ -1,0 +1,183 @@
+"""The ingest core (pure): acquisitions, batches, room, parameters and ledger, driven by
+decoded messages and a fake clock; no sockets, no processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from actors.config import parse_config
+from actors.core.status import Ledger
+from actors.ingest.core import Aborted, Action, Announce, Begin, End, HandOn, IngestCore, Skip
+from actors.reduce.base import ReducerConfigError
+from actors.wire import dectris_v2
+from actors.wire.model import Geometry, Image, Protocol, SeriesEnd, SeriesStart
+
+GEOM = Geometry(6, 5, "uint16")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(**config: Any) -> tuple[IngestCore, Clock, dict[str, Any]]:
+    cfg = parse_config({"source": {"protocol": "dectris-v2"},
+                        "reducers": [{"type": "hits", "threshold": 90.0, "min_pixels": 2}],
+                        "batch": {"max_frames": 4, "max_delay": 0.5}, "max_inflight": 2,
+                        "workers": 1, **config})
+    counts: dict[str, Any] = {"received": 0, "lost": 0, "rejected": {}}
+    clock = Clock()
+    return IngestCore(cfg, receiver=lambda: dict(counts), clock=clock), clock, counts
+
+
+def image(i: int, series: int = 1) -> Image:
+    frame = np.full(GEOM.shape, i, dtype=np.uint16)
+    msg = dectris_v2.decode(dectris_v2.encode_image(series, i, frame, compression=None))
+    assert isinstance(msg, Image)
+    return msg
+
+
+def feed(core: IngestCore, frames: range) -> list[Action]:
+    return [a for i in frames for a in core.message(image(i))]
+
+
+def handons(actions: list[Action]) -> list[HandOn]:
+    return [a for a in actions if isinstance(a, HandOn)]
+
+
+def test_an_acquisition_from_first_frame_to_end_of_series() -> None:
+    core, _, counts = make()
+    assert core.start() == 1
+    actions = feed(core, range(10))
+    assert isinstance(actions[0], Begin) and actions[0].setup.geometry == GEOM
+    assert [h.info.index for h in handons(actions)] == [0, 1]
+    assert [h.batch.frame_numbers.tolist() for h in handons(actions)] == [[0, 1, 2, 3],
+                                                                           [4, 5, 6, 7]]
+    assert core.status().state == "running"
+    end = core.message(SeriesEnd(Protocol.DECTRIS_V2, 1))
+    # the last two frames close a batch, but two batches are out: it is held for room
+    assert end == [] and core.blocked and core.status().state == "draining"
+    after = core.returned(1, 0)
+    assert [type(a) for a in after] == [HandOn, End]
+    last = after[-1]
+    assert isinstance(last, End) and last.batches == 3
+    assert (last.ledger.received, last.ledger.dispatched, last.ledger.dispatched_batches) == \
+        (10, 10, 3)
+    assert not core.blocked
+    counts["received"] = 10
+    core.finished(1)
+    status = core.status()
+    assert status.state == "idle" and status.acquisition == 1  # the last one, still shown
+    assert status.ledger is not None and status.ledger.received == 10
+    assert core.start() == 2
+
+
+def test_frames_while_idle_or_draining_are_counted_not_kept() -> None:
+    core, _, _ = make()
+    assert feed(core, range(3)) == []
+    core.start()
+    feed(core, range(2))
+    core.stop(1)
+    with pytest.raises(RuntimeError, match="still draining"):
+        core.start()
+    assert feed(core, range(2, 4)) == []
+    assert core.idle_dropped == 5
+
+
+def test_overflow_drop_skips_whole_batches_and_counts_them() -> None:
+    core, _, _ = make(overflow="drop")
+    core.start()
+    actions = feed(core, range(16))
+    assert [a.info.index for a in actions if isinstance(a, HandOn)] == [0, 1]
+    skips = [a for a in actions if isinstance(a, Skip)]
+    assert [s.info.index for s in skips] == [2, 3]
+    assert not core.blocked
+    ledger = core.status().ledger
+    assert ledger is not None and ledger.dropped == {"overflow": 8}
+
+
+def test_store_budget_shrinks_batches_and_bounds_bytes_in_flight() -> None:
+    core, _, _ = make(max_inflight=4)
+    core.store_budget = 4 * 2 * GEOM.nbytes  # two frames per batch fit four batches
+    core.start()
+    actions = feed(core, range(8))
+    assert [h.batch.n for h in handons(actions)] == [2, 2, 2, 2]
+    assert core.inflight_bytes == core.store_budget == core.peak_inflight_bytes
+    assert feed(core, range(8, 10)) == [] and core.blocked
+
+
+def test_max_delay_closes_a_partial_batch() -> None:
+    core, clock, _ = make()
+    core.start()
+    feed(core, range(2))
+    assert core.flush_due() == [] and core.flush_in() == pytest.approx(0.5)
+    clock.now += 0.5
+    assert core.flush_in() == 0.0
+    (batch,) = handons(core.flush_due())
+    assert batch.batch.frame_numbers.tolist() == [0, 1] and core.flush_in() is None
+
+
+def test_runtime_parameters_apply_from_a_batch_boundary_with_a_version() -> None:
+    core, _, _ = make()
+    assert core.status().parameters["threshold"] == 90.0
+    assert core.set({"threshold": 50.0}) == (None, [])  # idle: the next acquisition
+    assert core.status().setup_version == 1
+    core.start()
+    first = feed(core, range(6))
+    begin = first[0]
+    assert isinstance(begin, Begin) and begin.setup.specs[0]["threshold"] == 50.0
+    index, actions = core.set({"threshold": 70.0, "min_pixels": 3})
+    assert index == 2  # frames 4, 5 closed batch 1 at the boundary
+    assert [h.info.index for h in handons(actions)] == [1]
+    announce = actions[-1]
+    assert isinstance(announce, Announce)
+    assert (announce.setup.version, announce.setup.first_batch) == (2, 2)
+    core.returned(1, 0)
+    assert handons(feed(core, range(6, 10)))[0].setup_version == 2
+    status = core.status()
+    assert (status.setup_version, status.parameters["threshold"],
+            status.parameters["min_pixels"]) == (2, 70.0, 3)
+    with pytest.raises(ReducerConfigError, match="unknown runtime parameter 'nope'"):
+        core.set({"nope": 1})
+    with pytest.raises(ReducerConfigError, match="min_pixels"):
+        core.set({"threshold": 1.0, "min_pixels": -1})  # all or nothing
+    assert core.status().setup_version == 2 and core.status().parameters["threshold"] == 70.0
+
+
+def test_abort_drops_the_open_and_held_batches() -> None:
+    core, _, counts = make()
+    core.start()
+    feed(core, range(14))  # batches 0, 1 out; 2 held; frames 12, 13 open
+    assert core.blocked
+    counts["lost"] = 3
+    (aborted,) = core.abort(1)
+    assert isinstance(aborted, Aborted)
+    assert aborted.ledger.dropped == {"aborted": 6} and aborted.ledger.lost == 3
+    assert not core.blocked and core.status().state == "idle"
+    assert core.returned(1, 0) == []  # its batches still come back: room only
+    assert core.inflight_bytes == 4 * GEOM.nbytes
+
+
+def test_series_mask_and_ledger_deltas_since_the_start() -> None:
+    core, _, counts = make()
+    mask = np.zeros(GEOM.shape, dtype=np.uint32)
+    mask[0, 0] = 1
+    core.message(SeriesStart(Protocol.DECTRIS_V2, 1, geometry=GEOM,
+                             arrays={"pixel_mask": mask}))
+    counts.update(lost=5, rejected={"decode": 2})
+    core.start()
+    (begin, *_) = feed(core, range(1))
+    assert isinstance(begin, Begin) and begin.setup.mask is not None
+    assert bool(begin.setup.mask[0, 0]) and int(begin.setup.mask.sum()) == 1
+    counts.update(lost=7, rejected={"decode": 3, "oversize": 1})
+    ledger = core.status().ledger
+    assert isinstance(ledger, Ledger)
+    assert (ledger.lost, ledger.rejected, ledger.rejected_total) == \
+        (2, {"decode": 1, "oversize": 1}, 2)
+    assert ledger["rejected_total"] == 2 and dict(ledger)["received"] == 1
