@@ -12,9 +12,10 @@ decides:
 * a job whose worker died goes back to wait (at most ``max_attempts`` sends, never to the
   same worker right away when another one is live); a job whose reducers failed is given
   up (its frames are dropped as ``processing_failed``);
-* an acquisition's end is held until none of its jobs is left, then released with the
-  drops decided here (:class:`Ended`); an abort releases its waiting jobs at once and its
-  jobs in flight when their workers answer.
+* the ingest's other events go through :meth:`Dispatcher.route`: an acquisition's end is
+  held until none of its jobs is left, then released with the drops decided here
+  (:meth:`Dispatcher.ended`); an abort releases its waiting jobs at once (and its jobs in
+  flight when their workers answer) and carries the frames they held as ``aborted``.
 
 Every job leaves exactly once: processed (:meth:`Dispatcher.done`), given up, or released
 by an abort; its payload (an object-store batch, a shared-memory slot) is then the
@@ -27,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
+from actors.core.events import Aborted, End, ResultsEvent
 from actors.core.merger import BatchInfo
 from actors.core.status import DispatchCounts, Ledger
 
@@ -76,15 +78,6 @@ class GiveUp(Generic[P]):
     error: str
 
 
-@dataclass(frozen=True)
-class Ended:
-    """Every job of the acquisition has left: the results stage may finish it."""
-
-    acquisition: int
-    batches: int
-    ledger: Ledger
-
-
 @dataclass
 class _Acquisition:
     drops: Counter[str] = field(default_factory=Counter)
@@ -130,6 +123,17 @@ class Dispatcher(Generic[P]):
     def needing_states(self) -> list[Job[P]]:
         """Waiting jobs whose states are not there yet, in batch order."""
         return [j for k, j in sorted(self.waiting.items()) if not j.ready]
+
+    def route(self, event: ResultsEvent) -> tuple[ResultsEvent | None, list[Job[P]]]:
+        """An ingest event on its way to the results stage: the event to hand on now (None:
+        an end, held until the acquisition's jobs have left) and the jobs it frees."""
+        if isinstance(event, End):
+            self.end(event.acquisition, event.batches, event.ledger)
+            return None, []
+        if isinstance(event, Aborted):
+            released, ledger = self.abort(event.acquisition, event.ledger)
+            return Aborted(event.acquisition, ledger), released
+        return event, []
 
     def end(self, acquisition: int, batches: int, ledger: Ledger) -> None:
         """The ingest hands on no more batches of ``acquisition`` (``batches`` in all)."""
@@ -218,8 +222,8 @@ class Dispatcher(Generic[P]):
             sends.append(Send(job, worker))
         return sends
 
-    def ended(self) -> list[Ended]:
-        """Acquisitions whose end was declared and whose jobs have all left."""
+    def ended(self) -> list[End]:
+        """Ends of acquisitions whose jobs have all left, with the drops decided here."""
         out = []
         for n, acq in list(self._acqs.items()):
             if acq.end is None or self.outstanding(n):
@@ -227,10 +231,14 @@ class Dispatcher(Generic[P]):
             del self._acqs[n]
             batches, ledger = acq.end
             final = replace(ledger.with_drops(acq.drops), inflight_batches=0, pending=0)
-            out.append(Ended(n, batches, final))
+            out.append(End(n, batches, final))
         return out
 
     # -- queries --------------------------------------------------------------------------------
+    def active(self) -> set[int]:
+        """Acquisitions with jobs waiting or in flight."""
+        return {k[0] for k in (*self.waiting, *self.inflight)}
+
     def outstanding(self, acquisition: int) -> int:
         """Jobs of ``acquisition`` waiting or in flight."""
         return sum(1 for k in (*self.waiting, *self.inflight) if k[0] == acquisition)

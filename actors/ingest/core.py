@@ -37,6 +37,7 @@ import numpy as np
 from actors.config import PipelineConfig
 from actors.core.batch import BatchAssembler, FrameBatch
 from actors.core.chain import ReducerChain, reconfigure_specs, runtime_parameters
+from actors.core.events import Aborted, Action, Announce, Begin, End, HandOn, Skip
 from actors.core.merger import BatchInfo
 from actors.core.rates import RateMeter
 from actors.core.setup import ChainSetup
@@ -46,58 +47,6 @@ from actors.wire.model import Geometry, Image, Message, SeriesEnd, SeriesStart
 logger = logging.getLogger(__name__)
 
 Counts = Mapping[str, Any]  # a receiver ledger snapshot (actors.stream.ledger.Ledger)
-
-
-# -- what the transport carries out ---------------------------------------------------------
-@dataclass(frozen=True)
-class Begin:
-    """The first frame of an acquisition fixed its chain setup: tell workers and results."""
-
-    setup: ChainSetup
-
-
-@dataclass(frozen=True)
-class HandOn:
-    """Store a closed batch and hand it to the workers (it holds room until returned)."""
-
-    batch: FrameBatch
-    info: BatchInfo
-    setup_version: int
-
-
-@dataclass(frozen=True)
-class Skip:
-    """A batch dropped for lack of room (``overflow: drop``): merged as empty."""
-
-    acquisition: int
-    info: BatchInfo
-
-
-@dataclass(frozen=True)
-class Announce:
-    """A new chain setup version (runtime parameters) applies from ``setup.first_batch``."""
-
-    setup: ChainSetup
-
-
-@dataclass(frozen=True)
-class End:
-    """No batch after ``batches`` will come; ``ledger`` is the ingest's side of it."""
-
-    acquisition: int
-    batches: int
-    ledger: Ledger
-
-
-@dataclass(frozen=True)
-class Aborted:
-    """The acquisition is discarded."""
-
-    acquisition: int
-    ledger: Ledger
-
-
-Action = Begin | HandOn | Skip | Announce | End | Aborted
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from actors.config import PipelineConfig
+from actors.core.events import Action
 from actors.core.status import IngestStatus
-from actors.ingest.core import Action, IngestCore
+from actors.ingest.core import IngestCore
 from actors.stream.receiver import Receiver, ReceiverSettings
 
 logger = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from typing import Any
 
 from actors.core.acquisition import Acquisition, AcquisitionResult, Outcome
 from actors.core.chain import Partials
+from actors.core.events import Announce, Begin, End, ResultsEvent, Skip
 from actors.core.merger import BatchInfo
 from actors.core.ordered import InBatchOrder
 from actors.core.rates import RateMeter
@@ -180,6 +181,19 @@ class ResultsCore:
         self.current = None
         self._frames.clear()
         self._io.append(Discard(acquisition))
+
+    def apply(self, event: ResultsEvent) -> None:
+        """An event of the ingest (through the dispatcher), in order."""
+        if isinstance(event, Begin):
+            self.begin(event.setup)
+        elif isinstance(event, Announce):
+            self.reconfigure(event.setup)
+        elif isinstance(event, Skip):
+            self.skip(event.acquisition, event.info)
+        elif isinstance(event, End):
+            self.end(event.acquisition, event.batches, event.ledger)
+        else:
+            self.abort(event.acquisition, event.ledger)
 
     def reset_pedestal(self) -> None:
         """Forget the state carried between acquisitions (the next one starts fresh)."""

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from actors.core.acquisition import AcquisitionResult
 from actors.core.chain import Partials
+from actors.core.events import ResultsEvent
 from actors.core.merger import BatchInfo
 from actors.core.setup import ChainSetup
 from actors.core.status import Ledger, ResultsStatus, Snapshot
@@ -77,6 +78,12 @@ class ResultsStage:
         self._io.shutdown(wait=True)
 
     # -- mutations (ingest side, workers) -----------------------------------------------------
+    def apply(self, event: ResultsEvent) -> None:
+        """An event of the ingest (begin, new setup, skip, end, abort), in order."""
+        with self.changed:
+            self.core.apply(event)
+            self._changed()
+
     def begin(self, setup: ChainSetup) -> None:
         with self.changed:
             self.core.begin(setup)

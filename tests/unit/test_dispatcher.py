@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from actors.core.events import Aborted, Begin, End
 from actors.core.merger import BatchInfo
 from actors.core.status import Ledger
-from actors.dispatch.dispatcher import MAX_ATTEMPTS, Dispatcher, Ended, GiveUp, Job
+from actors.dispatch.dispatcher import MAX_ATTEMPTS, Dispatcher, GiveUp, Job
 
 
 def job(index: int, acquisition: int = 1, n: int = 4, states: bool = False) -> Job[str]:
@@ -93,7 +94,7 @@ def test_the_end_waits_for_every_job_and_carries_the_drops() -> None:
     d.done((1, 0))
     d.failed((1, 1), "boom")
     (ended,) = d.ended()
-    assert isinstance(ended, Ended) and ended.batches == 2
+    assert isinstance(ended, End) and ended.batches == 2
     assert ended.ledger.dropped == {"processing_failed": 4}
     assert ended.ledger.inflight_batches == 0 and ended.ledger.received == 8
     assert d.ended() == [] and d.counts(1).dropped == {}
@@ -112,3 +113,18 @@ def test_abort_frees_waiting_jobs_now_and_jobs_in_flight_when_they_answer() -> N
     d.add(job(0, acquisition=2))
     assert sends(d) == [(0, 0)]
     assert d.ended() == [] and d.outstanding(1) == 0
+
+
+def test_route_holds_ends_and_completes_aborts_for_the_results_stage() -> None:
+    from actors.core.setup import ChainSetup
+    from actors.wire.model import Geometry
+
+    d: Dispatcher[str] = Dispatcher(workers=1)
+    begin = Begin(ChainSetup(1, 0, ({"type": "sum"},), Geometry(2, 2, "uint16")))
+    assert d.route(begin) == (begin, [])
+    d.add(job(0))
+    assert d.route(End(1, 1, Ledger(1, received=4))) == (None, [])  # held: a job is out
+    event, released = d.route(Aborted(1, Ledger(1, received=4)))
+    assert [j.info.index for j in released] == [0]
+    assert isinstance(event, Aborted) and event.ledger.dropped == {"aborted": 4}
+    assert d.ended() == [] and d.active() == set()

@@ -48,10 +48,10 @@ from actors.backends.local.messages import (
 )
 from actors.backends.local.shm import Attachments, RingSpec, SlotManager
 from actors.backends.local.worker import worker_main
+from actors.core.events import Aborted, Announce, Begin, End, Skip
 from actors.core.setup import ChainSetup
 from actors.core.status import DispatchCounts
 from actors.dispatch.dispatcher import Dispatcher, GiveUp, Job
-from actors.ingest.core import Aborted, Announce, Begin, End, Skip
 from actors.results.stage import ResultsStage
 
 logger = logging.getLogger(__name__)
@@ -189,22 +189,14 @@ class Coordinator:
             self._on_closed(msg.batch)
         elif isinstance(msg, Reply):
             self.ingest.calls.resolve(msg)
-        elif isinstance(msg, Begin | Announce):
-            if isinstance(msg, Begin):
-                self._forget_setups(msg.setup.acquisition)
-                self.results.begin(msg.setup)
-            else:
-                self.results.reconfigure(msg.setup)
-            self._add_setup(msg.setup)
-        elif isinstance(msg, Skip):
-            self.results.skip(msg.acquisition, msg.info)
-        elif isinstance(msg, End):
-            self.dispatcher.end(msg.acquisition, msg.batches, msg.ledger)
-        elif isinstance(msg, Aborted):
-            released, ledger = self.dispatcher.abort(msg.acquisition, msg.ledger)
+        elif isinstance(msg, Begin | Announce | Skip | End | Aborted):
+            if isinstance(msg, Begin | Announce):
+                self._add_setup(msg)
+            event, released = self.dispatcher.route(msg)
             for job in released:
                 self._free(job)
-            self.results.abort(msg.acquisition, ledger)
+            if event is not None:
+                self.results.apply(event)
         elif isinstance(msg, Call):
             self._answer_ingest(msg)
         elif isinstance(msg, Ready):
@@ -246,17 +238,16 @@ class Coordinator:
         self.ring = RingSpec(self.generation, tuple(names), slot_bytes)
         return self.ring
 
-    def _add_setup(self, setup: ChainSetup) -> None:
+    def _add_setup(self, event: Begin | Announce) -> None:
+        setup = event.setup
+        if isinstance(event, Begin):  # forget the setups nothing in flight uses
+            active = self.dispatcher.active()
+            self.setups = {k: v for k, v in self.setups.items() if k[0] in active}
         key = (setup.acquisition, setup.version)
         self.setups[key] = setup
         for w in self.workers.values():  # workers build the chain before the first batch
             w.outbox.send(SetupMsg(setup))
             w.setups.add(key)
-
-    def _forget_setups(self, acquisition: int) -> None:
-        busy = {acquisition} | {k[0] for k in (*self.dispatcher.waiting,
-                                               *self.dispatcher.inflight)}
-        self.setups = {k: v for k, v in self.setups.items() if k[0] in busy}
 
     def _on_closed(self, batch: SlotBatch) -> None:
         job = Job(batch.acquisition, batch.info, batch, needs_states=bool(batch.info.keys))
@@ -351,9 +342,9 @@ class Coordinator:
                 w.outbox.send(SetupMsg(self.setups[key]))
                 w.setups.add(key)
             w.outbox.send(Task(job.payload, job.states, job.attempts))
-        for ended in self.dispatcher.ended():
-            self.ingest.outbox.send(Finished(ended.acquisition))  # idle before the result
-            self.results.end(ended.acquisition, ended.batches, ended.ledger)
+        for end in self.dispatcher.ended():
+            self.ingest.outbox.send(Finished(end.acquisition))  # idle before the result
+            self.results.apply(end)
 
     def _settle(self, out: GiveUp[SlotBatch] | Job[SlotBatch]) -> None:
         """A job that leaves without a merge: given up (merged as empty) or aborted."""

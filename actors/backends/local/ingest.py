@@ -33,7 +33,7 @@ from actors.backends.local.messages import (
 from actors.backends.local.shm import RingSpec, ignore_sigint
 from actors.backends.local.slots import IngestSlots
 from actors.config import PipelineConfig
-from actors.ingest.core import Action, HandOn
+from actors.core.events import Action, HandOn
 from actors.ingest.stage import IngestStage
 from actors.wire.model import Encoding
 

@@ -24,9 +24,9 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from actors.config import PipelineConfig
+from actors.core.events import Action, Announce, Begin, HandOn
 from actors.core.status import IngestStatus
 from actors.dispatch.dispatcher import Dispatcher, GiveUp, Job, Key
-from actors.ingest.core import Aborted, Action, Announce, Begin, End, HandOn, Skip
 from actors.ingest.stage import IngestStage
 
 logger = logging.getLogger(__name__)
@@ -85,26 +85,24 @@ class Ingest:
     # -- the transport of the ingest stage ----------------------------------------------------
     async def send(self, actions: list[Action]) -> None:
         for action in actions:
-            if isinstance(action, Begin | Announce):
-                setup = action.setup
-                if isinstance(action, Begin):
-                    self._forget_setups()
-                self.setups[(setup.acquisition, setup.version)] = ray.put(setup)
-                call = self.results.begin if isinstance(action, Begin) else \
-                    self.results.reconfigure
-                await call.remote(setup)  # before any batch of it is merged
-            elif isinstance(action, HandOn):
+            if isinstance(action, HandOn):
                 self._hand_on(action)
-            elif isinstance(action, Skip):
-                await self.results.skip.remote(action.acquisition, action.info)
-            elif isinstance(action, End):
-                self.dispatcher.end(action.acquisition, action.batches, action.ledger)
-            elif isinstance(action, Aborted):
-                released, ledger = self.dispatcher.abort(action.acquisition, action.ledger)
-                for job in released:
-                    self._release(job)
-                await self.results.abort.remote(action.acquisition, ledger)
+                continue
+            if isinstance(action, Begin | Announce):
+                self._store_setup(action)
+            event, released = self.dispatcher.route(action)
+            for job in released:
+                self._release(job)
+            if event is not None:  # awaited: a setup is in place before its batches merge
+                await self.results.apply.remote(event)
         self._step()
+
+    def _store_setup(self, action: Begin | Announce) -> None:
+        if isinstance(action, Begin):  # forget the setups nothing in flight uses
+            active = self.dispatcher.active()
+            self.setups = {k: v for k, v in self.setups.items() if k[0] in active}
+        setup = action.setup
+        self.setups[(setup.acquisition, setup.version)] = ray.put(setup)
 
     def _hand_on(self, action: HandOn) -> None:
         batch = action.batch
@@ -139,10 +137,9 @@ class Ingest:
             ack = asyncio.wrap_future(
                 self.results.merge.remote(job.acquisition, job.info, partial).future())
             ack.add_done_callback(functools.partial(self._answered, job.key))
-        for ended in self.dispatcher.ended():
-            self.stage.finished(ended.acquisition)  # idle before the result is visible
-            self._spawn(self.results.end.remote(ended.acquisition, ended.batches,
-                                                ended.ledger))
+        for end in self.dispatcher.ended():
+            self.stage.finished(end.acquisition)  # idle before the result is visible
+            self._spawn(self.results.apply.remote(end))
 
     def _answered(self, key: Key, ack: asyncio.Future[Any]) -> None:
         exc = None if ack.cancelled() else ack.exception()
@@ -176,10 +173,6 @@ class Ingest:
         job.payload = Stored(None, None)
         job.states = None
         self.stage.returned(job.acquisition, job.info.index)
-
-    def _forget_setups(self) -> None:
-        busy = {k[0] for k in (*self.dispatcher.waiting, *self.dispatcher.inflight)}
-        self.setups = {k: v for k, v in self.setups.items() if k[0] in busy}
 
     def _spawn(self, work: Coroutine[Any, Any, Any] | Any) -> None:
         """Own a background call: failures are logged, and close() cancels it."""

@@ -1,0 +1,72 @@
+"""The typed events between the stages (pure).
+
+The ingest stage produces them (:class:`~actors.ingest.core.IngestCore`), in order; its
+transport stores and hands on the batches (:class:`HandOn`), the dispatch stage holds an
+acquisition's :class:`End` until its batches have left and adds what it dropped to an
+:class:`Aborted`, and the results stage takes the rest (:class:`Begin`, :class:`Announce`,
+:class:`Skip`, :class:`Aborted`, and the end once released) —
+:meth:`~actors.results.core.ResultsCore.apply`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from actors.core.batch import FrameBatch
+from actors.core.merger import BatchInfo
+from actors.core.setup import ChainSetup
+from actors.core.status import Ledger
+
+
+@dataclass(frozen=True)
+class Begin:
+    """The first frame of an acquisition fixed its chain setup: tell workers and results."""
+
+    setup: ChainSetup
+
+
+@dataclass(frozen=True)
+class HandOn:
+    """Store a closed batch and hand it to the workers (it holds room until returned)."""
+
+    batch: FrameBatch
+    info: BatchInfo
+    setup_version: int
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A batch dropped for lack of room (``overflow: drop``): merged as empty."""
+
+    acquisition: int
+    info: BatchInfo
+
+
+@dataclass(frozen=True)
+class Announce:
+    """A new chain setup version (runtime parameters) applies from ``setup.first_batch``."""
+
+    setup: ChainSetup
+
+
+@dataclass(frozen=True)
+class End:
+    """No batch after ``batches`` will come; ``ledger`` is the ingest's side of it."""
+
+    acquisition: int
+    batches: int
+    ledger: Ledger
+
+
+@dataclass(frozen=True)
+class Aborted:
+    """The acquisition is discarded."""
+
+    acquisition: int
+    ledger: Ledger
+
+
+#: everything the ingest produces
+Action = Begin | HandOn | Skip | Announce | End | Aborted
+#: what the results stage takes
+ResultsEvent = Begin | Announce | Skip | End | Aborted
