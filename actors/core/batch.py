@@ -24,14 +24,6 @@ from actors.wire.model import Buffer, Encoding, Geometry, Image, Payload
 from actors.wire.pixels import decode_pixels
 from actors.wire.reorder import IndexArray, apply_map
 
-#: supplies the (max_frames, rows, cols) array a new raw batch is written into
-BufferFactory = Callable[[Geometry, int], npt.NDArray[Any]]
-
-
-def new_buffer(geometry: Geometry, max_frames: int) -> npt.NDArray[Any]:
-    """A fresh buffer per batch (simple; the local backend hands out its shm slots)."""
-    return np.empty((max_frames, geometry.rows, geometry.cols), dtype=geometry.dtype)
-
 
 def stacked(views: tuple[npt.NDArray[Any], ...]) -> npt.NDArray[Any]:
     """The frames ``(n, rows, cols)``: a read-only strided view when the frames lie
@@ -120,7 +112,6 @@ class FrameBatch:
 @dataclass
 class _Open:
     frame_numbers: list[int] = field(default_factory=list)
-    buffer: npt.NDArray[Any] | None = None
     views: list[npt.NDArray[Any]] = field(default_factory=list)
     blobs: list[Buffer] = field(default_factory=list)
     encoding: Encoding = Encoding.RAW
@@ -130,18 +121,14 @@ class _Open:
 class BatchAssembler:
     """Groups the images of one acquisition into :class:`FrameBatch` objects.
 
-    With ``buffer_factory`` None, raw frames are not copied at all: the batch keeps
-    zero-copy views of the received messages (``ray.put`` then makes the only copy).
-
-    ``add`` returns the batch it had to close (a cut or a full batch), if any. A raw
-    batch's ``pixels`` is a view of a buffer from ``buffer_factory``: store it before the
-    next ``add`` and never let the factory hand out a buffer whose batch is not stored yet
-    (the local backend hands out free shared-memory slots).
+    Raw frames are not copied at all: a batch keeps zero-copy views of the received messages
+    (``ray.put``, or the copy into a shared-memory slot, then makes the only copy); compressed
+    payloads are concatenated when the batch closes. ``add`` returns the batch it had to
+    close (a cut or a full batch), if any.
     """
 
     def __init__(self, acquisition: int, geometry: Geometry, max_frames: int,
                  epochs: list[int | None] | None = None, channel: str | None = None,
-                 buffer_factory: BufferFactory | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.acquisition = acquisition
         self.clock = clock
@@ -149,7 +136,6 @@ class BatchAssembler:
         self.max_frames = max_frames
         self.channel = channel
         self._cutter = BatchCutter(epochs or [])
-        self._factory = buffer_factory
         self._open: _Open | None = None
         self.next_index = 0
 
@@ -187,16 +173,10 @@ class BatchAssembler:
             self._open = _Open(encoding=payload.encoding, opened=self.clock())
         self._cutter.add(image.frame)
         op = self._open
-        k = len(op.frame_numbers)
         if payload.encoding is Encoding.RAW:
             pixels = np.frombuffer(payload.data, dtype=self.geometry.dtype).reshape(
                 self.geometry.shape)
-            if self._factory is None:
-                op.views.append(pixels)
-            else:
-                if op.buffer is None:
-                    op.buffer = self._factory(self.geometry, self.max_frames)
-                op.buffer[k] = pixels
+            op.views.append(pixels)
         else:
             op.blobs.append(payload.data)
         op.frame_numbers.append(image.frame)
@@ -215,12 +195,9 @@ class BatchAssembler:
         self._cutter.close()
         n = len(op.frame_numbers)
         numbers = np.asarray(op.frame_numbers, dtype=np.int64)
-        if op.encoding is Encoding.RAW and op.buffer is None:
+        if op.encoding is Encoding.RAW:
             batch = FrameBatch(self.acquisition, self.next_index, numbers, self.geometry,
                                Encoding.RAW, views=tuple(op.views))
-        elif op.buffer is not None:
-            batch = FrameBatch(self.acquisition, self.next_index, numbers, self.geometry,
-                               Encoding.RAW, pixels=op.buffer[:n])
         else:
             sizes = [memoryview(b).nbytes for b in op.blobs]
             offsets = np.zeros(n + 1, dtype=np.int64)

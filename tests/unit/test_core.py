@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from actors.core.batch import BatchAssembler, new_buffer
+from actors.core.batch import BatchAssembler
 from actors.core.chain import ReducerChain, reconfigure_specs, runtime_parameters
 from actors.core.merger import BatchInfo, OrderedMerger
 from actors.core.rates import RateMeter
@@ -40,11 +40,10 @@ def _images(frames: np.ndarray, numbers: list[int]) -> list[Image]:
     return out
 
 
-@pytest.mark.parametrize("factory", [None, new_buffer], ids=["views", "buffers"])
-def test_assembler_cuts_at_size_and_epochs_and_keeps_pixels(factory: object) -> None:
+def test_assembler_cuts_at_size_and_epochs_and_keeps_pixels() -> None:
     frames = _frames(23)
     numbers = [i for i in range(25) if i not in (7, 8)]  # two lost frames
-    asm = BatchAssembler(1, GEOM, 4, epochs=[5], buffer_factory=factory)  # type: ignore[arg-type]
+    asm = BatchAssembler(1, GEOM, 4, epochs=[5])
     batches = [b for img in _images(frames, numbers) if (b := asm.add(img)) is not None]
     last = asm.flush()
     assert last is not None
