@@ -158,6 +158,11 @@ class BatchAssembler:
             raise ValueError(f"image has no channel {self.channel!r} "
                              f"(channels: {', '.join(image.channels)})") from None
 
+    def touch(self) -> None:
+        """Start the open batch's wait again (time spent blocked does not count)."""
+        if self._open is not None:
+            self._open.opened = self.clock()
+
     def add(self, image: Image) -> FrameBatch | None:
         """Add one image (frame numbers must increase); may return a closed batch."""
         closed = None

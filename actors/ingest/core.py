@@ -222,6 +222,9 @@ class IngestCore:
         while acq is not None and acq.held and self._room(acq.held[0][0].nbytes):
             batch, info, version = acq.held.popleft()
             actions.append(self._hand_on(acq, batch, info, version))
+            if not acq.held and acq.assembler is not None:
+                # reading resumes: the open batch waited for room, not for frames
+                acq.assembler.touch()
         if acq is not None and acq.ending and not acq.held and not acq.end_sent:
             actions.append(self._declare_end(acq))
         return actions

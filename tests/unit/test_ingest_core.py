@@ -123,6 +123,22 @@ def test_max_delay_closes_a_partial_batch() -> None:
     assert batch.batch.frame_numbers.tolist() == [0, 1] and core.flush_in() is None
 
 
+def test_time_blocked_for_room_does_not_close_the_open_batch_early() -> None:
+    core, clock, _ = make(reducers=[{"type": "moench", "pedestal_epoch": 5}], max_inflight=1,
+                          batch={"max_frames": 8, "max_delay": 0.5})
+    core.start()
+    actions = feed(core, range(11))  # [0-7] out; a cut at 10 holds [8, 9]; frame 10 open
+    assert [h.batch.frame_numbers.tolist() for h in handons(actions)] == [list(range(8))]
+    assert core.blocked and core.flush_in() == 0.5
+    clock.now += 5.0  # blocked for long: the sender waits, frame 10 waits in the open batch
+    (released,) = core.returned(1, 0)
+    assert isinstance(released, HandOn) and not core.blocked
+    assert core.flush_due() == []  # its wait for more frames starts now
+    clock.now += 0.5
+    assert core.flush_due() == [] and core.blocked  # closed after its own 0.5 s: held
+    assert [h.batch.frame_numbers.tolist() for h in handons(core.returned(1, 1))] == [[10]]
+
+
 def test_runtime_parameters_apply_from_a_batch_boundary_with_a_version() -> None:
     core, _, _ = make()
     assert core.status().parameters["threshold"] == 90.0
