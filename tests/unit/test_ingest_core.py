@@ -133,7 +133,7 @@ def test_time_blocked_for_room_does_not_close_the_open_batch_early() -> None:
     clock.now += 5.0  # blocked for long: the sender waits, frame 10 waits in the open batch
     (released,) = core.returned(1, 0)
     assert isinstance(released, HandOn) and not core.blocked
-    assert core.flush_due() == []  # its wait for more frames starts now
+    assert core.flush_in() == 0.5 and core.flush_due() == []  # its wait starts now
     clock.now += 0.5
     assert core.flush_due() == [] and core.blocked  # closed after its own 0.5 s: held
     assert [h.batch.frame_numbers.tolist() for h in handons(core.returned(1, 1))] == [[10]]
