@@ -5,9 +5,9 @@ Transport only: the shared :class:`~actors.dispatch.dispatcher.Dispatcher` decid
 worker gets which batch, resends a dead worker's batches and gives up failed ones; the
 shared :class:`~actors.results.stage.ResultsStage` merges. Here the ingest's actions arrive
 over its connection (a handed-on batch as a slot descriptor), tasks go to the workers over
-theirs, partials come back (through each worker's result block), slots go back to the ingest
-(:class:`~actors.backends.local.messages.Free`) once their batch has left, and dead worker
-processes are replaced. The thread waits on every connection and process sentinel at once
+theirs, partials come back (copied out of each worker's result block), slots go back to the
+ingest (:class:`~actors.backends.local.messages.Free`) once their batch has left, and dead
+worker processes are replaced. The thread waits on every connection and process sentinel at once
 and never blocks on a send (each connection has an :class:`Outbox`).
 """
 
@@ -28,9 +28,7 @@ from typing import Any
 from actors.backends.local import processes
 from actors.backends.local.channel import Calls, Outbox
 from actors.backends.local.messages import (
-    Call,
     Closed,
-    Detach,
     Done,
     Failed,
     Fault,
@@ -38,7 +36,6 @@ from actors.backends.local.messages import (
     Free,
     Ready,
     Reply,
-    ResultBlock,
     ResultFree,
     SetupKey,
     SetupMsg,
@@ -46,7 +43,7 @@ from actors.backends.local.messages import (
     Stop,
     Task,
 )
-from actors.backends.local.shm import Attachments, RingSpec, SlotManager
+from actors.backends.local.shm import Attachments, ManagerAddress, SlotManager
 from actors.backends.local.worker import worker_main
 from actors.core.events import Aborted, Announce, Begin, End, Skip
 from actors.core.setup import ChainSetup
@@ -71,7 +68,7 @@ class WorkerHandle:
     ready: bool = False
     pid: int | None = None
     setups: set[SetupKey] = field(default_factory=set)
-    result: tuple[str, int] | None = None  # its result block (name, size)
+    result: str | None = None  # its result block, mapped here
 
 
 @dataclass
@@ -84,9 +81,10 @@ class IngestHandle:
     fault: str | None = None
 
 
-def start_worker(index: int, log_level: int) -> WorkerHandle:
+def start_worker(index: int, manager: ManagerAddress, log_level: int) -> WorkerHandle:
     parent, child = processes.context().Pipe(duplex=True)
-    process = processes.start(worker_main, (index, child, log_level), f"rayline-worker-{index}")
+    process = processes.start(worker_main, (index, child, manager, log_level),
+                              f"rayline-worker-{index}")
     child.close()  # only the worker holds its end: its death is an EOF here
     return WorkerHandle(index, process, parent, Outbox(parent, f"worker {index}"))
 
@@ -103,8 +101,6 @@ class Coordinator:
         self.log_level = log_level
         self.dispatcher: Dispatcher[SlotBatch] = Dispatcher(len(workers), per_worker=PER_WORKER)
         self.setups: dict[SetupKey, ChainSetup] = {}
-        self.ring: RingSpec | None = None
-        self.generation = 0
         self.startup_failures: Counter[int] = Counter()
         self.restarts = 0
         self.fault: str | None = None
@@ -197,8 +193,6 @@ class Coordinator:
                 self._free(job)
             if event is not None:
                 self.results.apply(event)
-        elif isinstance(msg, Call):
-            self._answer_ingest(msg)
         elif isinstance(msg, Ready):
             self.ingest.ready.set()
         elif isinstance(msg, Fault):
@@ -206,37 +200,6 @@ class Coordinator:
             self.ingest.ready.set()
         else:
             logger.error("coordinator: unexpected message from the ingest: %r", msg)
-
-    def _answer_ingest(self, call: Call) -> None:
-        try:
-            if call.method != "ring":
-                raise ValueError(f"unknown call {call.method!r}")
-            value: Any = self._new_ring(*call.args)
-        except Exception as exc:
-            self.ingest.outbox.send(Reply(call.id, False, exc))
-        else:
-            self.ingest.outbox.send(Reply(call.id, True, value))
-
-    def _new_ring(self, slot_bytes: int, nslots: int, old: int | None) -> RingSpec:
-        """A ring of ``nslots`` blocks of ``slot_bytes``; the ingest no longer uses the old
-        one (it asks only when every slot of it is back)."""
-        if self.ring is not None:
-            for w in self.workers.values():
-                w.outbox.send(Detach(self.ring.names))
-            for name in self.ring.names:
-                self.slots.release(name)
-        self.generation += 1
-        names: list[str] = []
-        try:
-            for _ in range(nslots):
-                names.append(self.slots.create(slot_bytes))
-        except Exception:
-            for name in names:
-                self.slots.release(name)
-            self.ring = None
-            raise
-        self.ring = RingSpec(self.generation, tuple(names), slot_bytes)
-        return self.ring
 
     def _add_setup(self, event: Begin | Announce) -> None:
         setup = event.setup
@@ -278,36 +241,31 @@ class Coordinator:
 
     def _unpack(self, w: WorkerHandle, msg: Done) -> Any:
         """The partial of a Done: copied out of the worker's result block (which is then
-        free again), or from the message. Grows the block when a partial did not fit."""
-        if msg.block is not None and msg.meta is not None:
-            buf = self.result_blocks.get(msg.block).buf
-            assert buf is not None
-            copies = [bytearray(buf[offset:offset + size]) for offset, size in msg.layout]
-            del buf
-            partial = pickle.loads(msg.meta, buffers=copies)
-            w.outbox.send(ResultFree())
-        elif msg.meta is not None:
-            partial = pickle.loads(msg.meta)
-        else:
-            partial = msg.partial
-        if msg.want > 0 and not self.closing:
-            self._release_result(w)
-            size = msg.want + msg.want // 4 + (1 << 20)
-            name = self.slots.create(size)
-            w.result = (name, size)
-            w.outbox.send(ResultBlock(name, size))
-        return partial
+        free again), or from the message."""
+        if msg.block is None:
+            return pickle.loads(msg.meta) if msg.meta is not None else msg.partial
+        if w.result != msg.block:  # the worker replaced its block (and released the old)
+            self._drop_result(w)
+            w.result = msg.block
+        buf = self.result_blocks.get(msg.block).buf
+        assert buf is not None and msg.meta is not None
+        copies = [bytearray(buf[offset:offset + size]) for offset, size in msg.layout]
+        del buf
+        w.outbox.send(ResultFree())
+        return pickle.loads(msg.meta, buffers=copies)
 
-    def _release_result(self, w: WorkerHandle) -> None:
+    def _drop_result(self, w: WorkerHandle, release: bool = False) -> None:
+        """Unmap a worker's result block here (and unlink it, for a dead worker's)."""
         if w.result is not None:
-            name, w.result = w.result[0], None
+            name, w.result = w.result, None
             self.result_blocks.close([name])
-            self.slots.release(name)
+            if release:
+                self.slots.release(name)
 
     def _worker_died(self, w: WorkerHandle) -> None:
         self._drain(w.conn, partial(self._on_worker, w))  # what it sent before dying
         code = processes.stop(w.process, 0.1)
-        self._release_result(w)
+        self._drop_result(w, release=True)
         del self.workers[w.index]
         w.outbox.close(timeout=1.0)
         if not w.conn.closed:
@@ -327,7 +285,7 @@ class Coordinator:
             logger.error("%s: not restarting it", self.fault)
             return
         self.restarts += 1
-        self.workers[w.index] = start_worker(w.index, self.log_level)
+        self.workers[w.index] = start_worker(w.index, self.slots.where(), self.log_level)
 
     # -- dispatching -------------------------------------------------------------------------------
     def _dispatch(self) -> None:

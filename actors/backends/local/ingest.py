@@ -30,7 +30,7 @@ from actors.backends.local.messages import (
     Reply,
     SlotBatch,
 )
-from actors.backends.local.shm import RingSpec, ignore_sigint
+from actors.backends.local.shm import ManagerAddress, ignore_sigint
 from actors.backends.local.slots import IngestSlots
 from actors.config import PipelineConfig
 from actors.core.events import Action, HandOn
@@ -39,18 +39,12 @@ from actors.wire.model import Encoding
 
 logger = logging.getLogger(__name__)
 
-#: how long the ingest waits for the driver to answer one of its own calls (a new ring)
-CALL_TIMEOUT = 60.0
-
-
 class DriverLink:
     """The ingest's end of its connection to the driver (on the ingest's event loop)."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.closed = asyncio.Event()
-        self._ids = 0
-        self._calls: dict[int, asyncio.Future[Any]] = {}
         self.on_message: Callable[[object], None] = lambda msg: None
 
     def start(self) -> None:
@@ -67,29 +61,10 @@ class DriverLink:
         except (OSError, EOFError):
             self.closed.set()
 
-    async def call(self, method: str, *args: Any) -> Any:
-        self._ids += 1
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._calls[self._ids] = future
-        self.send(Call(self._ids, method, args))
-        try:
-            return await asyncio.wait_for(future, CALL_TIMEOUT)
-        finally:
-            self._calls.pop(self._ids, None)
-
     def _readable(self) -> None:
         try:
             while self.conn.poll():
-                msg = self.conn.recv()
-                if isinstance(msg, Reply):
-                    future = self._calls.pop(msg.id, None)
-                    if future is not None and not future.done():
-                        if msg.ok:
-                            future.set_result(msg.value)
-                        else:
-                            future.set_exception(msg.value)
-                else:
-                    self.on_message(msg)
+                self.on_message(self.conn.recv())
         except (EOFError, OSError):  # the driver is gone
             self.stop()
             self.closed.set()
@@ -98,9 +73,9 @@ class DriverLink:
 class SlotTransport:
     """The ingest stage's transport in the ingest process (see the module doc)."""
 
-    def __init__(self, link: DriverLink, config: PipelineConfig) -> None:
+    def __init__(self, link: DriverLink, config: PipelineConfig, slots: IngestSlots) -> None:
         self.link = link
-        self.slots = IngestSlots()
+        self.slots = slots
         self.nslots = config.max_inflight
         self.max_frames = config.batch.max_frames
 
@@ -112,9 +87,8 @@ class SlotTransport:
     async def _store(self, action: HandOn) -> SlotBatch:
         """Copy a batch into a free slot (the one copy of its pixels)."""
         batch, g = action.batch, action.batch.geometry
-        await self._ensure_ring(self.max_frames * g.nbytes)
+        await self.slots.ensure(self.max_frames * g.nbytes, self.nslots)
         slot = await self.slots.take()
-        assert self.slots.spec is not None
         offsets = inline = None
         if batch.encoding is Encoding.RAW:
             out = self.slots.frames(slot, g, batch.n)
@@ -125,33 +99,18 @@ class SlotTransport:
         else:  # compressed: the payloads, back to back (inline when they do not fit)
             assert batch.blobs is not None
             offsets = batch.offsets
-            if batch.nbytes <= self.slots.spec.slot_bytes:
+            if batch.nbytes <= self.slots.slot_bytes:
                 self.slots.bytes_of(slot)[:batch.nbytes] = batch.blobs
             else:
                 inline = batch.blobs
-        return SlotBatch(batch.acquisition, batch.index, self.slots.spec.generation, slot,
-                         self.slots.spec.names[slot], batch.frame_numbers, g, batch.encoding,
+        return SlotBatch(batch.acquisition, batch.index, self.slots.generation, slot,
+                         self.slots.name(slot), batch.frame_numbers, g, batch.encoding,
                          batch.nbytes, action.setup_version, action.info, offsets, inline)
 
-    async def _ensure_ring(self, slot_bytes: int) -> None:
-        """A ring whose slots hold a whole batch of these frames (asked of the driver, which
-        owns every block, once the old ring's slots are all back)."""
-        if self.slots.fits(slot_bytes):
-            return
-        while not self.slots.idle:
-            await self.slots.changed()
-        old = self.slots.spec
-        self.slots.detach()
-        spec: RingSpec = await self.link.call("ring", slot_bytes, self.nslots,
-                                              old.generation if old else None)
-        self.slots.install(spec)
-        logger.info("ring %d: %d slots of %.1f MB", spec.generation, spec.slots,
-                    spec.slot_bytes / 1e6)
 
-
-async def _serve(config: PipelineConfig, conn: Connection) -> None:
+async def _serve(config: PipelineConfig, conn: Connection, manager: ManagerAddress) -> None:
     link = DriverLink(conn)
-    transport = SlotTransport(link, config)
+    transport = SlotTransport(link, config, IngestSlots(manager.client()))
     stage = IngestStage(config, transport)
     # the ingest's commands, by the names the driver calls them
     commands: dict[str, Callable[..., Any]] = {
@@ -202,16 +161,17 @@ async def _serve(config: PipelineConfig, conn: Connection) -> None:
         for task in list(tasks):
             task.cancel()
         await stage.close()
-        transport.slots.detach()
+        transport.slots.release()
 
 
-def ingest_main(config: PipelineConfig, conn: Connection, log_level: int) -> None:
+def ingest_main(config: PipelineConfig, conn: Connection, manager: ManagerAddress,
+                log_level: int) -> None:
     """Entry point of the ingest process (``spawn``)."""
     ignore_sigint()
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: "
                                "%(message)s")
     try:
-        asyncio.run(_serve(config, conn))
+        asyncio.run(_serve(config, conn, manager))
     finally:
         conn.close()

@@ -4,12 +4,11 @@ Pixels never travel in messages: a :class:`SlotBatch` says which shared-memory s
 batch and how to read it (compressed bytes that do not fit a slot are the one exception and
 travel ``inline``).
 
-Driver <-> ingest: :class:`Call` / :class:`Reply` both ways (commands; the ingest asks for a
-ring), :class:`Free` (a slot is free again), :class:`Finished`; the ingest stage's actions
+Driver <-> ingest: :class:`Call` / :class:`Reply` (commands), :class:`Free` (a batch has left:
+its slot is free again), :class:`Finished`; the ingest stage's actions
 (:mod:`actors.ingest.core`: ``Begin``, ``Announce``, ``Skip``, ``End``, ``Aborted``) as they
 are, a handed-on batch as :class:`Closed`, and :class:`Ready` / :class:`Fault` at start-up.
-Driver -> worker: :class:`SetupMsg`, :class:`Task`, :class:`Detach`, :class:`Stop`,
-:class:`ResultBlock`, :class:`ResultFree`.
+Driver -> worker: :class:`SetupMsg`, :class:`Task`, :class:`Stop`, :class:`ResultFree`.
 Worker -> driver: :class:`Ready`, :class:`Done`, :class:`Failed`.
 """
 
@@ -151,21 +150,8 @@ class Task:
 
 
 @dataclass(frozen=True)
-class Detach:
-    names: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class Stop:
     pass
-
-
-@dataclass(frozen=True)
-class ResultBlock:
-    """The worker's block for partials (replaces any earlier one)."""
-
-    name: str
-    size: int
 
 
 @dataclass(frozen=True)
@@ -186,7 +172,6 @@ class Done:
     meta: bytes | None = None
     block: str | None = None
     layout: tuple[tuple[int, int], ...] = ()
-    want: int = 0  # bytes of out-of-band buffers that did not fit a result block
 
 
 @dataclass(frozen=True)

@@ -103,10 +103,12 @@ class LocalPipeline(PipelineBase):
             with processes.sigint_blocked(), processes.main_hidden():
                 self.slot_manager.start(initializer=ignore_sigint)
             parent, child = ctx.Pipe(duplex=True)
-            process = processes.start(ingest_main, (cfg, child, level), "rayline-ingest")
+            manager = self.slot_manager.where()
+            process = processes.start(ingest_main, (cfg, child, manager, level),
+                                      "rayline-ingest")
             child.close()
             self.ingest = IngestHandle(process, parent, Outbox(parent, "ingest"))
-            workers = [start_worker(i, level) for i in range(cfg.workers)]
+            workers = [start_worker(i, manager, level) for i in range(cfg.workers)]
             self.coordinator = Coordinator(self.results_stage, self.ingest, workers,
                                            self.slot_manager, level)
             self.coordinator.start()

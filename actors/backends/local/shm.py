@@ -1,9 +1,11 @@
 """Shared-memory slots for the local backend (Python 3.11 hygiene included).
 
-The driver creates every block through a :class:`SlotManager` (a ``SharedMemoryManager``):
-the manager's server process owns the unlink, on :meth:`SlotManager.release` or at
-``shutdown()``. The driver closes its own mapping right after creating a block; the ingest
-and worker processes map blocks with :func:`attach`.
+The driver starts a :class:`SlotManager` (a ``SharedMemoryManager``) whose server process
+tracks every block and owns its unlink, on :meth:`SlotManager.release` or at ``shutdown()``,
+so nothing is left in ``/dev/shm`` whichever process dies. The processes that write a block
+create it through the manager (:meth:`SlotManager.new_block`, with the manager's
+:class:`ManagerAddress`): the ingest its ring of slots, each worker its result block; the
+processes that only read map blocks with :func:`attach`.
 
 Resource tracker (Python < 3.13, no ``track=False``): ``SharedMemory(name)`` registers the
 block with the resource tracker even when it only attaches. Processes started with the
@@ -11,8 +13,8 @@ block with the resource tracker even when it only attaches. Processes started wi
 usual recipe "attach, then ``resource_tracker.unregister``" (perf.md fact 10) breaks as soon
 as two processes attach the same block: the first unregister removes the creator's entry and
 the second makes the tracker print a ``KeyError`` traceback. :func:`attach` therefore never
-talks to the tracker at all: the only REGISTER is the driver's creation, balanced by the
-manager's unlink, so the tracker has nothing to unlink or warn about at exit.
+talks to the tracker at all: the only REGISTER is the creation, balanced by the manager's
+unlink, so the tracker has nothing to unlink or warn about at exit.
 """
 
 from __future__ import annotations
@@ -31,19 +33,6 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 _ATTACH_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class RingSpec:
-    """The slots of one ring: one shared-memory block of ``slot_bytes`` per slot."""
-
-    generation: int
-    names: tuple[str, ...]
-    slot_bytes: int
-
-    @property
-    def slots(self) -> int:
-        return len(self.names)
 
 
 def ignore_sigint() -> None:
@@ -69,15 +58,28 @@ def attach(name: str) -> SharedMemory:
             resource_tracker.register = original
 
 
-class SlotManager(SharedMemoryManager):
-    """A SharedMemoryManager that can also release single blocks before shutdown."""
+@dataclass(frozen=True)
+class ManagerAddress:
+    """How a child process reaches the driver's manager (passed when it is started)."""
 
-    def create(self, size: int) -> str:
-        """A new block of ``size`` bytes owned by the manager; returns its name."""
-        shm = self.SharedMemory(size)
-        name = shm.name
-        shm.close()  # the driver never touches pixels
-        return name
+    address: Any
+    authkey: bytes
+
+    def client(self) -> SlotManager:
+        return SlotManager(address=self.address, authkey=self.authkey)
+
+
+class SlotManager(SharedMemoryManager):
+    """A SharedMemoryManager that can also release single blocks before shutdown; in a child
+    process, a client of the driver's (:meth:`ManagerAddress.client`)."""
+
+    def where(self) -> ManagerAddress:
+        me: Any = self
+        return ManagerAddress(me._address, bytes(me._authkey))
+
+    def new_block(self, size: int) -> SharedMemory:
+        """A new block of ``size`` bytes, mapped here, unlinked by the manager."""
+        return self.SharedMemory(size)
 
     def release(self, name: str) -> None:
         """Unlink one block now and stop tracking it (the server's ``release_segment``)."""

@@ -1,8 +1,10 @@
-"""The ingest process's view of the ring: which shared-memory slots are free.
+"""The ingest process's ring of shared-memory slots, and which of them are free.
 
-A slot is *free* or *outstanding* (holding a batch handed to the driver, until the driver
-sends it back with :class:`~actors.backends.local.messages.Free` once the batch has left the
-pipeline). The ingest stage never hands on more than ``max_inflight`` batches, so a ring of
+The ingest owns its ring: it creates the blocks through the driver's manager (which unlinks
+them whatever happens) and releases them when a larger ring replaces them. A slot is *free*
+or *outstanding* (holding a batch handed to the driver, until the driver sends it back with
+:class:`~actors.backends.local.messages.Free` once the batch has left the pipeline). The
+ingest stage never hands on more than ``max_inflight`` batches, so a ring of
 ``max_inflight`` slots always has one free for the next batch once its room is back.
 """
 
@@ -10,52 +12,63 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
+from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from actors.backends.local.shm import Attachments, RingSpec
+from actors.backends.local.shm import SlotManager
 from actors.wire.model import Geometry
+
+logger = logging.getLogger(__name__)
 
 
 class IngestSlots:
     """Slot bookkeeping of the ingest process (single-threaded, on its event loop)."""
 
-    def __init__(self) -> None:
-        self.spec: RingSpec | None = None
-        self._blocks = Attachments()
+    def __init__(self, manager: SlotManager) -> None:
+        self.manager = manager
+        self.generation = 0
+        self.slot_bytes = 0
+        self.blocks: list[SharedMemory] = []
         self._bytes: list[npt.NDArray[np.uint8]] = []
         self.free: deque[int] = deque()
         self.outstanding: set[int] = set()
         self._changed = asyncio.Event()
 
     # -- the ring ----------------------------------------------------------------------------
-    def fits(self, slot_bytes: int) -> bool:
-        return self.spec is not None and self.spec.slot_bytes >= slot_bytes
+    async def ensure(self, slot_bytes: int, slots: int) -> None:
+        """A ring of ``slots`` blocks of at least ``slot_bytes`` (a new, larger one once every
+        slot of the old one is back; the workers drop their maps of it when they see the new
+        generation)."""
+        if self.slot_bytes >= slot_bytes:
+            return
+        while self.outstanding:
+            await self.changed()
+        self.release()
+        self.generation += 1
+        self.blocks = [self.manager.new_block(slot_bytes) for _ in range(slots)]
+        self.slot_bytes = slot_bytes
+        self._bytes = [np.ndarray((slot_bytes,), dtype=np.uint8, buffer=b.buf)
+                       for b in self.blocks]
+        self.free = deque(range(slots))
+        logger.info("ring %d: %d slots of %.1f MB", self.generation, slots, slot_bytes / 1e6)
 
-    @property
-    def idle(self) -> bool:
-        """No slot is outstanding (the ring may be replaced)."""
-        return not self.outstanding
-
-    def install(self, spec: RingSpec) -> None:
-        """Map a new ring (the previous one must be idle)."""
-        if not self.idle:
-            raise RuntimeError("cannot replace a ring with slots in use")
-        self.detach()
-        self.spec = spec
-        self._bytes = [np.ndarray((spec.slot_bytes,), dtype=np.uint8,
-                                  buffer=self._blocks.get(name).buf) for name in spec.names]
-        self.free = deque(range(spec.slots))
-
-    def detach(self) -> None:
-        """Drop every view and unmap the blocks (before exit or a new ring)."""
+    def release(self) -> None:
+        """Drop every view, unmap and unlink the blocks (before exit or a new ring)."""
         self._bytes = []
         self.free.clear()
-        self._blocks.close()
-        self.spec = None
+        for block in self.blocks:
+            block.close()
+            try:
+                self.manager.release(block.name)
+            except (OSError, EOFError) as exc:  # the manager is gone: it unlinked them
+                logger.debug("ring block %s not released: %s", block.name, exc)
+        self.blocks = []
+        self.slot_bytes = 0
 
     # -- slots ---------------------------------------------------------------------------------
     async def take(self) -> int:
@@ -74,9 +87,12 @@ class IngestSlots:
     def bytes_of(self, slot: int) -> npt.NDArray[np.uint8]:
         return self._bytes[slot]
 
+    def name(self, slot: int) -> str:
+        return self.blocks[slot].name
+
     def returned(self, generation: int, slot: int) -> None:
         """The driver is done with an outstanding slot."""
-        if self.spec is None or generation != self.spec.generation:
+        if generation != self.generation:
             return
         if slot in self.outstanding:
             self.outstanding.discard(slot)

@@ -2,9 +2,11 @@
 
 A worker keeps nothing that cannot be rebuilt from its messages (chain setups arrive before
 the first task that needs them; states travel with each task), so a replacement worker
-picks up the batches of a dead one unchanged. Slots are only read (read-only views), and
-the partial is pickled before the driver hears about it, so the slot can be reused as soon
-as the driver gets :class:`~actors.backends.local.messages.Done`.
+picks up the batches of a dead one unchanged. Slots are only read (read-only views; the maps
+of a ring are dropped when a task comes from a newer one). A partial's arrays go into the
+worker's own result block (created through the driver's manager, replaced by a larger one
+when a partial outgrows it), which the driver copies them out of before it answers
+:class:`~actors.backends.local.messages.ResultFree`.
 """
 
 from __future__ import annotations
@@ -20,18 +22,16 @@ from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 
 from actors.backends.local.messages import (
-    Detach,
     Done,
     Failed,
     Ready,
-    ResultBlock,
     ResultFree,
     SetupKey,
     SetupMsg,
     Stop,
     Task,
 )
-from actors.backends.local.shm import Attachments, attach, ignore_sigint
+from actors.backends.local.shm import Attachments, ManagerAddress, SlotManager, ignore_sigint
 from actors.core.chain import Partials
 from actors.core.setup import ChainSetup
 from actors.process.worker import Worker
@@ -47,15 +47,16 @@ ALIGN = 64
 class WorkerLoop:
     """One worker's state; :meth:`handle` takes one message and may return a reply."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, manager: SlotManager) -> None:
         self.index = index
+        self.manager = manager
         self.worker = Worker()
         self.setups: dict[SetupKey, ChainSetup] = {}
-        self.blocks = Attachments()
+        self.blocks = Attachments()  # the slots of the current ring
+        self.generation = 0
         self.batches = 0
         self.result: SharedMemory | None = None
         self.result_free = True
-        self.asked = False  # a bigger result block was asked for and has not come yet
         #: reads control messages that are already waiting (set by the process loop)
         self.read_ahead: Callable[[], None] = lambda: None
 
@@ -67,12 +68,6 @@ class WorkerLoop:
             self.setups[(s.acquisition, s.version)] = s
             while len(self.setups) > KEEP_SETUPS:
                 self.setups.pop(next(iter(self.setups)))
-        elif isinstance(msg, Detach):
-            self.blocks.close(msg.names)
-        elif isinstance(msg, ResultBlock):
-            self._close_result()
-            self.result = attach(msg.name)
-            self.result_free, self.asked = True, False
         elif isinstance(msg, ResultFree):
             self.result_free = True
         else:
@@ -82,6 +77,9 @@ class WorkerLoop:
     def process(self, task: Task) -> Done | Failed:
         b = task.batch
         t0 = time.perf_counter()
+        if b.generation != self.generation:  # a new ring: the old one's slots are gone
+            self.blocks.close()
+            self.generation = b.generation
         try:
             setup = self.setups[b.setup_key]
             buffer = None if b.inline is not None else self.blocks.get(b.segment).buf
@@ -96,8 +94,9 @@ class WorkerLoop:
         return self.pack(b.acquisition, b.index, partial, time.perf_counter() - t0)
 
     def pack(self, acquisition: int, index: int, partial: Partials, seconds: float) -> Done:
-        """The partial's arrays go into the result block when it is free and big enough
-        (one copy here, one in the driver); else the partial travels in the message."""
+        """The partial's arrays go into the result block when it is free (one copy here,
+        one in the driver; a larger block replaces one they do not fit); else the partial
+        travels in the message."""
         buffers: list[pickle.PickleBuffer] = []
         meta = pickle.dumps(partial, protocol=5, buffer_callback=buffers.append)
         raws = [b.raw() for b in buffers]
@@ -105,19 +104,16 @@ class WorkerLoop:
         for raw in raws:
             layout.append((end, raw.nbytes))
             end += -(-raw.nbytes // ALIGN) * ALIGN
-        if not self.result_free or self.asked:
-            self.read_ahead()  # a ResultFree / ResultBlock may be waiting behind a task
-        block = self.result
         if not raws:
             return Done(acquisition, index, None, seconds, meta=meta)
-        if block is None or not self.result_free or end > block.size:
-            want = end if not self.asked and (block is None or end > block.size) else 0
-            self.asked = self.asked or want > 0  # one request per grant
-            if want and block is not None:
-                # asking for a bigger block: never write to this one again, so the driver
-                # may release it as soon as it reads this message
-                self._close_result()
-            return Done(acquisition, index, partial, seconds, want=want)
+        if not self.result_free:
+            self.read_ahead()  # a ResultFree may be waiting behind a task
+        if not self.result_free:  # the driver is still copying the last partial out
+            return Done(acquisition, index, partial, seconds)
+        block = self.result
+        if block is None or end > block.size:
+            self._close_result()
+            block = self.result = self.manager.new_block(end + end // 4 + (1 << 20))
         buf = block.buf
         assert buf is not None
         for (offset, size), raw in zip(layout, raws):
@@ -128,8 +124,14 @@ class WorkerLoop:
                     layout=tuple(layout))
 
     def _close_result(self) -> None:
+        """Unmap and release the result block (the driver drops its map of it when it sees
+        the next one)."""
         if self.result is not None:
             self.result.close()
+            try:
+                self.manager.release(self.result.name)
+            except (OSError, EOFError) as exc:  # the manager is gone: it unlinked it
+                logger.debug("result block not released: %s", exc)
             self.result = None
 
     def close(self) -> None:
@@ -137,13 +139,13 @@ class WorkerLoop:
         self._close_result()
 
 
-def worker_main(index: int, conn: Connection, log_level: int) -> None:
+def worker_main(index: int, conn: Connection, manager: ManagerAddress, log_level: int) -> None:
     """Entry point of a worker process (``spawn``)."""
     ignore_sigint()
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: "
                                "%(message)s")
-    loop = WorkerLoop(index)
+    loop = WorkerLoop(index, manager.client())
     backlog: deque[object] = deque()
 
     def read_ahead() -> None:
