@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
 
 from actors.reduce.base import Batch, OutputSpec, OutputValue, Reducer, ReducerConfigError
 from actors.wire.model import Geometry
@@ -151,7 +152,8 @@ def reconfigure_specs(specs: Sequence[Mapping[str, Any]], changes: Mapping[str, 
                       ) -> tuple[dict[str, Any], ...]:
     """Config entries with runtime parameters changed (public names, see
     :func:`runtime_parameters`); every value is validated by its reducer's settings model,
-    and all changes apply or none (:class:`ReducerConfigError` names the bad one)."""
+    strictly (no bool or text taken for a number; an int is a float), and all changes apply
+    or none (:class:`ReducerConfigError` names the bad one)."""
     from actors.reduce.registry import reducer_class
 
     by_public = {p.name: p for p in runtime_parameters(specs)}
@@ -164,9 +166,13 @@ def reconfigure_specs(specs: Sequence[Mapping[str, Any]], changes: Mapping[str, 
             raise ReducerConfigError(f"unknown runtime parameter {key!r}; known: "
                                      f"{', '.join(sorted(by_public)) or '(none)'}")
         i = index[param.reducer]
-        out[i][param.setting] = value
         cls = reducer_class(str(out[i]["type"]))
+        if isinstance(value, np.generic):  # numpy scalars as their Python values
+            value = value.item()
+        out[i][param.setting] = value
         try:
+            annotation = cls.Settings.model_fields[param.setting].rebuild_annotation()
+            TypeAdapter(annotation).validate_python(value, strict=True)
             cls.Settings.model_validate({k: v for k, v in out[i].items()
                                          if k not in ("type", "name")})
         except ValidationError as exc:

@@ -195,3 +195,25 @@ def test_worker_uses_one_read_only_mask_per_setup(monkeypatch: pytest.MonkeyPatc
     want = np.where(mask, 0, frames.astype(np.int64))
     np.testing.assert_array_equal(outs[0]["sum"].image, want[:2].sum(0))
     np.testing.assert_array_equal(outs[1]["sum"].image, want[2:].sum(0))
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("threshold", True), ("threshold", "yes"), ("threshold", "80"), ("split_pump", 1),
+    ("counting_sigma", None), ("processing_pattern", "[" * 10000),
+    ("processing_pattern", '[["up"]]'),
+])
+def test_runtime_parameters_are_strictly_typed_and_bounded(name: str, value: object) -> None:
+    """No bool or text is taken for a number (nor a number for a bool); hostile patterns are
+    refused with a reason, not a RecursionError."""
+    with pytest.raises(ReducerConfigError, match=name):
+        reconfigure_specs([MOENCH], {name: value})
+
+
+def test_runtime_parameters_take_ints_for_floats_and_numpy_scalars() -> None:
+    out = reconfigure_specs([MOENCH], {"threshold": np.int64(50), "split_pump": np.bool_(True),
+                                       "counting_sigma": 3})
+    assert (out[0]["threshold"], out[0]["split_pump"], out[0]["counting_sigma"]) == \
+        (50, True, 3)
+    assert type(out[0]["threshold"]) is int and type(out[0]["split_pump"]) is bool
+    values = {p.name: p.value for p in runtime_parameters(out)}
+    assert values["threshold"] == 50.0 and isinstance(values["threshold"], float)

@@ -27,14 +27,21 @@ TOKENS: dict[str, FrameType] = {
     "p": FrameType.PUMPED, "pumped": FrameType.PUMPED,
 }
 SPLIT_PUMP_PATTERN = (FrameType.UNPUMPED, FrameType.PUMPED)
+#: longest pattern text accepted (a real pattern is a few tokens)
+MAX_PATTERN_CHARS = 4096
 
 
 def parse_pattern(text: str) -> tuple[FrameType, ...]:
     """Parse ``'["ped","p","up"]'`` (JSON list) or ``"ped, p up"`` (comma/space separated).
 
-    Raises ValueError naming ``processing_pattern`` for an empty pattern or a bad token.
+    Raises ValueError naming ``processing_pattern`` for an empty pattern, a bad token, a text
+    longer than :data:`MAX_PATTERN_CHARS` or a nested list.
     """
+    if len(text) > MAX_PATTERN_CHARS:
+        raise ValueError(f"processing_pattern: longer than {MAX_PATTERN_CHARS} characters")
     stripped = text.strip()
+    if stripped.count("[") > 1:  # also keeps json's recursion away from hostile nesting
+        raise ValueError("processing_pattern: a flat list of tokens, not nested lists")
     if stripped.startswith("["):
         try:
             items = json.loads(stripped)

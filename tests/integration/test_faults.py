@@ -1,0 +1,47 @@
+"""Faults and hostile input on both backends: every frame stays accounted for, the next
+acquisition works, nothing is believed that should not be."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from actors import Pipeline
+from actors.core.api import PipelineApi
+from actors.sim.simulator import Simulator, SimulatorSettings
+from actors.wire.model import Protocol
+from tests.conftest import SenderThread
+from tests.helpers import SCENE, pipeline_config, wait_until
+
+pytestmark = [pytest.mark.slow]
+
+
+def open_pipeline(backend: str, endpoint: str, protocol: Protocol,
+                  reducers: list[dict[str, Any]], **extra: Any) -> PipelineApi:
+    return Pipeline(pipeline_config(endpoint, protocol, reducers, backend=backend, **extra))
+
+
+def test_the_next_acquisition_after_a_stop_without_end_of_series(
+        backend: str, sender_threads: Callable[..., SenderThread]) -> None:
+    """An sls acquisition stopped by hand (no end-of-series header): the next one, with the
+    same series and frame numbers, is not taken for duplicates and ends at its own end."""
+    n = 30
+    settings = SimulatorSettings(frames=n, lossless=True, end_of_series=False, scene=SCENE)
+    with Simulator(settings) as sim, open_pipeline(backend, sim.endpoint, Protocol.SLS,
+                                                    [{"type": "sum"}]) as pipe:
+        pipe.start_acquisition()
+        sender_threads(sim.run).join()
+        wait_until(lambda: pipe.status().received >= n, 60, pipe.status)
+        first = pipe.stop_acquisition(timeout=60)
+        sim.restart(end_of_series=True)
+        pipe.start_acquisition()
+        sender_threads(sim.run).join()
+        second = pipe.wait_acquisition(timeout=60)
+    frames = np.stack([sim.scene.frame(i) for i in range(n)]).astype(np.int64)
+    for result in (first, second):
+        assert (result.outcome, result.ledger.processed, result.ledger.rejected_total) == \
+            ("finished", n, 0)
+        np.testing.assert_array_equal(result.outputs["sum"], frames.sum(axis=0))
