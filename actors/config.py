@@ -61,6 +61,11 @@ class SourceConfig(_Model):
     reorder: str = Field("none", description="pixel reorder map: none, moench03 or a .npy")
     accept_incomplete: bool = Field(False, description="sls: keep frames with missing packets")
     hwm: int | None = Field(None, gt=0, description="ZMQ receive high-water mark (messages)")
+    max_frame_pixels: int = Field(
+        40_000_000, gt=0, description="the largest frame a stream may declare (pixels); "
+        "larger declarations are rejected as declared_limit")
+    max_images: int = Field(1_000_000_000, gt=0, description="the most images a series may "
+                            "declare; more is rejected as declared_limit")
 
     @property
     def socket_kind(self) -> Literal["sub", "pull"]:

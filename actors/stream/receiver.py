@@ -39,20 +39,23 @@ from actors.wire.model import Geometry, Image, Message, Protocol, SeriesEnd, Ser
 
 logger = logging.getLogger(__name__)
 
-#: part limit when no geometry is declared (1 GiB)
-DEFAULT_PART_LIMIT = 1 << 30
+#: the largest frame a stream may declare, in pixels (EIGER2 X 16M and JUNGFRAU 16M are
+#: about 18 million), unless the configuration says otherwise
+MAX_PIXELS = 40_000_000
+#: the most images a series may declare (DECTRIS nimages × ntrigger)
+MAX_IMAGES = 1_000_000_000
 #: seconds after a disconnect without a libzmq retry before the receiver connects itself
 RETRY_GRACE = 1.0
 _WATCHED = (zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED
             | zmq.EVENT_CONNECT_RETRIED)
 
 
-def part_limit(geometry: Geometry | None) -> int:
-    """Largest acceptable message part for a geometry: room for 16 bytes per pixel
-    (a series start with mask + flatfield for two channels, or four 32-bit channels) + 1 MiB."""
-    if geometry is None:
-        return DEFAULT_PART_LIMIT
-    return 16 * geometry.rows * geometry.cols + (1 << 20)
+def part_limit(geometry: Geometry | None, max_pixels: int = MAX_PIXELS) -> int:
+    """Largest acceptable message part for a geometry (else for the largest frame allowed):
+    room for 16 bytes per pixel (a series start with mask + flatfield for two channels, or
+    four 32-bit channels) + 1 MiB."""
+    pixels = max_pixels if geometry is None else geometry.rows * geometry.cols
+    return 16 * pixels + (1 << 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,8 @@ class ReceiverSettings:
     hwm: int | None = None
     accept_incomplete: bool = False
     name: str = ""
+    max_pixels: int = MAX_PIXELS  # a stream declaring larger frames is not believed
+    max_images: int = MAX_IMAGES  # nor a series declaring more images
 
 
 class Receiver:
@@ -82,7 +87,7 @@ class Receiver:
         self._sock: zmq.asyncio.Socket | None = None
         self._monitor_task: asyncio.Task[None] | None = None
         self._geometry = settings.geometry
-        self._limit = part_limit(settings.geometry)
+        self._limit = part_limit(settings.geometry, settings.max_pixels)
         self._hwm = settings.hwm or hwm_for(settings.geometry.nbytes if settings.geometry
                                             else None)
 
@@ -207,6 +212,10 @@ class Receiver:
                 self._tune_hwm(sum(sizes))
             return msg if self._accept_image(msg) else None
         if isinstance(msg, SeriesStart):
+            beyond = self._beyond_limits(msg)
+            if beyond:
+                ledger.reject(Reason.DECLARED_LIMIT, beyond)
+                return None
             ledger.start_series(msg.series_id, msg.number_of_images)
             if self.settings.geometry is None and msg.geometry is not None:
                 self._geometry = msg.geometry
@@ -215,8 +224,20 @@ class Receiver:
             ledger.end_series()
             if self.settings.geometry is None and self.settings.protocol is Protocol.SLS:
                 self._geometry = None  # the next acquisition may use another geometry
-                self._limit = part_limit(None)
+                self._limit = part_limit(None, self.settings.max_pixels)
         return msg
+
+    def _beyond_limits(self, start: SeriesStart) -> str | None:
+        """Why a series start is not believed (None: it is)."""
+        s = self.settings
+        g = start.geometry
+        if g is not None and g.rows * g.cols > s.max_pixels:
+            return (f"series {start.series_id} declares {g.rows}x{g.cols} frames, more than "
+                    f"source.max_frame_pixels ({s.max_pixels})")
+        if start.number_of_images is not None and start.number_of_images > s.max_images:
+            return (f"series {start.series_id} declares {start.number_of_images} images, more "
+                    f"than source.max_images ({s.max_images})")
+        return None
 
     def _tune_hwm(self, frame_bytes: int) -> None:
         """Bound the receive queue to about 256 MB of frames of the size actually arriving
@@ -245,6 +266,12 @@ class Receiver:
                                        f"{expected.shape} {expected.dtype}")
                     return False
         elif self.settings.protocol is Protocol.SLS:
-            self._geometry = image.geometry  # sls declares geometry with every frame
-            self._limit = part_limit(self._geometry)
+            g = image.geometry  # sls declares the geometry with every frame
+            if g.rows * g.cols > self.settings.max_pixels:
+                self.ledger.reject(Reason.DECLARED_LIMIT, f"frame {image.frame}: {g.rows}x"
+                                   f"{g.cols} pixels, more than source.max_frame_pixels "
+                                   f"({self.settings.max_pixels})")
+                return False
+            self._geometry = g
+            self._limit = part_limit(g)
         return self.ledger.image(image.series_id, image.frame)

@@ -23,6 +23,7 @@ class Reason(StrEnum):
     GEOMETRY = "geometry"  #: frame shape/dtype differs from the configured geometry
     DUPLICATE = "duplicate"  #: frame number already seen in this series
     OUT_OF_SERIES = "out_of_series"  #: image of another series than the current one
+    DECLARED_LIMIT = "declared_limit"  #: a declared geometry or image count beyond the maxima
 
 
 class DecodeError(ValueError):

@@ -167,3 +167,48 @@ async def test_message_over_maxmsgsize_drops_the_connection_and_later_frames_arr
     finally:
         push.close(linger=0)
         ctx.term()
+
+
+@pytest.mark.parametrize("protocol", [Protocol.DECTRIS_V1, Protocol.DECTRIS_V2])
+async def test_absurd_series_declarations_are_not_believed(protocol: Protocol) -> None:
+    """A series start declaring a 99,999,999² frame or 2⁴⁰ images is rejected with its reason;
+    the receiver keeps its limits, the real frames that follow arrive, nothing is 'lost'."""
+    from actors.wire import dectris_v1, dectris_v2
+
+    real = Geometry(16, 20, "uint32")
+    absurd = Geometry(99_999_999, 99_999_999, "uint32")
+    frames = np.arange(3 * 16 * 20, dtype=np.uint32).reshape(3, 16, 20)
+    if protocol is Protocol.DECTRIS_V1:
+        starts = [dectris_v1.encode_header(1, geometry=absurd),
+                  dectris_v1.encode_header(1, geometry=real,
+                                           config={"nimages": 2**40, "ntrigger": 1})]
+        images = [dectris_v1.encode_image(1, i, f, encoding="<") for i, f in enumerate(frames)]
+        end = dectris_v1.encode_end(1)
+    else:
+        starts = [dectris_v2.encode_start(1, geometry=absurd),
+                  dectris_v2.encode_start(1, geometry=real, number_of_images=2**40)]
+        images = [dectris_v2.encode_image(1, i, f, compression=None)
+                  for i, f in enumerate(frames)]
+        end = dectris_v2.encode_end(1)
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.bind("tcp://127.0.0.1:*")
+    try:
+        async with Receiver(ReceiverSettings(bound_endpoint(push), "pull", protocol)) as rx:
+            limit = rx._limit
+            for parts in [*starts, *images, end]:
+                push.send_multipart(parts)
+            got = []
+            while (msg := await rx.recv(timeout=10)) is not None:
+                got.append(msg)
+                if rx.ledger.messages == len(starts) + len(images) + 1:
+                    break
+            assert rx._limit == limit and rx.geometry is None  # limits unchanged
+    finally:
+        push.close(linger=0)
+        ctx.term()
+    assert [m.frame for m in got if isinstance(m, Image)] == [0, 1, 2]
+    snap = rx.ledger.snapshot()
+    assert snap["rejected"] == {"declared_limit": 2}
+    assert (snap["received"], snap["lost"]) == (3, 0)
