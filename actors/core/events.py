@@ -51,11 +51,13 @@ class Announce:
 
 @dataclass(frozen=True)
 class End:
-    """No batch after ``batches`` will come; ``ledger`` is the ingest's side of it."""
+    """No batch after ``batches`` will come; ``ledger`` is the ingest's side of it; ``error``
+    says why it failed, if it did."""
 
     acquisition: int
     batches: int
     ledger: Ledger
+    error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ class GiveUp(Generic[P]):
 @dataclass
 class _Acquisition:
     drops: Counter[str] = field(default_factory=Counter)
-    end: tuple[int, Ledger] | None = None  # (batches, ingest ledger) once declared
+    end: End | None = None  # once declared
 
 
 class Dispatcher(Generic[P]):
@@ -128,7 +128,7 @@ class Dispatcher(Generic[P]):
         """An ingest event on its way to the results stage: the event to hand on now (None:
         an end, held until the acquisition's jobs have left) and the jobs it frees."""
         if isinstance(event, End):
-            self.end(event.acquisition, event.batches, event.ledger)
+            self._acq(event.acquisition).end = event
             return None, []
         if isinstance(event, Aborted):
             released, ledger = self.abort(event.acquisition, event.ledger)
@@ -137,7 +137,7 @@ class Dispatcher(Generic[P]):
 
     def end(self, acquisition: int, batches: int, ledger: Ledger) -> None:
         """The ingest hands on no more batches of ``acquisition`` (``batches`` in all)."""
-        self._acq(acquisition).end = (batches, ledger)
+        self.route(End(acquisition, batches, ledger))
 
     def abort(self, acquisition: int, ledger: Ledger) -> tuple[list[Job[P]], Ledger]:
         """Discard the acquisition: returns its waiting jobs (free them now) and its ledger
@@ -229,9 +229,9 @@ class Dispatcher(Generic[P]):
             if acq.end is None or self.outstanding(n):
                 continue
             del self._acqs[n]
-            batches, ledger = acq.end
+            ledger = acq.end.ledger
             final = replace(ledger.with_drops(acq.drops), inflight_batches=0, pending=0)
-            out.append(End(n, batches, final))
+            out.append(replace(acq.end, ledger=final))
         return out
 
     # -- queries --------------------------------------------------------------------------------

@@ -80,6 +80,9 @@ class IngestAcquisition:
     dropped: Counter[str] = field(default_factory=Counter)
     ending: bool = False  # no more frames: draining until finished()
     end_sent: bool = False
+    error: str | None = None  # why it failed, if it did
+    series: int | None = None  # the series of its first frame
+    last_frame: int | None = None  # the last frame batched
     held: deque[tuple[FrameBatch, BatchInfo, int]] = field(default_factory=deque)
 
 
@@ -180,15 +183,46 @@ class IngestCore:
         acq.received += 1
         actions: list[Action] = []
         if acq.assembler is None:
-            actions.append(self._configure(acq, msg))
+            try:
+                actions.append(self._configure(acq, msg))
+            except ValueError as exc:  # the chain cannot run on these frames
+                return self._fail(acq, msg, f"the reducer chain cannot run on "
+                                            f"{msg.geometry}: {exc}")
         assert acq.assembler is not None
+        why = self._refuse(acq, msg)
+        if why is not None:
+            acq.dropped[why] += 1
+            return actions
         try:
             closed = acq.assembler.add(msg)
-        except ValueError as exc:  # e.g. a missing channel: count, keep going
+        except ValueError as exc:  # a missing channel: count, keep going
             acq.dropped["bad_channel"] += 1
             logger.warning("frame %d dropped: %s", msg.frame, exc)
             return actions
+        acq.last_frame = msg.frame
         return actions + self._close(acq, closed)
+
+    def _refuse(self, acq: IngestAcquisition, image: Image) -> str | None:
+        """Why an accepted image cannot join this acquisition's batches (None: it can)."""
+        if acq.series is None:
+            acq.series = image.series_id
+        elif image.series_id != acq.series:
+            if not acq.dropped["series_changed"]:
+                logger.warning("acquisition %d: frames of series %s arrive in series %s "
+                               "without its end; they are dropped (series_changed)",
+                               acq.acquisition, image.series_id, acq.series)
+            return "series_changed"
+        if acq.last_frame is not None and image.frame <= acq.last_frame:
+            return "late"  # arrived after later frames were batched
+        return None
+
+    def _fail(self, acq: IngestAcquisition, image: Image, error: str) -> list[Action]:
+        """The acquisition cannot be processed: its frame is dropped (``chain_error``) and
+        it ends now, failed, with the error (later frames of the stream are idle)."""
+        acq.dropped["chain_error"] += 1
+        acq.error = error
+        logger.error("acquisition %d failed: %s", acq.acquisition, error)
+        return self._end(acq, "failed")
 
     def flush_due(self) -> list[Action]:
         """Close the open batch if it has waited ``batch.max_delay``."""
@@ -331,7 +365,8 @@ class IngestCore:
         acq.end_sent = True
         ledger = self._ledger(acq)
         self.last_ledger = ledger
-        return End(acq.acquisition, acq.assembler.next_index if acq.assembler else 0, ledger)
+        return End(acq.acquisition, acq.assembler.next_index if acq.assembler else 0, ledger,
+                   acq.error)
 
     def _ledger(self, acq: IngestAcquisition, receiver: Counts | None = None) -> Ledger:
         receiver = self.receiver() if receiver is None else receiver

@@ -158,13 +158,14 @@ class ResultsCore:
             acq.merger.add(info.index, acq.chain.empty(), count=False)
             self._progress(acq)
 
-    def end(self, acquisition: int, batches: int, ledger: Ledger) -> None:
+    def end(self, acquisition: int, batches: int, ledger: Ledger,
+            error: str | None = None) -> None:
         """No batch after ``batches`` will come; ``ledger`` is the acquisition's ledger
-        without its processed counts."""
+        without its processed counts; ``error``: why it failed."""
         acq = self._acq(acquisition)
-        if acq is None:
+        if acq is None:  # no batch ever came: no frame, or its chain could not be built
             if acquisition not in self.done and acquisition not in self.finishing:
-                self._empty(acquisition, "finished", ledger)  # no frame ever arrived
+                self._empty(acquisition, "failed" if error else "finished", ledger, error)
             return
         acq.end(batches, ledger)
         self._progress(acq)
@@ -191,7 +192,7 @@ class ResultsCore:
         elif isinstance(event, Skip):
             self.skip(event.acquisition, event.info)
         elif isinstance(event, End):
-            self.end(event.acquisition, event.batches, event.ledger)
+            self.end(event.acquisition, event.batches, event.ledger, event.error)
         else:
             self.abort(event.acquisition, event.ledger)
 
@@ -263,10 +264,11 @@ class ResultsCore:
         logger.info("acquisition %d finished: %d frames processed in %.2f s",
                     acq.acquisition, result.ledger.processed, result.duration)
 
-    def _empty(self, acquisition: int, outcome: Outcome, ledger: Ledger) -> None:
+    def _empty(self, acquisition: int, outcome: Outcome, ledger: Ledger,
+               error: str | None = None) -> None:
         now = self.clock()
-        self._store(AcquisitionResult(acquisition, outcome, {},
-                                      ledger.with_processed(0, 0), now, now))
+        self._store(AcquisitionResult(acquisition, outcome, {}, ledger.with_processed(0, 0),
+                                      now, now, error=error))
 
     def _store(self, result: AcquisitionResult) -> None:
         self.done[result.acquisition] = result

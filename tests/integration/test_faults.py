@@ -45,3 +45,31 @@ def test_the_next_acquisition_after_a_stop_without_end_of_series(
         assert (result.outcome, result.ledger.processed, result.ledger.rejected_total) == \
             ("finished", n, 0)
         np.testing.assert_array_equal(result.outputs["sum"], frames.sum(axis=0))
+
+
+def test_a_chain_fault_fails_the_acquisition_with_its_reason_and_counts_the_frame(
+        backend: str, sender_threads: Callable[..., SenderThread]) -> None:
+    """An ROI larger than the frames (only the first frame tells the geometry): the
+    acquisition ends 'failed' at once, naming the ROI; its frame is dropped as chain_error;
+    the next acquisition still runs (and fails the same way, saying so again)."""
+    n = 20
+    roi = {"type": "roi", "rois": [{"name": "wide", "row0": 0, "row1": 10, "col0": 0,
+                                    "col1": 500}]}
+    settings = SimulatorSettings(frames=n, lossless=True, scene=SCENE)
+    with Simulator(settings) as sim, open_pipeline(backend, sim.endpoint, Protocol.SLS,
+                                                    [roi, {"type": "sum"}]) as pipe:
+        pipe.start_acquisition()
+        sender = sender_threads(sim.run)
+        result = pipe.wait_acquisition(timeout=30)
+        sender.join()
+        assert result.outcome == "failed" and result.error is not None
+        assert "wide" in result.error and "48x64" in result.error, result.error
+        assert (result.ledger.received, result.ledger.processed, result.ledger.dropped) == \
+            (1, 0, {"chain_error": 1})
+        wait_until(lambda: pipe.status().idle_dropped == n - 1, 30, pipe.status)
+        status = pipe.status()
+        assert (status.state, status.outcome, status.dropped) == ("idle", "failed", 1)
+        pipe.start_acquisition()
+        sim.restart()
+        sender_threads(sim.run).join()
+        assert pipe.wait_acquisition(timeout=30).outcome == "failed"

@@ -197,3 +197,30 @@ def test_series_mask_and_ledger_deltas_since_the_start() -> None:
     assert (ledger.lost, ledger.rejected, ledger.rejected_total) == \
         (2, {"decode": 1, "oversize": 1}, 2)
     assert ledger["rejected_total"] == 2 and dict(ledger)["received"] == 1
+
+
+def test_a_chain_that_cannot_run_on_the_frames_fails_the_acquisition_at_once() -> None:
+    """An ROI outside the frame: the first frame is dropped as chain_error and the
+    acquisition ends, failed, with the reason (nothing ends 'finished' with frames unseen)."""
+    roi = {"type": "roi", "rois": [{"name": "big", "row0": 0, "row1": 100, "col0": 0,
+                                    "col1": 100}]}
+    core, _, _ = make(reducers=[roi])
+    core.start()
+    (end,) = feed(core, range(1))
+    assert isinstance(end, End) and end.batches == 0
+    assert end.error is not None and "outside" in end.error and "6x5" in end.error
+    assert end.ledger.received == 1 and end.ledger.dropped == {"chain_error": 1}
+    assert feed(core, range(1, 4)) == [] and core.idle_dropped == 3
+    core.finished(1)
+    assert core.status().state == "idle"
+
+
+def test_frames_of_another_series_or_late_frames_are_dropped_with_their_reason() -> None:
+    core, _, _ = make()
+    core.start()
+    feed(core, range(3))
+    core.message(image(5, series=2))  # a new series without an end of the first
+    core.message(image(1))  # a late frame of the first series, after frame 2 was batched
+    ledger = core.status().ledger
+    assert ledger is not None and ledger.dropped == {"series_changed": 1, "late": 1}
+    assert ledger.received == 5
