@@ -8,8 +8,9 @@ bad key and what is allowed. :func:`json_schema` gives a JSON schema for editors
 from __future__ import annotations
 
 import json
+import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,20 @@ from actors.wire.model import PIXEL_DTYPES, Geometry, Protocol
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names every bad key."""
+
+
+def confine(directory: Path, roots: Sequence[str | os.PathLike[str]],
+            setting: str = "filepath") -> Path:
+    """``directory`` if it lies inside one of ``roots`` once resolved (symlinks followed,
+    ``..`` folded); else a ValueError naming the allowed roots."""
+    resolved = directory.expanduser().resolve()
+    for root in roots:
+        r = Path(root).expanduser().resolve()
+        if resolved == r or r in resolved.parents:
+            return directory
+    allowed = ", ".join(str(Path(r)) for r in roots)
+    raise ValueError(f"{setting} {str(directory)!r} is outside the allowed directories "
+                     f"({allowed}; output.allowed_roots)")
 
 
 class _Model(BaseModel):
@@ -113,6 +128,20 @@ class OutputConfig(_Model):
     directory: str = Field("rayline-data", description="directory for the NeXus files")
     filename: str = Field("run", description="file name prefix: {filename}_{index:06d}.h5")
     frames: bool = Field(False, description="also store per-frame stacks")
+    allowed_roots: list[str] | None = Field(
+        None, description="directories files may be written under, whoever sets the file "
+        "path (e.g. a Tango client writing filepath); default: the parent of directory")
+
+    def roots(self) -> list[Path]:
+        """Where files may go: ``allowed_roots``, else the parent of ``directory``."""
+        if self.allowed_roots:
+            return [Path(r).expanduser().absolute() for r in self.allowed_roots]
+        return [Path(self.directory).expanduser().absolute().parent]
+
+    @model_validator(mode="after")
+    def _directory_allowed(self) -> OutputConfig:
+        confine(Path(self.directory), self.roots(), "directory")
+        return self
 
 
 class TangoConfig(_Model):

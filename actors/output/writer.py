@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from actors.config import OutputConfig
+from actors.config import OutputConfig, confine
 from actors.core.acquisition import AcquisitionResult
 from actors.output.errors import OutputWriteError, describe_os_error
 from actors.output.naming import (
@@ -67,6 +67,7 @@ class _Current:
     file: h5py.File | None = None
     stack: FrameStackWriter | None = None
     frames_error: str | None = None
+    frames_written: int = 0
 
 
 class AcquisitionWriter:
@@ -75,7 +76,8 @@ class AcquisitionWriter:
     def __init__(self, config: OutputConfig) -> None:
         self.enabled = config.enabled
         self.frames = config.frames
-        self._directory = validate_directory(config.directory)
+        self.roots = config.roots()
+        self._directory = confine(validate_directory(config.directory), self.roots, "directory")
         self._filename = validate_filename(config.filename)
         self._index = next_file_index(self._directory, self._filename)
         self._pending_index: int | None = None  # set during an acquisition
@@ -99,7 +101,7 @@ class AcquisitionWriter:
 
     @directory.setter
     def directory(self, value: str | os.PathLike[str]) -> None:
-        self._directory = validate_directory(value, "directory")
+        self._directory = confine(validate_directory(value, "filepath"), self.roots)
         self._rediscover()
 
     @property
@@ -197,6 +199,7 @@ class AcquisitionWriter:
                 current.stack = FrameStackWriter(current.file["entry"], frames.shape[1:3],
                                                  frames.dtype)
             current.stack.append(frames, frame_numbers)
+            current.frames_written += len(frames)
         except OSError as exc:
             reason = exc.strerror if isinstance(exc, OutputWriteError) else (
                 f"cannot store frames in {current.path}: {describe_os_error(exc)}")
@@ -274,7 +277,7 @@ class AcquisitionWriter:
         if current.file is not None:
             _close_quietly(current.file)
             current.file = None
-            if current.stack is None:  # created by finish(): nothing in it worth keeping
+            if not current.frames_written:  # nothing in it worth keeping
                 current.path.unlink(missing_ok=True)
         message = (f"cannot write acquisition {result.acquisition} to {current.path}: "
                    f"{describe_os_error(exc)}; the results are kept in memory")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors.config import PipelineConfig
+from actors.config import PipelineConfig, confine
 from actors.core.api import Control
 from actors.output.naming import (
     index_pattern,
@@ -76,7 +76,8 @@ class Session:
         if name == "filename":
             self.filename = validate_filename(value, name)
         elif name == "filepath":
-            self.filepath = str(validate_directory(value, name))
+            self.filepath = str(confine(validate_directory(value, name),
+                                        self.config.output.roots()))
         else:
             self.file_index = validate_index(int(value), name)
             return self.file_index

@@ -90,6 +90,7 @@ def test_interface_is_the_seed_servers(dev: tango.DeviceProxy) -> None:
     ("processing_pattern", "up, maybe", "expected one of ped, pedestal, up"),
     ("processing_pattern", "", "empty pattern"),
     ("filename", "a/b", "without a path separator"),
+    ("filepath", "/proc/1/", "outside the allowed directories"),
 ])
 def test_bad_writes_are_refused_saying_what_is_allowed(dev: tango.DeviceProxy, name: str,
                                                        value: Any, allowed: str) -> None:

@@ -383,3 +383,37 @@ def test_writer_file_settings_by_their_seed_names(tmp_path: Path) -> None:
     assert w.set("filename", "run")["path"] == str(tmp_path / "sub" / "run_000000.h5")
     with pytest.raises(ValueError, match="unknown output setting 'colour'"):
         w.set("colour", 1)
+
+
+def test_a_full_disk_before_any_frame_leaves_no_frameless_file(
+        tmp_path: Path, case: Case, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """frames: true, and the first frames do not fit: no 8 KB file without frames or results
+    is left behind (result.file is None and the directory is empty)."""
+    w = writer(tmp_path, frames=True)
+    _, path = w.prepare(0)
+    assert path.exists()  # created early for the stacks
+    monkeypatch.setattr(os, "posix_fallocate", _raise(enospc()))
+    assert not w.append_frames(np.ones((2, 24, 30), np.uint16), [0, 1])
+    monkeypatch.setattr(nexus_module, "reserve", _raise(OSError(errno.ENOSPC, "full")))
+    got, res = finish(w, case)
+    assert got is None and res.file is None and res.error is not None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_files_go_only_under_the_allowed_roots(tmp_path: Path) -> None:
+    data = tmp_path / "beamtime" / "data"
+    w = writer(data)  # the default root: the parent of the configured directory
+    w.directory = data / "scan1" / ".." / "scan2"
+    assert w.directory == data / "scan1" / ".." / "scan2"
+    (data / "escape").parent.mkdir(parents=True, exist_ok=True)
+    (data / "escape").symlink_to("/proc/1")
+    for outside in ("/proc/1/", str(tmp_path / "elsewhere"), str(data / "escape"),
+                    str(tmp_path / "beamtime" / ".." / "x")):
+        with pytest.raises(ValueError, match="outside the allowed directories"):
+            w.directory = outside  # type: ignore[assignment]
+    assert w.directory == data / "scan1" / ".." / "scan2"
+    wider = writer(data, allowed_roots=[str(tmp_path)])
+    wider.directory = tmp_path / "elsewhere"  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="outside the allowed directories"):
+        OutputConfig(directory="/tmp/x", allowed_roots=[str(tmp_path)])
