@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -42,6 +43,7 @@ class Acquisition:
     started: float = field(default_factory=time.time)
     expected_batches: int | None = None  # known once the ingest declares the end
     ingest_ledger: Ledger | None = None
+    drops: Counter[str] = field(default_factory=Counter)  # frames workers could not use
 
     @classmethod
     def begin(cls, acquisition: int, chain: ReducerChain,
@@ -68,7 +70,7 @@ class Acquisition:
                 and self.merger.outstanding == 0)
 
     def ledger(self) -> Ledger:
-        base = self.ingest_ledger or Ledger(self.acquisition)
+        base = (self.ingest_ledger or Ledger(self.acquisition)).with_drops(self.drops)
         return base.with_processed(self.merger.processed_frames,
                                    self.merger.processed_batches)
 

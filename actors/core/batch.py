@@ -11,6 +11,7 @@ caller flushes it when ``max_delay`` has passed.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,6 +21,7 @@ import numpy.typing as npt
 
 from actors.reduce.base import Batch
 from actors.reduce.cutter import BatchCutter
+from actors.wire.errors import DecodeError
 from actors.wire.model import Buffer, Encoding, Geometry, Image, Payload
 from actors.wire.pixels import decode_pixels
 from actors.wire.reorder import IndexArray, apply_map
@@ -87,7 +89,18 @@ class FrameBatch:
         return replace(self, pixels=None, blobs=None, offsets=None, views=None)
 
     def frames(self, reorder_map: IndexArray | None = None) -> npt.NDArray[Any]:
-        """Decoded pixels ``(n, rows, cols)`` (decompressing and reordering as needed)."""
+        """Decoded pixels ``(n, rows, cols)`` (decompressing and reordering as needed);
+        a DecodeError if a frame cannot be decoded (:meth:`decoded` drops it instead)."""
+        out, bad = self.decoded(reorder_map)
+        if bad:
+            raise next(iter(bad.values()))
+        return out
+
+    def decoded(self, reorder_map: IndexArray | None = None
+                ) -> tuple[npt.NDArray[Any], dict[int, DecodeError]]:
+        """The frames that decode, ``(k, rows, cols)``, and why the others did not (by
+        position in the batch): a corrupt payload costs its own frame, not its batch."""
+        bad: dict[int, DecodeError] = {}
         if self.pixels is not None:
             out = self.pixels
         elif self.views is not None:
@@ -98,15 +111,28 @@ class FrameBatch:
             out = np.empty((self.n, g.rows, g.cols), dtype=g.dtype)
             for i in range(self.n):
                 blob = self.blobs[self.offsets[i]:self.offsets[i + 1]]
-                out[i] = decode_pixels(Payload(blob.data, self.encoding, g.shape, g.dtype))
+                try:
+                    out[i] = decode_pixels(Payload(blob.data, self.encoding, g.shape, g.dtype))
+                except DecodeError as exc:
+                    bad[i] = exc
+            if bad:
+                out = np.delete(out, list(bad), axis=0)
         if reorder_map is not None:
             out = apply_map(out, reorder_map)
-        return out
+        return out, bad
 
     def to_batch(self, mask: npt.NDArray[np.bool_] | None = None,
-                 reorder_map: IndexArray | None = None) -> Batch:
-        """The reducer input for this batch."""
-        return Batch(self.index, self.frames(reorder_map), self.frame_numbers, mask)
+                 reorder_map: IndexArray | None = None
+                 ) -> tuple[Batch | None, dict[str, int]]:
+        """The reducer input (None: no frame decodes) and the frames dropped, by reason."""
+        frames, bad = self.decoded(reorder_map)
+        dropped = Counter(str(exc.reason) for exc in bad.values())
+        if not bad:
+            return Batch(self.index, frames, self.frame_numbers, mask), {}
+        if len(bad) == self.n:
+            return None, dict(dropped)
+        numbers = np.delete(self.frame_numbers, list(bad))
+        return Batch(self.index, frames, numbers, mask), dict(dropped)
 
 
 @dataclass

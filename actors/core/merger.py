@@ -65,20 +65,21 @@ class OrderedMerger:
             out[reducer] = {k: have[k] for k in keys}
         return out
 
-    def add(self, index: int, partial: Partials, count: bool = True) -> int:
+    def add(self, index: int, partial: Partials, count: bool = True, dropped: int = 0) -> int:
         """Accept a finished partial; returns how many batches got merged now.
 
         ``count`` False merges it without counting its frames as processed (a batch that
-        could not be processed and is merged as empty)."""
+        could not be processed and is merged as empty); ``dropped`` frames of it were not
+        processed (the worker could not decode them)."""
         if index <= self.merged_through or index in self._pending:
             raise ValueError(f"batch {index} merged twice")
         if index not in self._info:
             raise ValueError(f"batch {index} was never registered")
         self._pending[index] = partial
-        if not count:
-            self._info[index] = BatchInfo(index, self._info[index].first_frame,
-                                          self._info[index].last_frame, 0,
-                                          self._info[index].keys)
+        if not count or dropped:
+            info = self._info[index]
+            self._info[index] = BatchInfo(index, info.first_frame, info.last_frame,
+                                          0 if not count else info.n - dropped, info.keys)
         merged = 0
         while self.merged_through + 1 in self._pending:
             i = self.merged_through + 1

@@ -19,6 +19,8 @@ from actors.wire.reorder import IndexArray, load_map
 
 #: partial key under which a worker also returns the decoded frames (per-frame stacks)
 FRAMES_KEY = "__frames__"
+#: partial key under which a worker reports frames it could not use, by reason
+DROPPED_KEY = "__dropped__"
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,7 @@ class ResultsStatus(Record):
     processed: int = 0
     processed_batches: int = 0
     processing_rate: float = 0.0
+    dropped: Mapping[str, int] = field(default_factory=dict)  # frames workers could not use
     last: int | None = None  # the last acquisition with a result
     last_ledger: Ledger | None = None  # its final ledger
     last_outcome: str | None = None
@@ -202,7 +203,8 @@ def pipeline_status(ingest: IngestStatus, results: ResultsStatus,
             ledger = dataclasses.replace(ledger.with_drops(dispatch.dropped),
                                          inflight_batches=dispatch.inflight_batches)
         if results.running == acq:
-            ledger = ledger.with_processed(results.processed, results.processed_batches)
+            ledger = ledger.with_processed(results.processed, results.processed_batches
+                                           ).with_drops(results.dropped)
     received = ledger.received if ledger else 0
     processed = ledger.processed if ledger else 0
     dropped = ledger.dropped_total if ledger else 0

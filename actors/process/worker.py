@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from actors.core.batch import FrameBatch
 from actors.core.chain import Partials, ReducerChain
-from actors.core.setup import FRAMES_KEY, ChainSetup
+from actors.core.setup import DROPPED_KEY, FRAMES_KEY, ChainSetup
 from actors.reduce.base import Batch
 from actors.wire.model import Geometry
 from actors.wire.reorder import IndexArray
@@ -75,9 +75,14 @@ class Worker:
     def process(self, batch: FrameBatch, states: dict[str, dict[int, Any]] | None,
                 setup: ChainSetup) -> Partials:
         built = self.chain_for(setup)
-        reducer_batch = batch.to_batch(built.mask, built.reorder_map)
-        partials = built.chain.process(reducer_batch, states)
-        if setup.keep_frames:
+        reducer_batch, dropped = batch.to_batch(built.mask, built.reorder_map)
+        if reducer_batch is None:  # not one frame decodes: an empty partial
+            partials = built.chain.empty()
+        else:
+            partials = built.chain.process(reducer_batch, states)
+        if dropped:
+            partials[DROPPED_KEY] = dropped
+        if setup.keep_frames and reducer_batch is not None:
             frames = reducer_batch.frames
             if batch.views is not None:  # a view through the batch's buffers: own a copy
                 frames = np.array(frames)

@@ -29,7 +29,7 @@ from actors.core.events import Announce, Begin, End, ResultsEvent, Skip
 from actors.core.merger import BatchInfo
 from actors.core.ordered import InBatchOrder
 from actors.core.rates import RateMeter
-from actors.core.setup import FRAMES_KEY, ChainSetup
+from actors.core.setup import DROPPED_KEY, FRAMES_KEY, ChainSetup
 from actors.core.status import Ledger, ResultsStatus, Snapshot
 from actors.reduce.base import OutputSpec
 
@@ -137,7 +137,9 @@ class ResultsCore:
             return -1
         self.register(acquisition, info)
         frames = partial.pop(FRAMES_KEY, None)
-        acq.merger.add(info.index, partial)
+        dropped: dict[str, int] = partial.pop(DROPPED_KEY, None) or {}
+        acq.drops.update(dropped)
+        acq.merger.add(info.index, partial, dropped=sum(dropped.values()))
         if frames is not None:
             self._frames.put(info.index, frames)
         self._progress(acq)
@@ -228,6 +230,7 @@ class ResultsCore:
         rate = self._rate.update(processed) if cur is not None else 0.0
         return ResultsStatus(
             running, processed, cur.merger.processed_batches if cur is not None else 0, rate,
+            dict(cur.drops) if cur is not None else {},
             last.acquisition if last is not None else None,
             last.ledger if last is not None else None,
             last.outcome if last is not None else None)

@@ -3,6 +3,7 @@ acquisition works, nothing is believed that should not be."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -73,3 +74,44 @@ def test_a_chain_fault_fails_the_acquisition_with_its_reason_and_counts_the_fram
         sim.restart()
         sender_threads(sim.run).join()
         assert pipe.wait_acquisition(timeout=30).outcome == "failed"
+
+
+def test_a_corrupt_payload_costs_its_own_frame_not_its_batch(backend: str) -> None:
+    """Three frames with valid headers and corrupt bslz4 payloads among 48: 45 processed,
+    3 dropped as corrupt, the sum is exactly that of the good frames."""
+    from actors.wire import compression, dectris_v2
+    from actors.wire.model import Geometry
+    from tests.integration.test_pipeline import Push
+
+    geom = Geometry(24, 20, "uint16")
+    frames = np.random.default_rng(9).integers(0, 1000, size=(48, 24, 20), dtype=np.uint16)
+    corrupt = {5, 6, 30}
+    push = Push()
+    try:
+        with open_pipeline(backend, push.endpoint, Protocol.DECTRIS_V2,
+                           [{"type": "sum"}, {"type": "total"}]) as pipe:
+            pipe.start_acquisition()
+            push.sock.send_multipart(dectris_v2.encode_start(1, geometry=geom,
+                                                             number_of_images=48))
+            for i, frame in enumerate(frames):
+                parts = dectris_v2.encode_image(1, i, frame, compression="bslz4")
+                if i in corrupt:  # the first block's length points past the end
+                    blob = compression.bslz4_compress(frame)
+                    data = bytearray(parts[0])
+                    at = data.find(blob) + 12
+                    assert at >= 12
+                    data[at:at + 4] = struct.pack(">I", len(blob))
+                    parts = [bytes(data), *parts[1:]]
+                push.sock.send_multipart(parts)
+            push.sock.send_multipart(dectris_v2.encode_end(1))
+            result = pipe.wait_acquisition(timeout=60)
+    finally:
+        push.close()
+    good = [i for i in range(48) if i not in corrupt]
+    assert result.outcome == "finished"
+    assert (result.ledger.received, result.ledger.processed, result.ledger.dropped) == \
+        (48, 45, {"corrupt": 3})
+    np.testing.assert_array_equal(result.outputs["sum"],
+                                  frames[good].astype(np.int64).sum(axis=0))
+    total = result.outputs["total"]
+    np.testing.assert_array_equal(total.frame_numbers, good)  # type: ignore[union-attr]
