@@ -8,6 +8,7 @@ report and no traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -63,8 +64,8 @@ SCRIPT = textwrap.dedent("""
                 pipe.abort()
             elif scenario == "crash":
                 os.kill(pipe.worker_pids()[0], signal.SIGKILL)
-            elif scenario == "ctrl-c":
-                until(lambda: False, timeout=120)  # until the test sends SIGINT
+            elif scenario in ("ctrl-c", "kill-driver"):
+                until(lambda: False, timeout=120)  # until the test sends a signal
             result = pipe.wait_acquisition(timeout=120)
             segments = pipe.coordinator.slots.segments()
             say(event="result", outcome=result.outcome, segments=segments,
@@ -78,8 +79,8 @@ SCRIPT = textwrap.dedent("""
 
 def run_child(scenario: str, n: int, rate: float, lossless: bool,
               sender_threads: Callable[..., SenderThread],
-              on_running: Callable[[subprocess.Popen[str]], None] | None = None
-              ) -> tuple[int, list[dict[str, Any]], str]:
+              on_running: Callable[[subprocess.Popen[str]], None] | None = None,
+              read_after_running: bool = True) -> tuple[int, list[dict[str, Any]], str]:
     before = set(os.listdir(SHM))
     sim_settings = SimulatorSettings(frames=n, lossless=lossless, seed=1, rate=rate,
                                      scene=SCENE, subscriber_timeout=120)
@@ -97,13 +98,15 @@ def run_child(scenario: str, n: int, rate: float, lossless: bool,
                     sender = sender_threads(sim.run)
                 if events[-1]["event"] == "running" and on_running is not None:
                     on_running(child)
+                    if not read_after_running:  # (its output may stay open in orphans)
+                        break
             code = child.wait(timeout=180)
         finally:
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait(10)
         assert child.stderr is not None
-        stderr = child.stderr.read()
+        stderr = child.stderr.read() if read_after_running else ""
         assert sender is not None, stderr
         sender.join(timeout=120)
     created = {s for e in events for s in e.get("segments", [])}
@@ -159,3 +162,34 @@ def test_ctrl_c_leaves_no_shared_memory(sender_threads: Callable[..., SenderThre
     assert code == 130, stderr
     assert events[-1]["event"] == "interrupted"
     assert_clean(stderr)
+
+
+def test_a_killed_driver_leaves_no_process_and_no_shared_memory(
+        sender_threads: Callable[..., SenderThread]) -> None:
+    """SIGKILL of the driver alone, mid-acquisition: its children (the shared-memory manager,
+    the ingest, the workers, the resource tracker) exit by themselves and every block is
+    unlinked, within seconds."""
+    group: list[int] = []
+
+    def kill_driver(child: subprocess.Popen[str]) -> None:
+        group.append(os.getpgid(child.pid))
+        os.kill(child.pid, signal.SIGKILL)
+
+    try:
+        code, _, _ = run_child("kill-driver", 1500, 300.0, False, sender_threads,
+                               on_running=kill_driver, read_after_running=False)
+        assert code == -signal.SIGKILL
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group[0], 0)  # anyone of the driver's process group alive?
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        alive = subprocess.run(["ps", "-o", "pid,args", "-g", str(group[0])],
+                               capture_output=True, text=True, check=False).stdout
+        raise AssertionError(f"processes of the killed driver are still alive:\n{alive}")
+    finally:
+        if group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group[0], signal.SIGKILL)

@@ -20,13 +20,15 @@ unlink, so the tracker has nothing to unlink or warn about at exit.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing import managers, resource_tracker
-from multiprocessing.managers import SharedMemoryManager
+from multiprocessing.managers import SharedMemoryManager, SharedMemoryServer
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
@@ -69,9 +71,34 @@ class ManagerAddress:
         return SlotManager(address=self.address, authkey=self.authkey)
 
 
+#: seconds between the manager server's looks at whether the driver is still alive
+PARENT_POLL = 0.2
+
+
+class _ParentWatchingServer(SharedMemoryServer):
+    """The manager's server, which unlinks every block it tracks and exits as soon as the
+    driver that started it is gone (a SIGKILLed driver leaves nothing behind: the ingest
+    and workers end on their pipes' EOF, the resource tracker once they all have)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        parent = os.getppid()
+        threading.Thread(target=self._watch, args=(parent,), name="parent watch",
+                         daemon=True).start()
+
+    def _watch(self, parent: int) -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        self.shared_memory_context.unlink()  # type: ignore[attr-defined]
+        os._exit(0)
+
+
 class SlotManager(SharedMemoryManager):
-    """A SharedMemoryManager that can also release single blocks before shutdown; in a child
-    process, a client of the driver's (:meth:`ManagerAddress.client`)."""
+    """A SharedMemoryManager that can also release single blocks before shutdown, and whose
+    server ends with the driver; in a child process, a client of the driver's
+    (:meth:`ManagerAddress.client`)."""
+
+    _Server = _ParentWatchingServer
 
     def where(self) -> ManagerAddress:
         me: Any = self
