@@ -11,6 +11,7 @@ acquisition's :class:`End` until its batches have left and adds what it dropped 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from actors.core.batch import FrameBatch
 from actors.core.merger import BatchInfo
@@ -62,13 +63,30 @@ class End:
 
 @dataclass(frozen=True)
 class Aborted:
-    """The acquisition is discarded."""
+    """The acquisition is discarded (``error`` None), or failed: a stage died (``error``
+    says which and why); its received frames not processed are dropped as
+    ``stage_failed``."""
 
     acquisition: int
     ledger: Ledger
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The ingest's small state, kept by the results stage so that a restarted ingest
+    numbers acquisitions on, keeps the runtime parameters and fails what its predecessor
+    left running (with the ledger as of its last batch)."""
+
+    sequence: int  # a later checkpoint has a larger number
+    last_acquisition: int
+    specs: tuple[dict[str, Any], ...]
+    version: int
+    running: int | None = None  # the acquisition in progress
+    ledger: Ledger | None = None  # its ledger as of this checkpoint
 
 
 #: everything the ingest produces
-Action = Begin | HandOn | Skip | Announce | End | Aborted
+Action = Begin | HandOn | Skip | Announce | End | Aborted | Checkpoint
 #: what the results stage takes
-ResultsEvent = Begin | Announce | Skip | End | Aborted
+ResultsEvent = Begin | Announce | Skip | End | Aborted | Checkpoint

@@ -131,17 +131,19 @@ class Dispatcher(Generic[P]):
             self._acq(event.acquisition).end = event
             return None, []
         if isinstance(event, Aborted):
-            released, ledger = self.abort(event.acquisition, event.ledger)
-            return Aborted(event.acquisition, ledger), released
+            reason = "aborted" if event.error is None else "stage_failed"
+            released, ledger = self.abort(event.acquisition, event.ledger, reason)
+            return replace(event, ledger=ledger), released
         return event, []
 
     def end(self, acquisition: int, batches: int, ledger: Ledger) -> None:
         """The ingest hands on no more batches of ``acquisition`` (``batches`` in all)."""
         self.route(End(acquisition, batches, ledger))
 
-    def abort(self, acquisition: int, ledger: Ledger) -> tuple[list[Job[P]], Ledger]:
+    def abort(self, acquisition: int, ledger: Ledger, reason: str = "aborted"
+              ) -> tuple[list[Job[P]], Ledger]:
         """Discard the acquisition: returns its waiting jobs (free them now) and its ledger
-        with every frame the dispatcher held dropped as ``aborted``; jobs in flight are
+        with every frame the dispatcher held dropped (``reason``); jobs in flight are
         returned by :meth:`done` / :meth:`failed` / :meth:`worker_lost` when their workers
         answer (free them then, merge nothing)."""
         acq = self._acqs.pop(acquisition, _Acquisition())
@@ -153,7 +155,7 @@ class Dispatcher(Generic[P]):
             if job.acquisition == acquisition and not job.aborted:
                 job.aborted = True
                 frames += job.frames
-        acq.drops["aborted"] += frames
+        acq.drops[reason] += frames
         return released, ledger.with_drops(acq.drops)
 
     # -- from the workers ---------------------------------------------------------------------

@@ -37,7 +37,7 @@ import numpy as np
 from actors.config import PipelineConfig
 from actors.core.batch import BatchAssembler, FrameBatch
 from actors.core.chain import ReducerChain, reconfigure_specs, runtime_parameters
-from actors.core.events import Aborted, Action, Announce, Begin, End, HandOn, Skip
+from actors.core.events import Aborted, Action, Announce, Begin, Checkpoint, End, HandOn, Skip
 from actors.core.merger import BatchInfo
 from actors.core.rates import RateMeter
 from actors.core.setup import ChainSetup
@@ -108,6 +108,7 @@ class IngestCore:
         self.inflight_bytes = 0
         self.peak_inflight_bytes = 0
         self._rate = RateMeter()
+        self._sequence = 0  # of the checkpoints
 
     # -- commands -----------------------------------------------------------------------------
     def start(self, acquisition: int | None = None) -> int:
@@ -125,6 +126,45 @@ class IngestCore:
         self.acq = IngestAcquisition(acquisition, self.receiver())
         logger.info("acquisition %d started", acquisition)
         return acquisition
+
+    def checkpoint(self) -> Checkpoint:
+        """The state a restarted ingest resumes from (the results stage keeps the latest)."""
+        self._sequence += 1
+        acq = self.acq
+        return Checkpoint(self._sequence, self.last_acquisition, self.params.specs,
+                          self.params.version, acq.acquisition if acq else None,
+                          self._ledger(acq) if acq else None)
+
+    def restore(self, checkpoint: Checkpoint | None, ended: bool, why: str) -> list[Action]:
+        """Resume from a predecessor's checkpoint (numbering, parameters); an acquisition it
+        left running and not ended downstream fails (``why``), with its last ledger."""
+        if checkpoint is None:
+            return []
+        self._sequence = checkpoint.sequence
+        self.last_acquisition = max(self.last_acquisition, checkpoint.last_acquisition)
+        self.params = Parameters(checkpoint.specs, checkpoint.version)
+        running = checkpoint.running
+        if running is None or ended:
+            return [self.checkpoint()]
+        ledger = checkpoint.ledger or Ledger(running)
+        self.last_ledger = ledger
+        logger.error("acquisition %d failed: %s", running, why)
+        return [Aborted(running, ledger, why), self.checkpoint()]
+
+    def fail(self, why: str) -> list[Action]:
+        """A stage downstream died: the running acquisition fails (its open and held frames,
+        and those in flight, are dropped as ``stage_failed``)."""
+        acq = self.acq
+        if acq is None:
+            return []
+        self.acq = None
+        acq.dropped["stage_failed"] += (acq.assembler.discard() if acq.assembler else 0) + \
+            sum(b.n for b, _, _ in acq.held)
+        acq.held.clear()
+        ledger = self._ledger(acq)
+        self.last_ledger = ledger
+        logger.error("acquisition %d failed: %s", acq.acquisition, why)
+        return [Aborted(acq.acquisition, ledger, why), self.checkpoint()]
 
     def stop(self, acquisition: int) -> list[Action]:
         """No more frames for this acquisition: flush, then declare the end."""
@@ -146,7 +186,7 @@ class IngestCore:
         ledger = self._ledger(acq)
         self.last_ledger = ledger
         logger.info("acquisition %d aborted", acquisition)
-        return [Aborted(acquisition, ledger)]
+        return [Aborted(acquisition, ledger), self.checkpoint()]
 
     def set(self, changes: Mapping[str, Any]) -> tuple[int | None, list[Action]]:
         """Apply runtime parameters (all or none; :class:`ReducerConfigError` names a bad
@@ -155,14 +195,15 @@ class IngestCore:
         self.params = self.params.changed(changes)
         acq = self.acq
         if acq is None or acq.setup is None or acq.assembler is None:
-            return None, []  # not configured yet: its first batch will use the new values
+            # not configured yet: its first batch will use the new values
+            return None, [self.checkpoint()]
         actions = self._close(acq, acq.assembler.flush())
         first = acq.assembler.next_index
         acq.setup = replace(acq.setup, version=self.params.version, specs=self.params.specs,
                             first_batch=first)
         acq.chain = acq.setup.build()
         logger.info("parameters %s apply from batch %d", dict(changes), first)
-        return first, [*actions, Announce(acq.setup)]
+        return first, [*actions, Announce(acq.setup), self.checkpoint()]
 
     # -- messages -------------------------------------------------------------------------------
     def message(self, msg: Message) -> list[Action]:
@@ -261,7 +302,7 @@ class IngestCore:
                 acq.assembler.touch()
         if acq is not None and acq.ending and not acq.held and not acq.end_sent:
             actions.append(self._declare_end(acq))
-        return actions
+        return self._handed_on(actions)
 
     def finished(self, acquisition: int) -> None:
         """Every batch of the ended acquisition has settled downstream: idle again."""
@@ -326,7 +367,7 @@ class IngestCore:
         info = BatchInfo(batch.index, batch.first_frame, batch.last_frame, batch.n,
                          acq.chain.state_needed(batch.first_frame, batch.last_frame))
         if not acq.held and self._room(batch.nbytes):
-            return [self._hand_on(acq, batch, info, acq.setup.version)]
+            return self._handed_on([self._hand_on(acq, batch, info, acq.setup.version)])
         if self.config.overflow == "drop":
             acq.dropped["overflow"] += batch.n
             return [Skip(acq.acquisition, info)]
@@ -349,6 +390,12 @@ class IngestCore:
         acq.dispatched_frames += batch.n
         acq.dispatched_batches += 1
         return HandOn(batch, info, version)
+
+    def _handed_on(self, actions: list[Action]) -> list[Action]:
+        """A checkpoint after batches handed on (the ledger a successor would fail with)."""
+        if any(isinstance(a, HandOn) for a in actions):
+            actions.append(self.checkpoint())
+        return actions
 
     def _end(self, acq: IngestAcquisition, why: str) -> list[Action]:
         if acq.ending:

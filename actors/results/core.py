@@ -25,7 +25,7 @@ from typing import Any
 
 from actors.core.acquisition import Acquisition, AcquisitionResult, Outcome
 from actors.core.chain import Partials
-from actors.core.events import Announce, Begin, End, ResultsEvent, Skip
+from actors.core.events import Aborted, Announce, Begin, Checkpoint, End, ResultsEvent, Skip
 from actors.core.merger import BatchInfo
 from actors.core.ordered import InBatchOrder
 from actors.core.rates import RateMeter
@@ -88,6 +88,7 @@ class ResultsCore:
         self._io: list[IoOp] = []
         self._rate = RateMeter()
         self._rate_for: int | None = None
+        self.last_checkpoint: Checkpoint | None = None
 
     # -- lifecycle (the ingest side) ----------------------------------------------------------
     def begin(self, setup: ChainSetup) -> None:
@@ -172,18 +173,45 @@ class ResultsCore:
         acq.end(batches, ledger)
         self._progress(acq)
 
-    def abort(self, acquisition: int, ledger: Ledger) -> None:
-        """Discard the acquisition (its result says ``aborted``, with its ledger)."""
+    def abort(self, acquisition: int, ledger: Ledger, error: str | None = None) -> None:
+        """Discard the acquisition (its result says ``aborted``, with its ledger), or, with
+        ``error``, fail it: what it merged so far is kept and written, every received frame
+        not processed is dropped as ``stage_failed``."""
         acq = self._acq(acquisition)
         if acq is None:
             if acquisition not in self.done and acquisition not in self.finishing:
-                self._empty(acquisition, "aborted", ledger)  # aborted before its first frame
+                # ended before its first batch was merged
+                self._empty(acquisition, "failed" if error else "aborted",
+                            _unaccounted(ledger, 0) if error else ledger, error)
             return
         acq.ingest_ledger = ledger
-        self._store(acq.result("aborted"))
         self.current = None
         self._frames.clear()
-        self._io.append(Discard(acquisition))
+        if error is None:
+            self._store(acq.result("aborted"))
+            self._io.append(Discard(acquisition))
+            return
+        acq.ingest_ledger = _unaccounted(ledger.with_drops(acq.drops),
+                                         acq.merger.processed_frames)
+        acq.drops.clear()
+        result = acq.result("failed", error)
+        self.finishing[acquisition] = result
+        self._io.append(Finish(result, acq.chain.outputs_spec(),
+                               {"reducers": acq.chain.specs(), "config": self.settings}))
+        logger.error("acquisition %d failed: %s", acquisition, error)
+
+    def checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Keep the ingest's latest state (for an ingest that restarts)."""
+        if self.last_checkpoint is None or checkpoint.sequence > self.last_checkpoint.sequence:
+            self.last_checkpoint = checkpoint
+
+    def recall(self) -> tuple[Checkpoint | None, bool]:
+        """The ingest's latest checkpoint, and whether its running acquisition (if any) has
+        ended here (else its restarted successor fails it)."""
+        cp = self.last_checkpoint
+        ended = cp is None or cp.running is None or self.result(cp.running) is not None or \
+            cp.running in self.finishing
+        return cp, ended
 
     def apply(self, event: ResultsEvent) -> None:
         """An event of the ingest (through the dispatcher), in order."""
@@ -195,8 +223,10 @@ class ResultsCore:
             self.skip(event.acquisition, event.info)
         elif isinstance(event, End):
             self.end(event.acquisition, event.batches, event.ledger, event.error)
+        elif isinstance(event, Aborted):
+            self.abort(event.acquisition, event.ledger, event.error)
         else:
-            self.abort(event.acquisition, event.ledger)
+            self.checkpoint(event)
 
     def reset_pedestal(self) -> None:
         """Forget the state carried between acquisitions (the next one starts fresh)."""
@@ -281,3 +311,10 @@ class ResultsCore:
     def _last(self) -> AcquisitionResult | None:
         candidates = [*self.done.values(), *self.finishing.values()]
         return max(candidates, key=lambda r: r.acquisition) if candidates else None
+
+
+def _unaccounted(ledger: Ledger, processed: int) -> Ledger:
+    """A failed acquisition's ledger: its received frames neither processed nor dropped
+    already are dropped as ``stage_failed`` (every frame accounted for)."""
+    missing = ledger.received - processed - ledger.dropped_total
+    return ledger.with_drops({"stage_failed": missing}) if missing > 0 else ledger

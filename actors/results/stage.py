@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from actors.core.acquisition import AcquisitionResult
 from actors.core.chain import Partials
-from actors.core.events import ResultsEvent
+from actors.core.events import Checkpoint, ResultsEvent
 from actors.core.merger import BatchInfo
 from actors.core.setup import ChainSetup
 from actors.core.status import Ledger, ResultsStatus, Snapshot
@@ -144,6 +144,12 @@ class ResultsStage:
     def reset_pedestal(self) -> None:
         with self.changed:
             self.core.reset_pedestal()
+
+    def recall(self) -> tuple[Checkpoint | None, bool]:
+        """For a restarted ingest: its predecessor's last checkpoint, and whether the
+        acquisition it had running has ended here."""
+        with self.changed:
+            return self.core.recall()
 
     # -- queries ------------------------------------------------------------------------------
     def wait(self, acquisition: int, timeout: float) -> AcquisitionResult | None:

@@ -10,7 +10,8 @@ import pytest
 
 from actors.config import parse_config
 from actors.core.status import Ledger
-from actors.ingest.core import Aborted, Action, Announce, Begin, End, HandOn, IngestCore, Skip
+from actors.core.events import Aborted, Action, Announce, Begin, Checkpoint, End, HandOn, Skip
+from actors.ingest.core import IngestCore
 from actors.reduce.base import ReducerConfigError
 from actors.wire import dectris_v2
 from actors.wire.model import Geometry, Image, Protocol, SeriesEnd, SeriesStart
@@ -51,6 +52,11 @@ def handons(actions: list[Action]) -> list[HandOn]:
     return [a for a in actions if isinstance(a, HandOn)]
 
 
+def events(actions: list[Action]) -> list[Action]:
+    """The actions without the checkpoints (tested on their own)."""
+    return [a for a in actions if not isinstance(a, Checkpoint)]
+
+
 def test_an_acquisition_from_first_frame_to_end_of_series() -> None:
     core, _, counts = make()
     assert core.start() == 1
@@ -63,7 +69,7 @@ def test_an_acquisition_from_first_frame_to_end_of_series() -> None:
     end = core.message(SeriesEnd(Protocol.DECTRIS_V2, 1))
     # the last two frames close a batch, but two batches are out: it is held for room
     assert end == [] and core.blocked and core.status().state == "draining"
-    after = core.returned(1, 0)
+    after = events(core.returned(1, 0))
     assert [type(a) for a in after] == [HandOn, End]
     last = after[-1]
     assert isinstance(last, End) and last.batches == 3
@@ -131,7 +137,7 @@ def test_time_blocked_for_room_does_not_close_the_open_batch_early() -> None:
     assert [h.batch.frame_numbers.tolist() for h in handons(actions)] == [list(range(8))]
     assert core.blocked and core.flush_in() == 0.5
     clock.now += 5.0  # blocked for long: the sender waits, frame 10 waits in the open batch
-    (released,) = core.returned(1, 0)
+    (released,) = events(core.returned(1, 0))
     assert isinstance(released, HandOn) and not core.blocked
     assert core.flush_in() == 0.5 and core.flush_due() == []  # its wait starts now
     clock.now += 0.5
@@ -142,13 +148,14 @@ def test_time_blocked_for_room_does_not_close_the_open_batch_early() -> None:
 def test_runtime_parameters_apply_from_a_batch_boundary_with_a_version() -> None:
     core, _, _ = make()
     assert core.status().parameters["threshold"] == 90.0
-    assert core.set({"threshold": 50.0}) == (None, [])  # idle: the next acquisition
+    assert events(core.set({"threshold": 50.0})[1]) == []  # idle: the next acquisition
     assert core.status().setup_version == 1
     core.start()
     first = feed(core, range(6))
     begin = first[0]
     assert isinstance(begin, Begin) and begin.setup.specs[0]["threshold"] == 50.0
     index, actions = core.set({"threshold": 70.0, "min_pixels": 3})
+    actions = events(actions)
     assert index == 2  # frames 4, 5 closed batch 1 at the boundary
     assert [h.info.index for h in handons(actions)] == [1]
     announce = actions[-1]
@@ -172,7 +179,7 @@ def test_abort_drops_the_open_and_held_batches() -> None:
     feed(core, range(14))  # batches 0, 1 out; 2 held; frames 12, 13 open
     assert core.blocked
     counts["lost"] = 3
-    (aborted,) = core.abort(1)
+    (aborted,) = events(core.abort(1))
     assert isinstance(aborted, Aborted)
     assert aborted.ledger.dropped == {"aborted": 6} and aborted.ledger.lost == 3
     assert not core.blocked and core.status().state == "idle"
@@ -224,3 +231,37 @@ def test_frames_of_another_series_or_late_frames_are_dropped_with_their_reason()
     ledger = core.status().ledger
     assert ledger is not None and ledger.dropped == {"series_changed": 1, "late": 1}
     assert ledger.received == 5
+
+
+def test_checkpoints_let_a_restarted_ingest_resume_and_fail_what_was_running() -> None:
+    core, _, counts = make()
+    core.set({"threshold": 55.0})
+    core.start()
+    actions = feed(core, range(5))
+    checkpoints = [a for a in actions if isinstance(a, Checkpoint)]
+    assert len(checkpoints) == 1  # after the batch handed on
+    cp = checkpoints[0]
+    assert (cp.last_acquisition, cp.running, cp.version) == (1, 1, 1)
+    # as of the batch handed on: frame 4 waits in the open batch
+    assert cp.ledger is not None and cp.ledger.dispatched == 4 and cp.ledger.received == 4
+    successor, _, _ = make()  # the ingest died; a new one starts from the checkpoint
+    out = successor.restore(cp, ended=False, why="the ingest stage restarted")
+    failed = [a for a in out if isinstance(a, Aborted)]
+    assert failed and failed[0].acquisition == 1 and failed[0].error == \
+        "the ingest stage restarted"
+    assert failed[0].ledger.received == 4  # as of the last checkpoint
+    assert successor.start() == 2  # numbering goes on
+    assert successor.status().parameters["threshold"] == 55.0  # parameters kept
+    later = successor.checkpoint()
+    assert later.sequence > cp.sequence and later.running == 2
+    assert [type(a) for a in make()[0].restore(cp, ended=True, why="-")] == [Checkpoint]
+
+
+def test_a_failure_downstream_fails_the_running_acquisition() -> None:
+    core, _, _ = make()
+    core.start()
+    feed(core, range(14))  # two batches out, one held, two frames open
+    (failed,) = events(core.fail("the results stage died"))
+    assert isinstance(failed, Aborted) and failed.error == "the results stage died"
+    assert failed.ledger.dropped == {"stage_failed": 6}
+    assert core.status().state == "idle" and core.start() == 2

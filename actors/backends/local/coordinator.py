@@ -45,7 +45,7 @@ from actors.backends.local.messages import (
 )
 from actors.backends.local.shm import Attachments, ManagerAddress, SlotManager
 from actors.backends.local.worker import worker_main
-from actors.core.events import Aborted, Announce, Begin, End, Skip
+from actors.core.events import Aborted, Announce, Begin, Checkpoint, End, Skip
 from actors.core.setup import ChainSetup
 from actors.core.status import DispatchCounts
 from actors.dispatch.dispatcher import Dispatcher, GiveUp, Job
@@ -185,7 +185,7 @@ class Coordinator:
             self._on_closed(msg.batch)
         elif isinstance(msg, Reply):
             self.ingest.calls.resolve(msg)
-        elif isinstance(msg, Begin | Announce | Skip | End | Aborted):
+        elif isinstance(msg, Begin | Announce | Skip | End | Aborted | Checkpoint):
             if isinstance(msg, Begin | Announce):
                 self._add_setup(msg)
             event, released = self.dispatcher.route(msg)

@@ -24,7 +24,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from actors.config import PipelineConfig
-from actors.core.events import Action, Announce, Begin, HandOn
+from actors.core.events import Action, Announce, Begin, Checkpoint, HandOn
 from actors.core.status import IngestStatus
 from actors.dispatch.dispatcher import Dispatcher, GiveUp, Job, Key
 from actors.ingest.stage import IngestStage
@@ -93,7 +93,9 @@ class Ingest:
             event, released = self.dispatcher.route(action)
             for job in released:
                 self._release(job)
-            if event is not None:  # awaited: a setup is in place before its batches merge
+            if isinstance(event, Checkpoint):  # the latest one counts: no need to wait
+                self._spawn(self.results.apply.remote(event))
+            elif event is not None:  # awaited: a setup is in place before its batches merge
                 await self.results.apply.remote(event)
         self._step()
 
