@@ -10,6 +10,7 @@ results, set — is written once, here, and returns the typed values of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Protocol, Self
 
 from actors.config import PipelineConfig, as_config
 from actors.core.acquisition import AcquisitionResult
-from actors.core.api import Control
+from actors.core.api import Control, StageDied
 from actors.core.status import IngestStatus, ResultsStatus, Snapshot, Status, pipeline_status
 from actors.reduce.base import OutputValue
 
@@ -122,7 +123,8 @@ class PipelineBase:
         if status.acquisition is None:
             raise RuntimeError("no acquisition has been started")
         if status.state == "running":
-            ingest.stop(status.acquisition)
+            with contextlib.suppress(StageDied):  # it died: the acquisition failed
+                ingest.stop(status.acquisition)
         return self._wait(status.acquisition, timeout)
 
     def wait_acquisition(self, timeout: float | None = None) -> AcquisitionResult:
@@ -138,7 +140,8 @@ class PipelineBase:
         ingest = self._ingest()
         status = ingest.status()
         if status.state != "idle" and status.acquisition is not None:
-            ingest.abort(status.acquisition)
+            with contextlib.suppress(StageDied):  # it died: the acquisition failed
+                ingest.abort(status.acquisition)
 
     def reset_pedestal(self) -> None:
         """The next acquisition starts without the pedestal carried from the last one."""

@@ -39,6 +39,11 @@ class StopSummary:
                    led.dropped_total, led.lost, result.duration, result.file)
 
 
+class StageDied(RuntimeError):
+    """A stage of the pipeline died during the call (it is being restarted; an acquisition
+    it had running ends as failed)."""
+
+
 class StopTimeout(TimeoutError):
     """Stop gave up waiting; the acquisition is still draining (``status`` tells how far)."""
 

@@ -237,6 +237,15 @@ class Dispatcher(Generic[P]):
         return out
 
     # -- queries --------------------------------------------------------------------------------
+    def ending(self, acquisition: int) -> bool:
+        """Whether the ingest has declared the acquisition's end (held here)."""
+        acq = self._acqs.get(acquisition)
+        return acq is not None and acq.end is not None
+
+    def jobs(self) -> list[Job[P]]:
+        """Every job waiting or in flight."""
+        return [*self.waiting.values(), *self.inflight.values()]
+
     def active(self) -> set[int]:
         """Acquisitions with jobs waiting or in flight."""
         return {k[0] for k in (*self.waiting, *self.inflight)}

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from actors.config import PipelineConfig
-from actors.core.events import Action
+from actors.core.events import Action, Checkpoint
 from actors.core.status import IngestStatus
 from actors.ingest.core import IngestCore
 from actors.stream.receiver import Receiver, ReceiverSettings
@@ -82,14 +82,16 @@ class IngestStage:
         await self.receiver.close()
 
     # -- commands -----------------------------------------------------------------------------
-    def start(self, acquisition: int | None = None) -> int:
+    async def start(self, acquisition: int | None = None) -> int:
         """Start an acquisition; returns its number."""
         series = self.receiver.ledger.series
         if series is not None and series.next_frame > 0:
             # the previous series never sent its end (e.g. an sls acquisition stopped by
             # hand): close it, or the new frames would look like duplicates of the old
             self.receiver.ledger.end_series()
-        return self.core.start(acquisition)
+        number = self.core.start(acquisition)
+        await self._do(lambda: [self.core.checkpoint()])
+        return number
 
     async def stop(self, acquisition: int) -> None:
         await self._do(lambda: self.core.stop(acquisition))
@@ -108,6 +110,10 @@ class IngestStage:
 
         await self._do(apply)
         return first[0]
+
+    async def restore(self, checkpoint: Checkpoint | None, ended: bool, why: str) -> None:
+        """Resume from a predecessor's checkpoint (a restarted ingest)."""
+        await self._do(lambda: self.core.restore(checkpoint, ended, why))
 
     def status(self) -> IngestStatus:
         return self.core.status(self.receiver.geometry)

@@ -115,3 +115,54 @@ def test_a_corrupt_payload_costs_its_own_frame_not_its_batch(backend: str) -> No
                                   frames[good].astype(np.int64).sum(axis=0))
     total = result.outputs["total"]
     np.testing.assert_array_equal(total.frame_numbers, good)  # type: ignore[union-attr]
+
+
+def kill_stage(pipe: Any, stage: str) -> None:
+    """SIGKILL the process of one stage of a running pipeline."""
+    import os
+    import signal
+
+    if pipe.config.backend == "local":
+        pid = {"ingest": lambda: pipe.coordinator.ingest.process.pid}[stage]()
+        os.kill(pid, signal.SIGKILL)
+        return
+    import ray
+
+    actor = {"ingest": pipe.ingest, "results": pipe.results_actor}[stage]
+    ray.kill(actor, no_restart=False)
+
+
+@pytest.mark.parametrize("stage", ["ingest"])
+def test_a_killed_stage_fails_the_acquisition_at_once_and_the_next_one_works(
+        backend: str, stage: str, sender_threads: Callable[..., SenderThread]) -> None:
+    """SIGKILL of a stage mid-acquisition: the acquisition ends 'failed' within seconds,
+    naming the stage, with every frame of its ledger accounted for; the stage comes back
+    (parameters and numbering kept) and the next acquisition is exact."""
+    import time
+
+    n = 400
+    settings = SimulatorSettings(frames=n, lossless=True, rate=200.0, scene=SCENE)
+    with Simulator(settings) as sim, open_pipeline(backend, sim.endpoint, Protocol.SLS,
+                                                    [{"type": "sum"}]) as pipe:
+        pipe.set("saturation_value", 60000.0)
+        pipe.start_acquisition()
+        sender = sender_threads(sim.run)
+        wait_until(lambda: pipe.status().processed >= 40, 60, pipe.status)
+        kill_stage(pipe, stage)
+        killed = time.monotonic()
+        failed = pipe.wait_acquisition(timeout=30)
+        assert time.monotonic() - killed < 5, "no clear outcome within seconds"
+        assert failed.outcome == "failed" and stage in str(failed.error), failed.error
+        led = failed.ledger
+        assert led.received == led.processed + led.dropped_total, led
+        assert led.processed >= 40
+        sender.join(timeout=60)
+        wait_until(lambda: pipe.status().state == "idle", 30, pipe.status)
+        assert pipe.status().parameters["saturation_value"] == 60000.0
+        sim.restart(frames=60, rate=0.0)
+        assert pipe.start_acquisition() == 2
+        sender_threads(sim.run).join()
+        result = pipe.wait_acquisition(timeout=60)
+    frames = np.stack([sim.scene.frame(i) for i in range(60)]).astype(np.int64)
+    assert (result.outcome, result.ledger.processed, result.ledger.lost) == ("finished", 60, 0)
+    np.testing.assert_array_equal(result.outputs["sum"], frames.sum(axis=0))

@@ -64,6 +64,8 @@ SCRIPT = textwrap.dedent("""
                 pipe.abort()
             elif scenario == "crash":
                 os.kill(pipe.worker_pids()[0], signal.SIGKILL)
+            elif scenario == "kill-ingest":
+                os.kill(pipe.coordinator.ingest.process.pid, signal.SIGKILL)
             elif scenario in ("ctrl-c", "kill-driver"):
                 until(lambda: False, timeout=120)  # until the test sends a signal
             result = pipe.wait_acquisition(timeout=120)
@@ -149,6 +151,18 @@ def test_killed_worker_leaves_no_shared_memory(sender_threads: Callable[..., Sen
         "finished", 400, 400)
     assert result["restarts"] >= 1
     assert "died" in stderr  # the coordinator's warning (not a tracker complaint)
+    assert_clean(stderr)
+
+
+def test_killed_ingest_leaves_no_shared_memory(sender_threads: Callable[..., SenderThread]
+                                               ) -> None:
+    """The ingest process SIGKILLed mid-acquisition: the acquisition fails with every frame
+    accounted for, a new ingest takes over, and the dead one's ring is unlinked."""
+    code, events, stderr = run_child("kill-ingest", 1500, 300.0, False, sender_threads)
+    assert code == 0, stderr
+    result = events[-1]
+    assert result["outcome"] == "failed"
+    assert "the ingest process died" in stderr and "restarting it" in stderr
     assert_clean(stderr)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from actors.backends.local import processes
 from actors.backends.local.channel import Calls, Outbox
+from actors.backends.local.ingest import Recall, ingest_main
 from actors.backends.local.messages import (
     Closed,
     Done,
@@ -37,6 +38,7 @@ from actors.backends.local.messages import (
     Ready,
     Reply,
     ResultFree,
+    Ring,
     SetupKey,
     SetupMsg,
     SlotBatch,
@@ -45,9 +47,11 @@ from actors.backends.local.messages import (
 )
 from actors.backends.local.shm import Attachments, ManagerAddress, SlotManager
 from actors.backends.local.worker import worker_main
+from actors.config import PipelineConfig
+from actors.core.api import StageDied
 from actors.core.events import Aborted, Announce, Begin, Checkpoint, End, Skip
 from actors.core.setup import ChainSetup
-from actors.core.status import DispatchCounts
+from actors.core.status import DispatchCounts, Ledger
 from actors.dispatch.dispatcher import Dispatcher, GiveUp, Job
 from actors.results.stage import ResultsStage
 
@@ -76,9 +80,19 @@ class IngestHandle:
     process: SpawnProcess
     conn: Connection
     outbox: Outbox
+    epoch: int = 0  # how many ingest processes came before this one
     calls: Calls = field(default_factory=Calls)
     ready: threading.Event = field(default_factory=threading.Event)
     fault: str | None = None
+
+
+def start_ingest(config: PipelineConfig, manager: ManagerAddress, log_level: int,
+                 recall: Recall = (None, True), epoch: int = 0) -> IngestHandle:
+    parent, child = processes.context().Pipe(duplex=True)
+    process = processes.start(ingest_main, (config, child, manager, log_level, recall, epoch),
+                              "rayline-ingest")
+    child.close()
+    return IngestHandle(process, parent, Outbox(parent, "ingest"), epoch)
 
 
 def start_worker(index: int, manager: ManagerAddress, log_level: int) -> WorkerHandle:
@@ -92,17 +106,23 @@ def start_worker(index: int, manager: ManagerAddress, log_level: int) -> WorkerH
 class Coordinator:
     """Owns the processes' connections and the dispatch state; runs in one thread."""
 
-    def __init__(self, results: ResultsStage, ingest: IngestHandle, workers: list[WorkerHandle],
-                 slots: SlotManager, log_level: int) -> None:
+    def __init__(self, results: ResultsStage, config: PipelineConfig, slots: SlotManager,
+                 log_level: int) -> None:
         self.results = results
-        self.ingest = ingest
+        self.config = config
+        manager = slots.where()
+        self.ingest = start_ingest(config, manager, log_level)
+        workers = [start_worker(i, manager, log_level) for i in range(config.workers)]
         self.workers = {w.index: w for w in workers}
         self.slots = slots
         self.log_level = log_level
         self.dispatcher: Dispatcher[SlotBatch] = Dispatcher(len(workers), per_worker=PER_WORKER)
         self.setups: dict[SetupKey, ChainSetup] = {}
         self.startup_failures: Counter[int] = Counter()
-        self.restarts = 0
+        self.restarts = 0  # worker processes started to replace dead ones
+        self.ingest_restarts = 0
+        self.rings: dict[int, tuple[str, ...]] = {}  # the ingest's rings, by generation
+        self.dead_rings: dict[int, tuple[str, ...]] = {}  # of a dead ingest, until unread
         self.fault: str | None = None
         self.ingest_alive = True
         self.result_blocks = Attachments()  # the workers' result blocks, mapped here
@@ -159,6 +179,7 @@ class Coordinator:
             if not w.process.is_alive():
                 self._worker_died(w)
         self._dispatch()
+        self._release_dead_rings()
 
     @staticmethod
     def _drain(conn: Connection, handle: Callable[[Any], None]) -> None:
@@ -172,13 +193,69 @@ class Coordinator:
 
     # -- the ingest ------------------------------------------------------------------------------
     def _ingest_lost(self) -> None:
-        ing = self.ingest
-        self.ingest_alive = False
-        ing.fault = ing.fault or f"ingest process exited with code {ing.process.exitcode}"
-        if not self.closing:
-            logger.error("%s", ing.fault)
-        ing.calls.fail_all(RuntimeError(ing.fault))
-        ing.ready.set()
+        """The ingest process died: what it had running fails now (unless it had ended it),
+        its ring goes once no batch reads it, and a new ingest resumes from its checkpoint;
+        calls to the dead one fail (StageDied) once the new one takes calls."""
+        old = self.ingest
+        self._drain(old.conn, self._on_ingest)  # what it sent before dying
+        code = processes.stop(old.process, 0.1)
+        why = (f"the ingest process died (exit code {code}); frames it held in its open "
+               "batch are not counted")
+        started = old.ready.is_set() and old.fault is None
+        old.fault = old.fault or why
+        old.ready.set()
+        old.outbox.close(timeout=1.0)
+        if not old.conn.closed:
+            old.conn.close()
+        self.dead_rings.update(self.rings)
+        self.rings = {}
+        try:
+            self._restart_ingest(old, why, started)
+        finally:
+            old.calls.fail_all(StageDied(old.fault))
+
+    def _restart_ingest(self, old: IngestHandle, why: str, started: bool) -> None:
+        if self._stop.is_set() or self.closing:
+            self.ingest_alive = False
+            return
+        self._fail_running(why)
+        if not started:
+            self.startup_failures[-1] += 1
+        if self.startup_failures[-1] >= MAX_STARTUP_FAILURES:
+            self.ingest_alive = False
+            self.fault = f"the ingest process died {MAX_STARTUP_FAILURES} times while starting"
+            logger.error("%s: not restarting it", self.fault)
+            return
+        logger.error("%s: restarting it", why)
+        checkpoint, _ = self.results.recall()
+        self.ingest = start_ingest(self.config, self.slots.where(), self.log_level,
+                                   (checkpoint, True), old.epoch + 1)
+        self.ingest_restarts += 1
+
+    def _fail_running(self, why: str) -> None:
+        """Fail the acquisition a dead ingest had running (not one it had ended: the batches
+        it handed on still complete here)."""
+        checkpoint, ended = self.results.recall()
+        if checkpoint is None or checkpoint.running is None or ended or \
+                self.dispatcher.ending(checkpoint.running):
+            return
+        running = checkpoint.running
+        event, released = self.dispatcher.route(
+            Aborted(running, checkpoint.ledger or Ledger(running), why))
+        for job in released:
+            self._free(job)
+        if event is not None:
+            self.results.apply(event)
+
+    def _release_dead_rings(self) -> None:
+        """Unlink a dead ingest's ring once no batch in it is left to read."""
+        for generation in list(self.dead_rings):
+            if not any(j.payload.generation == generation for j in self.dispatcher.jobs()):
+                for name in self.dead_rings.pop(generation):
+                    try:
+                        self.slots.release(name)
+                    except (OSError, EOFError) as exc:  # already gone
+                        logger.debug("ring block %s not released: %s", name, exc)
 
     def _on_ingest(self, msg: object) -> None:
         if isinstance(msg, Closed):
@@ -193,8 +270,11 @@ class Coordinator:
                 self._free(job)
             if event is not None:
                 self.results.apply(event)
+        elif isinstance(msg, Ring):
+            self.rings[msg.generation] = msg.names
         elif isinstance(msg, Ready):
             self.ingest.ready.set()
+            self.startup_failures[-1] = 0
         elif isinstance(msg, Fault):
             self.ingest.fault = msg.error
             self.ingest.ready.set()

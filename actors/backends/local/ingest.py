@@ -28,16 +28,23 @@ from actors.backends.local.messages import (
     Free,
     Ready,
     Reply,
+    Ring,
     SlotBatch,
 )
 from actors.backends.local.shm import ManagerAddress, ignore_sigint
 from actors.backends.local.slots import IngestSlots
 from actors.config import PipelineConfig
-from actors.core.events import Action, HandOn
+from actors.core.events import Action, Checkpoint, HandOn
 from actors.ingest.stage import IngestStage
 from actors.wire.model import Encoding
 
 logger = logging.getLogger(__name__)
+
+#: ring generations of one ingest process (a restarted one counts on from the next epoch)
+GENERATIONS_PER_EPOCH = 1_000_000
+#: what a restarted ingest resumes from: its predecessor's checkpoint, and whether the
+#: acquisition that one had running has ended (else it fails it)
+Recall = tuple[Checkpoint | None, bool]
 
 class DriverLink:
     """The ingest's end of its connection to the driver (on the ingest's event loop)."""
@@ -108,9 +115,12 @@ class SlotTransport:
                          batch.nbytes, action.setup_version, action.info, offsets, inline)
 
 
-async def _serve(config: PipelineConfig, conn: Connection, manager: ManagerAddress) -> None:
+async def _serve(config: PipelineConfig, conn: Connection, manager: ManagerAddress,
+                 recall: Recall, epoch: int) -> None:
     link = DriverLink(conn)
-    transport = SlotTransport(link, config, IngestSlots(manager.client()))
+    slots = IngestSlots(manager.client(), lambda generation, names: link.send(
+        Ring(generation, names)), first_generation=epoch * GENERATIONS_PER_EPOCH)
+    transport = SlotTransport(link, config, slots)
     stage = IngestStage(config, transport)
     # the ingest's commands, by the names the driver calls them
     commands: dict[str, Callable[..., Any]] = {
@@ -146,6 +156,7 @@ async def _serve(config: PipelineConfig, conn: Connection, manager: ManagerAddre
 
     try:
         await stage.open()
+        await stage.restore(*recall, "the ingest process was restarted")
     except Exception as exc:
         logger.exception("ingest could not open %s", config.source.endpoint)
         link.send(Fault(f"{type(exc).__name__}: {exc}"))
@@ -165,13 +176,14 @@ async def _serve(config: PipelineConfig, conn: Connection, manager: ManagerAddre
 
 
 def ingest_main(config: PipelineConfig, conn: Connection, manager: ManagerAddress,
-                log_level: int) -> None:
-    """Entry point of the ingest process (``spawn``)."""
+                log_level: int, recall: Recall = (None, True), epoch: int = 0) -> None:
+    """Entry point of the ingest process (``spawn``); a restarted one resumes from
+    ``recall`` (its predecessor's checkpoint) with ring generations of a new ``epoch``."""
     ignore_sigint()
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: "
                                "%(message)s")
     try:
-        asyncio.run(_serve(config, conn, manager))
+        asyncio.run(_serve(config, conn, manager, recall, epoch))
     finally:
         conn.close()

@@ -130,6 +130,14 @@ class Finished:
 
 # -- ingest -> driver --------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Ring:
+    """The ingest made a ring (the driver releases its blocks if the ingest dies)."""
+
+    generation: int
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Closed:
     """A batch handed on, in a slot."""
 

@@ -25,11 +25,10 @@ from types import FrameType
 from typing import Any
 
 from actors.backends.local import processes
-from actors.backends.local.channel import Outbox
-from actors.backends.local.coordinator import Coordinator, IngestHandle, start_worker
-from actors.backends.local.ingest import ingest_main
+from actors.backends.local.coordinator import Coordinator
 from actors.backends.local.shm import SlotManager, ignore_sigint
 from actors.config import PipelineConfig
+from actors.core.api import StageDied
 from actors.core.status import IngestStatus, ResultsStatus
 from actors.output import AcquisitionWriter
 from actors.pipeline import PipelineBase
@@ -45,15 +44,21 @@ JOIN_TIMEOUT = 5.0
 
 class IngestCalls:
     """The ingest process's commands (:class:`~actors.pipeline.IngestPort`), as calls over
-    its connection."""
+    the connection of the ingest process of the moment (a dead one is replaced)."""
 
-    def __init__(self, handle: IngestHandle) -> None:
-        self.handle = handle
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
 
     def _call(self, method: str, *args: Any) -> Any:
-        call, future = self.handle.calls.new(method, *args)
-        self.handle.outbox.send(call)
-        return future.result(CALL_TIMEOUT)
+        handle = self.coordinator.ingest
+        call, future = handle.calls.new(method, *args)
+        handle.outbox.send(call)
+        try:
+            return future.result(CALL_TIMEOUT)
+        except StageDied:
+            if method != "status" or self.coordinator.ingest is handle:
+                raise
+        return self._call(method, *args)  # a query, asked again of the new ingest
 
     def start(self) -> int:
         return int(self._call("start"))
@@ -84,7 +89,6 @@ class LocalPipeline(PipelineBase):
             update={"directory": str(Path(cfg.output.directory).absolute())})
         self.results_stage = ResultsStage(AcquisitionWriter(output), cfg.model_dump(mode="json"))
         self.slot_manager: SlotManager | None = None
-        self.ingest: IngestHandle | None = None
         self.coordinator: Coordinator | None = None
         self.tango: Any = None  # actors.tango.host.ServerThread
         self._closing = threading.Lock()
@@ -102,18 +106,10 @@ class LocalPipeline(PipelineBase):
             self.slot_manager = SlotManager(ctx=ctx)
             with processes.sigint_blocked(), processes.main_hidden():
                 self.slot_manager.start(initializer=ignore_sigint)
-            parent, child = ctx.Pipe(duplex=True)
-            manager = self.slot_manager.where()
-            process = processes.start(ingest_main, (cfg, child, manager, level),
-                                      "rayline-ingest")
-            child.close()
-            self.ingest = IngestHandle(process, parent, Outbox(parent, "ingest"))
-            workers = [start_worker(i, manager, level) for i in range(cfg.workers)]
-            self.coordinator = Coordinator(self.results_stage, self.ingest, workers,
-                                           self.slot_manager, level)
+            self.coordinator = Coordinator(self.results_stage, cfg, self.slot_manager, level)
             self.coordinator.start()
             self._wait_ready()
-            self.ingest_port = IngestCalls(self.ingest)
+            self.ingest_port = IngestCalls(self.coordinator)
             self.results_port = self.results_stage
             if cfg.tango.enabled:
                 from actors.tango.host import start_tango_thread
@@ -126,12 +122,13 @@ class LocalPipeline(PipelineBase):
                     cfg.source.endpoint)
 
     def _wait_ready(self) -> None:
-        assert self.ingest is not None and self.coordinator is not None
+        assert self.coordinator is not None
+        ingest = self.coordinator.ingest
         deadline = time.monotonic() + READY_TIMEOUT
-        if not self.ingest.ready.wait(READY_TIMEOUT):
+        if not ingest.ready.wait(READY_TIMEOUT):
             raise RuntimeError(f"the ingest process did not start within {READY_TIMEOUT:.0f} s")
-        if self.ingest.fault is not None:
-            raise RuntimeError(f"the ingest process could not start: {self.ingest.fault}")
+        if ingest.fault is not None:
+            raise RuntimeError(f"the ingest process could not start: {ingest.fault}")
         if not self.coordinator.ready(max(0.0, deadline - time.monotonic())):
             raise RuntimeError(f"{self.config.workers} worker processes did not start within "
                                f"{READY_TIMEOUT:.0f} s: {self.coordinator.fault or 'timeout'}")
@@ -150,10 +147,11 @@ class LocalPipeline(PipelineBase):
                 logger.exception("Tango device did not stop cleanly")
             self.tango = None
         self.ingest_port = self.results_port = None
-        c, ing, smm = self.coordinator, self.ingest, self.slot_manager
+        c, smm = self.coordinator, self.slot_manager
         if c is not None:
             c.closing = True
             c.stop()  # from here on this thread alone touches the processes
+        ing = c.ingest if c is not None else None  # (the one of the moment)
         if ing is not None:
             if c is None or c.ingest_alive:
                 call, _ = ing.calls.new("close")
@@ -166,14 +164,14 @@ class LocalPipeline(PipelineBase):
         self.results_stage.close()
         if smm is not None:
             processes.shutdown_manager(smm)  # unlinks every block the ring ever had
-        self.coordinator = self.ingest = self.slot_manager = None
+        self.coordinator = self.slot_manager = None
 
     # -- status ------------------------------------------------------------------------------------
     def _stage_status(self) -> tuple[IngestStatus, ResultsStatus]:
         ingest = self._ingest().status()
         c = self.coordinator
         if c is not None:
-            fault = ingest.fault or (self.ingest.fault if self.ingest else None) or c.fault
+            fault = ingest.fault or c.fault
             ingest = replace(ingest, dispatch=c.counts(ingest.acquisition), fault=fault)
         return ingest, self._results().status()
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
@@ -29,9 +30,11 @@ logger = logging.getLogger(__name__)
 class IngestSlots:
     """Slot bookkeeping of the ingest process (single-threaded, on its event loop)."""
 
-    def __init__(self, manager: SlotManager) -> None:
+    def __init__(self, manager: SlotManager, on_ring: Callable[[int, tuple[str, ...]], None],
+                 first_generation: int = 0) -> None:
         self.manager = manager
-        self.generation = 0
+        self.on_ring = on_ring  # told about every new ring (generation, block names)
+        self.generation = first_generation
         self.slot_bytes = 0
         self.blocks: list[SharedMemory] = []
         self._bytes: list[npt.NDArray[np.uint8]] = []
@@ -55,6 +58,7 @@ class IngestSlots:
         self._bytes = [np.ndarray((slot_bytes,), dtype=np.uint8, buffer=b.buf)
                        for b in self.blocks]
         self.free = deque(range(slots))
+        self.on_ring(self.generation, tuple(b.name for b in self.blocks))
         logger.info("ring %d: %d slots of %.1f MB", self.generation, slots, slot_bytes / 1e6)
 
     def release(self) -> None:

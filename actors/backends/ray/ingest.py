@@ -67,7 +67,7 @@ class Ingest:
 
     # -- commands -----------------------------------------------------------------------------
     async def start(self, acquisition: int | None = None) -> int:
-        return self.stage.start(acquisition)
+        return await self.stage.start(acquisition)
 
     async def stop(self, acquisition: int) -> None:
         await self.stage.stop(acquisition)
