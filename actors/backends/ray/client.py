@@ -9,12 +9,15 @@ device actor drives a :class:`ClientPipeline` of the same actors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError
 
 from actors.config import PipelineConfig
 from actors.core.acquisition import AcquisitionResult
+from actors.core.api import StageDied
 from actors.core.status import IngestStatus, ResultsStatus, Snapshot
 from actors.pipeline import PipelineBase
 
@@ -23,7 +26,20 @@ CALL_TIMEOUT = 60.0
 
 
 def _get(ref: Any, timeout: float = CALL_TIMEOUT) -> Any:
-    return ray.get(ref, timeout=timeout)
+    """The value of an actor call; StageDied if the actor died meanwhile (Ray restarts it)."""
+    try:
+        return ray.get(ref, timeout=timeout)
+    except RayActorError as exc:
+        raise StageDied(f"a stage actor died during the call ({type(exc).__name__}); it is "
+                        "being restarted") from exc
+
+
+def _query(call: Callable[[], Any], timeout: float = CALL_TIMEOUT) -> Any:
+    """A query, asked again once if its actor died (the restarted one answers)."""
+    try:
+        return _get(call(), timeout)
+    except StageDied:
+        return _get(call(), timeout)
 
 
 class IngestClient:
@@ -46,7 +62,7 @@ class IngestClient:
         return None if first is None else int(first)
 
     def status(self) -> IngestStatus:
-        status: IngestStatus = _get(self.handle.status.remote())
+        status: IngestStatus = _query(self.handle.status.remote)
         return status
 
 
@@ -57,16 +73,16 @@ class ResultsClient:
         self.handle = handle
 
     def wait(self, acquisition: int, timeout: float) -> AcquisitionResult | None:
-        result: AcquisitionResult | None = _get(self.handle.wait.remote(acquisition, timeout),
-                                                timeout + CALL_TIMEOUT)
+        result: AcquisitionResult | None = _query(
+            lambda: self.handle.wait.remote(acquisition, timeout), timeout + CALL_TIMEOUT)
         return result
 
     def snapshot(self) -> Snapshot:
-        snapshot: Snapshot = _get(self.handle.snapshot.remote())
+        snapshot: Snapshot = _query(self.handle.snapshot.remote)
         return snapshot
 
     def status(self) -> ResultsStatus:
-        status: ResultsStatus = _get(self.handle.status.remote())
+        status: ResultsStatus = _query(self.handle.status.remote)
         return status
 
     def reset_pedestal(self) -> None:
@@ -110,5 +126,6 @@ class ClientPipeline(PipelineBase):
         """Both stages' status in one round trip."""
         if self.ingest is None:
             return super()._stage_status()
-        ingest, results = _get([self.ingest.status.remote(), self.results_actor.status.remote()])
+        ingest, results = _query(lambda: [self.ingest.status.remote(),
+                                          self.results_actor.status.remote()])
         return ingest, results

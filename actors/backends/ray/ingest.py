@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 #: how long a stateful batch may wait for its states before it is given up
 STATES_TIMEOUT = 600.0
+#: why a restarted ingest fails the acquisition its predecessor had running
+RESTARTED = ("the ingest actor died and was restarted; frames it held in its open batch "
+             "are not counted")
 
 
 @dataclass
@@ -54,10 +57,21 @@ class Ingest:
         self.dispatcher: Dispatcher[Stored] = Dispatcher(len(workers))
         self.setups: dict[tuple[int, int], Any] = {}  # (acquisition, version) -> ObjectRef
         self._tasks: set[asyncio.Future[Any]] = set()
+        # open at once, also when Ray restarts this actor after its process died
+        self._opening = asyncio.get_event_loop().create_task(self._open())
 
     # -- lifecycle ----------------------------------------------------------------------------
-    async def open(self) -> dict[str, Any]:
+    async def _open(self) -> None:
         await self.stage.open()
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            checkpoint, ended = await self.results.recall.remote()
+            await self.stage.restore(checkpoint, ended, RESTARTED)
+            logger.warning("the ingest actor was restarted; it resumes from acquisition %s",
+                           checkpoint.last_acquisition if checkpoint else 0)
+
+    async def open(self) -> dict[str, Any]:
+        """Wait until the actor is open; where it runs."""
+        await self._opening
         return {"node_id": ray.get_runtime_context().get_node_id()}
 
     async def close(self) -> None:
@@ -67,18 +81,23 @@ class Ingest:
 
     # -- commands -----------------------------------------------------------------------------
     async def start(self, acquisition: int | None = None) -> int:
+        await self._opening
         return await self.stage.start(acquisition)
 
     async def stop(self, acquisition: int) -> None:
+        await self._opening
         await self.stage.stop(acquisition)
 
     async def abort(self, acquisition: int) -> None:
+        await self._opening
         await self.stage.abort(acquisition)
 
     async def set(self, changes: dict[str, Any]) -> int | None:
+        await self._opening
         return await self.stage.set(changes)
 
     async def status(self) -> IngestStatus:
+        await self._opening
         status = self.stage.status()
         return replace(status, dispatch=self.dispatcher.counts(status.acquisition))
 
@@ -197,4 +216,4 @@ def _is_worker_failure(exc: BaseException) -> bool:
     return False
 
 
-IngestActor: Any = ray.remote(num_cpus=0, max_restarts=0)(Ingest)
+IngestActor: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Ingest)
