@@ -156,7 +156,7 @@ class IngestCore:
         and those in flight, are dropped as ``stage_failed``)."""
         acq = self.acq
         if acq is None:
-            return []
+            return [self.checkpoint()]  # (for a restarted results stage)
         self.acq = None
         acq.dropped["stage_failed"] += (acq.assembler.discard() if acq.assembler else 0) + \
             sum(b.n for b, _, _ in acq.held)

@@ -111,6 +111,10 @@ class IngestStage:
         await self._do(apply)
         return first[0]
 
+    async def fail_running(self, why: str) -> None:
+        """A stage downstream died: the running acquisition fails (``why``)."""
+        await self._do(lambda: self.core.fail(why))
+
     async def restore(self, checkpoint: Checkpoint | None, ended: bool, why: str) -> None:
         """Resume from a predecessor's checkpoint (a restarted ingest)."""
         await self._do(lambda: self.core.restore(checkpoint, ended, why))

@@ -132,7 +132,7 @@ def kill_stage(pipe: Any, stage: str) -> None:
     ray.kill(actor, no_restart=False)
 
 
-@pytest.mark.parametrize("stage", ["ingest"])
+@pytest.mark.parametrize("stage", ["ingest", "results"])
 def test_a_killed_stage_fails_the_acquisition_at_once_and_the_next_one_works(
         backend: str, stage: str, sender_threads: Callable[..., SenderThread]) -> None:
     """SIGKILL of a stage mid-acquisition: the acquisition ends 'failed' within seconds,
@@ -140,6 +140,9 @@ def test_a_killed_stage_fails_the_acquisition_at_once_and_the_next_one_works(
     (parameters and numbering kept) and the next acquisition is exact."""
     import time
 
+    if backend == "local" and stage == "results":
+        pytest.skip("the local results stage lives in the driver and dies with it "
+                    "(test_local_hygiene: a killed driver leaves nothing)")
     n = 400
     settings = SimulatorSettings(frames=n, lossless=True, rate=200.0, scene=SCENE)
     with Simulator(settings) as sim, open_pipeline(backend, sim.endpoint, Protocol.SLS,
@@ -155,7 +158,8 @@ def test_a_killed_stage_fails_the_acquisition_at_once_and_the_next_one_works(
         assert failed.outcome == "failed" and stage in str(failed.error), failed.error
         led = failed.ledger
         assert led.received == led.processed + led.dropped_total, led
-        assert led.processed >= 40
+        if stage == "ingest":  # a restarted results stage has lost what it had merged
+            assert led.processed >= 40
         sender.join(timeout=60)
         wait_until(lambda: pipe.status().state == "idle", 30, pipe.status)
         assert pipe.status().parameters["saturation_value"] == 60000.0

@@ -36,6 +36,9 @@ STATES_TIMEOUT = 600.0
 #: why a restarted ingest fails the acquisition its predecessor had running
 RESTARTED = ("the ingest actor died and was restarted; frames it held in its open batch "
              "are not counted")
+#: why the ingest fails the running acquisition when the results actor dies
+RESULTS_DIED = ("the results actor died and was restarted: what it had merged is lost; "
+                "the frames of this acquisition are dropped as stage_failed")
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Ingest:
     def __init__(self, config: PipelineConfig, results: Any, workers: list[Any],
                  store_budget: int | None = None) -> None:
         self.results = results
+        self._results_id = results._actor_id.hex()
         self.workers = workers
         self.stage = IngestStage(config, self, store_budget=store_budget)
         self.dispatcher: Dispatcher[Stored] = Dispatcher(len(workers))
@@ -115,7 +119,10 @@ class Ingest:
             if isinstance(event, Checkpoint):  # the latest one counts: no need to wait
                 self._spawn(self.results.apply.remote(event))
             elif event is not None:  # awaited: a setup is in place before its batches merge
-                await self.results.apply.remote(event)
+                try:
+                    await self.results.apply.remote(event)
+                except RayActorError as exc:
+                    self._results_lost(exc)
         self._step()
 
     def _store_setup(self, action: Begin | Announce) -> None:
@@ -137,7 +144,12 @@ class Ingest:
 
     async def _fetch_states(self, job: Job[Stored]) -> None:
         ref = self.results.states.remote(job.acquisition, job.info, STATES_TIMEOUT)
-        if await ref is None:  # aborted meanwhile (its release comes with the abort)
+        try:
+            states = await ref
+        except RayActorError as exc:
+            self._results_lost(exc)
+            return
+        if states is None:  # aborted meanwhile (its release comes with the abort)
             if not self.dispatcher.is_waiting(job.key):
                 return
             out = self.dispatcher.drop(job.key, f"no pedestal states after "
@@ -164,11 +176,14 @@ class Ingest:
 
     def _answered(self, key: Key, ack: asyncio.Future[Any]) -> None:
         exc = None if ack.cancelled() else ack.exception()
-        if exc is None:
-            job = self.dispatcher.done(key)
+        died = None if exc is None else self._who_died(exc)
+        if exc is None or died == "results":
+            job = self.dispatcher.done(key)  # merged, or lost with the results stage
             if job is not None:
                 self._release(job)
-        elif _is_worker_failure(exc):
+            if exc is not None:
+                self._results_lost(exc)
+        elif died == "worker":
             logger.warning("a processing actor failed on batch %s (%s); sending it again",
                            key, type(exc).__name__)
             for out in self.dispatcher.resend(key, f"{type(exc).__name__}: {exc}"):
@@ -178,6 +193,23 @@ class Ingest:
             if failed is not None:
                 self._settle(failed)
         self._step()
+
+    def _who_died(self, exc: BaseException) -> str | None:
+        """The stage actor whose death an error reports ("results" or "worker"); None for
+        an error in the reducers."""
+        if isinstance(exc, RayTaskError) and isinstance(getattr(exc, "cause", None),
+                                                       RayActorError):
+            exc = exc.cause
+        if not isinstance(exc, RayActorError):
+            return None
+        return "results" if getattr(exc, "actor_id", None) == self._results_id else "worker"
+
+    def _results_lost(self, exc: BaseException) -> None:
+        """The results actor died (Ray restarts it, empty): the running acquisition fails,
+        and the new results actor gets the ingest's checkpoint."""
+        logger.error("the results actor died (%s): the running acquisition fails",
+                     type(exc).__name__)
+        self._spawn(self.stage.fail_running(RESULTS_DIED))
 
     def _settle(self, out: GiveUp[Stored] | Job[Stored]) -> None:
         """A job that leaves without a merge: given up (merged as empty) or aborted."""
@@ -205,15 +237,6 @@ class Ingest:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("ingest call failed: %s", task.exception())
-
-
-def _is_worker_failure(exc: BaseException) -> bool:
-    """A dead or unreachable worker (retry elsewhere), not an error in the reducers."""
-    if isinstance(exc, RayActorError):
-        return True
-    if isinstance(exc, RayTaskError):
-        return isinstance(getattr(exc, "cause", None), RayActorError)
-    return False
 
 
 IngestActor: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Ingest)

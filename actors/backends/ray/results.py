@@ -22,7 +22,7 @@ class Results(ResultsStage):
         super().__init__(AcquisitionWriter(output), settings)
 
 
-ResultsActor: Any = ray.remote(num_cpus=0, max_restarts=0)(Results)
+ResultsActor: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Results)
 
 
 def results_options(max_inflight: int) -> dict[str, Any]:
