@@ -243,3 +243,37 @@ async def test_asyncio_client(rig: Rig, sender_threads: Callable[..., SenderThre
         assert (await dev.read_attribute("processed_frames")).value == 32
     finally:
         await dev.unsubscribe_event(eid)
+
+
+def test_a_killed_device_actor_comes_back_at_the_same_address(
+        rig: Rig, sender_threads: Callable[..., SenderThread]) -> None:
+    """SIGKILL of the Tango device's actor: Ray restarts it, it serves the device again at
+    the same address, and the device drives the (untouched) pipeline as before."""
+    address = rig.device.address
+    pid = ray.get(rig.device.actor.alive.remote())  # reachable
+    assert pid
+    ray.kill(rig.device.actor, no_restart=False)
+    proxy = tango.DeviceProxy(address)
+    proxy.set_timeout_millis(5_000)
+
+    def answers() -> bool:
+        try:
+            return bool(proxy.state() == tango.DevState.ON)
+        except tango.DevFailed:
+            return False
+
+    wait_until(answers, 60, "the device back at its address")
+
+    def restarted_actor_answers() -> bool:
+        try:
+            return bool(ray.get(rig.device.actor.start.remote(), timeout=30) == address)
+        except ray.exceptions.ActorUnavailableError:  # a call made while it restarted
+            return False
+
+    wait_until(restarted_actor_answers, 30, "the restarted actor")
+    proxy.set_timeout_millis(60_000)
+    proxy.start_receiver()
+    rig.send(sender_threads, 16, rate=0.0, end_of_series=True).join(timeout=60)
+    wait_until(lambda: read(proxy, "received_frames") == 16, 30, lambda: proxy.status())
+    proxy.stop_receiver()
+    assert read(proxy, "processed_frames") == 16 and proxy.state() == tango.DevState.ON

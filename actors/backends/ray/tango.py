@@ -19,19 +19,28 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.backends.ray.client import ClientPipeline
 from actors.config import PipelineConfig
+from actors.tango.address import free_port
 from actors.tango.host import START_TIMEOUT, STOP_TIMEOUT, ServerThread
 
 logger = logging.getLogger(__name__)
 
 
 class TangoHost:
-    """Actor body: a :class:`ServerThread` over the control of the given actors."""
+    """Actor body: a :class:`ServerThread` over the control of the given actors, serving
+    from construction, so a restarted actor (its process died) serves the device again,
+    at the same address (the port is fixed before the first start)."""
 
     def __init__(self, config: PipelineConfig, ingest: Any, results: Any) -> None:
         self.server = ServerThread(config, ClientPipeline(config, ingest, results).control())
+        self.server.start(START_TIMEOUT)
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            logger.warning("the Tango device actor was restarted: %s", self.server.address)
 
     def start(self, timeout: float = START_TIMEOUT) -> str:
-        return self.server.start(timeout)
+        """The device's full address (it serves already)."""
+        address = self.server.address
+        assert address is not None
+        return address
 
     def address(self) -> str | None:
         return self.server.address
@@ -43,7 +52,7 @@ class TangoHost:
         self.server.stop(timeout)
 
 
-TangoActor: Any = ray.remote(num_cpus=0, max_restarts=0)(TangoHost)
+TangoActor: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(TangoHost)
 
 
 @dataclass
@@ -68,6 +77,9 @@ def start_tango_actor(config: PipelineConfig, ingest: Any, results: Any,
     exported (the address is also logged)."""
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     options: dict[str, Any] = {"scheduling_strategy": here}
+    if not config.tango.database and not config.tango.port:  # a restart keeps the address
+        tango = config.tango.model_copy(update={"port": free_port(config.tango.host)})
+        config = config.model_copy(update={"tango": tango})
     if config.tango.database and os.environ.get("TANGO_HOST"):  # the driver's database
         options["runtime_env"] = {"env_vars": {"TANGO_HOST": os.environ["TANGO_HOST"]}}
     actor = TangoActor.options(**options).remote(config, ingest, results)
