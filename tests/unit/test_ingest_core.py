@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from actors.config import parse_config
-from actors.core.status import Ledger
 from actors.core.events import Aborted, Action, Announce, Begin, Checkpoint, End, HandOn, Skip
+from actors.core.status import Ledger
 from actors.ingest.core import IngestCore
 from actors.reduce.base import ReducerConfigError
 from actors.wire import dectris_v2
