@@ -298,7 +298,7 @@ def cmd_tango_server(args: argparse.Namespace) -> int:
 
 # -- bench ----------------------------------------------------------------------------------
 BENCHES = {"pipeline": "actors.bench.pipeline", "local": "actors.bench.local",
-           "reducers": "actors.bench.reducers"}
+           "reducers": "actors.bench.reducers", "soak": "actors.bench.soak"}
 
 
 def _add_bench(sub: Any) -> None:
@@ -306,7 +306,9 @@ def _add_bench(sub: Any) -> None:
                        description="Benchmarks print one JSON line per case, with the "
                        "ceiling measured in the same run and the ratio to it. 'pipeline': "
                        "Ray backend vs raw pyzmq receive; 'local': shared-memory backend vs "
-                       "raw receive; 'reducers': reducer kernels vs a numpy pass. Arguments "
+                       "raw receive; 'reducers': reducer kernels vs a numpy pass; 'soak': a "
+                       "long run at part of the capacity (memory growth per process, "
+                       "ledger). Arguments "
                        "after the name go to the benchmark (e.g. 'rayline bench pipeline -- "
                        "--help').")
     p.add_argument("name", choices=sorted(BENCHES))
