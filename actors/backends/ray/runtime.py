@@ -32,7 +32,21 @@ def ensure_ray(cfg: RayConfig) -> bool:
         logger.info("starting a local Ray (%s CPUs, object store %s bytes)",
                     kwargs["num_cpus"], cfg.object_store_memory or "default")
     ray.init(**kwargs)
+    if not cfg.address:
+        _private_token()
     return True
+
+
+def _private_token(path: Path = Path("~/.ray/auth_token")) -> None:
+    """Ray writes its cluster token readable by every local user: make it the owner's."""
+    token = path.expanduser()
+    try:
+        if token.is_file() and token.stat().st_uid == os.getuid() and \
+                token.stat().st_mode & 0o077:
+            token.chmod(0o600)
+            logger.info("made %s private (mode 600)", token)
+    except OSError as exc:  # not ours to change: say so, go on
+        logger.warning("could not make %s private: %s", token, exc)
 
 
 def store_budget(node_id: str, fraction: float = 0.5) -> int | None:
