@@ -81,6 +81,10 @@ class SourceConfig(_Model):
         "larger declarations are rejected as declared_limit")
     max_images: int = Field(1_000_000_000, gt=0, description="the most images a series may "
                             "declare; more is rejected as declared_limit")
+    receive_buffer_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, description="bytes of frames the receive queue may hold: "
+        "its high-water mark is this over the frame size of `geometry`, else over the largest "
+        "message allowed (at least 4 messages)")
 
     @property
     def socket_kind(self) -> Literal["sub", "pull"]:

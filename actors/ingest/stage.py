@@ -47,7 +47,8 @@ def receiver_for(config: PipelineConfig) -> Receiver:
         src.endpoint, src.socket_kind, src.protocol,
         geometry=src.geometry.to_geometry() if src.geometry else None, bind=src.bind,
         hwm=src.hwm, accept_incomplete=src.accept_incomplete, name="ingest",
-        max_pixels=src.max_frame_pixels, max_images=src.max_images))
+        max_pixels=src.max_frame_pixels, max_images=src.max_images,
+        queue_bytes=src.receive_buffer_bytes))
 
 
 class IngestStage:

@@ -11,9 +11,18 @@ Malformed messages never escape: each is counted in :attr:`Receiver.ledger` with
 and valid messages around them still arrive.
 
 Size limits come from the declared geometry: a message part larger than
-:func:`part_limit` is rejected as ``oversize``; ``ZMQ_MAXMSGSIZE`` is set to four times that
-as a hard guard: libzmq drops the connection of a peer that exceeds it, the event is counted
-in ``ledger.disconnects`` and the receiver connects again..
+:func:`part_limit` is rejected as ``oversize``; ``ZMQ_MAXMSGSIZE`` is set to twice that (of
+the configured geometry, else of the largest frame allowed) as a hard guard: libzmq drops
+the connection of a peer that exceeds it, the event is counted in ``ledger.disconnects`` and
+the receiver connects again.
+
+The receive queue is bounded in bytes as well as messages: its high-water mark is
+``queue_bytes`` over the configured frame size, else over the largest message allowed (at
+least 4 messages), so a peer that is not read from cannot make the receiver hold gigabytes.
+The mark is fixed when the socket opens: raising ``ZMQ_RCVHWM`` on a live connection can
+stall it for good in libzmq 4.3 (a blocked peer is only woken every new low-water-mark
+reads), and a deep receive queue buys no throughput (measured: 4 and 800 messages of
+320 kB receive at the same rate); bursts wait in the sender's queue instead.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from actors.stream.ledger import Ledger
-from actors.stream.sockets import hwm_for, make_socket
+from actors.stream.sockets import QUEUE_BYTES, hwm_for, make_socket
 from actors.wire.codec import decoder_for
 from actors.wire.errors import DecodeError, Reason
 from actors.wire.model import Geometry, Image, Message, Protocol, SeriesEnd, SeriesStart
@@ -72,6 +81,7 @@ class ReceiverSettings:
     name: str = ""
     max_pixels: int = MAX_PIXELS  # a stream declaring larger frames is not believed
     max_images: int = MAX_IMAGES  # nor a series declaring more images
+    queue_bytes: int = QUEUE_BYTES  # bytes the receive queue may hold
 
 
 class Receiver:
@@ -86,10 +96,13 @@ class Receiver:
         self._ctx = context or zmq.asyncio.Context()
         self._sock: zmq.asyncio.Socket | None = None
         self._monitor_task: asyncio.Task[None] | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
         self._geometry = settings.geometry
         self._limit = part_limit(settings.geometry, settings.max_pixels)
-        self._hwm = settings.hwm or hwm_for(settings.geometry.nbytes if settings.geometry
-                                            else None)
+        self._max_message = 2 * self._limit  # the hard guard (ZMQ_MAXMSGSIZE)
+        self._hwm = settings.hwm or hwm_for(
+            settings.geometry.nbytes if settings.geometry else self._max_message,
+            queue_bytes=settings.queue_bytes)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Receiver:
@@ -103,9 +116,9 @@ class Receiver:
     def open(self) -> None:
         s = self.settings
         sock = make_socket(self._ctx, s.socket, s.endpoint, bind=s.bind, hwm=self._hwm,
-                           max_message_bytes=4 * self._limit)
+                           max_message_bytes=self._max_message)
         self._sock = sock
-        monitor = sock.get_monitor_socket(_WATCHED)
+        monitor = self._monitor = sock.get_monitor_socket(_WATCHED)
         self._monitor_task = asyncio.get_running_loop().create_task(
             self._watch(monitor), name=f"monitor {s.endpoint}")
 
@@ -115,6 +128,9 @@ class Receiver:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor_task
             self._monitor_task = None
+        if self._monitor is not None:  # (a task cancelled before it ran closed nothing)
+            self._monitor.close(linger=0)
+            self._monitor = None
         if self._sock is not None:
             with contextlib.suppress(zmq.ZMQError):
                 self._sock.disable_monitor()
@@ -208,8 +224,6 @@ class Receiver:
                 logger.exception("decoder raised an unexpected error")
             return None
         if isinstance(msg, Image):
-            if self.settings.hwm is None:
-                self._tune_hwm(sum(sizes))
             return msg if self._accept_image(msg) else None
         if isinstance(msg, SeriesStart):
             beyond = self._beyond_limits(msg)
@@ -238,18 +252,6 @@ class Receiver:
             return (f"series {start.series_id} declares {start.number_of_images} images, more "
                     f"than source.max_images ({s.max_images})")
         return None
-
-    def _tune_hwm(self, frame_bytes: int) -> None:
-        """Bound the receive queue to about 256 MB of frames of the size actually arriving
-        (libzmq applies a new RCVHWM to connected pipes too). Without this a receiver that
-        opened without a geometry queues up to 1000 messages: 9 GB of 4M frames taken from
-        a PULL sender that should have been blocked, or memory the ingest never gets back."""
-        want = hwm_for(frame_bytes)
-        if self._sock is not None and not self._hwm / 1.5 <= want <= self._hwm * 1.5:
-            self._sock.setsockopt(zmq.RCVHWM, want)
-            logger.debug("%s: receive high-water mark %d -> %d messages (%d-byte frames)",
-                         self.ledger.source, self._hwm, want, frame_bytes)
-            self._hwm = want
 
     @property
     def hwm(self) -> int:

@@ -22,11 +22,13 @@ _TYPES: dict[str, int] = {
 QUEUE_BYTES = 256 * 1024 * 1024
 
 
-def hwm_for(frame_bytes: int | None, default: int = 1000) -> int:
-    """A high-water mark (in messages) that bounds queued bytes to about 256 MB."""
+def hwm_for(frame_bytes: int | None, default: int = 1000,
+            queue_bytes: int = QUEUE_BYTES) -> int:
+    """A high-water mark (in messages) that bounds queued bytes to about ``queue_bytes``
+    (at least 4 messages, at most ``default``)."""
     if not frame_bytes:
         return default
-    return max(4, min(default, QUEUE_BYTES // frame_bytes))
+    return max(4, min(default, queue_bytes // frame_bytes))
 
 
 def make_socket(ctx: zmq.Context[Any], kind: SocketKind, endpoint: str, *,

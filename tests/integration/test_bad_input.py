@@ -146,12 +146,12 @@ async def test_message_over_maxmsgsize_drops_the_connection_and_later_frames_arr
         settings = ReceiverSettings(bound_endpoint(push), "pull", Protocol.SLS, geometry=GEOM)
         async with Receiver(settings) as rx:
             sock: Any = rx._sock
-            assert sock.getsockopt(zmq.MAXMSGSIZE) == 4 * part_limit(GEOM)
+            assert sock.getsockopt(zmq.MAXMSGSIZE) == 2 * part_limit(GEOM)
             push.send_multipart(_valid(0))
             first = await rx.recv(timeout=10)
             assert isinstance(first, Image) and first.frame == 0
             header, _ = _valid(1)
-            push.send_multipart([header, b"\0" * (4 * part_limit(GEOM) + 1)])
+            push.send_multipart([header, b"\0" * (2 * part_limit(GEOM) + 1)])
             deadline = asyncio.get_running_loop().time() + 20
             while rx.ledger.disconnects == 0:  # wait on the condition, with a deadline
                 assert asyncio.get_running_loop().time() < deadline, "no disconnect seen"

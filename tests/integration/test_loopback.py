@@ -13,7 +13,7 @@ import pytest
 from actors.sim.simulator import Simulator, SimulatorSettings
 from actors.stream.receiver import Receiver, ReceiverSettings
 from actors.wire import reorder
-from actors.wire.model import Image, Message, Protocol, SeriesEnd, SeriesStart
+from actors.wire.model import Geometry, Image, Message, Protocol, SeriesEnd, SeriesStart
 from actors.wire.pixels import decode_pixels
 from tests.conftest import SenderThread
 
@@ -123,10 +123,10 @@ async def test_receiver_recv_times_out_without_a_sender() -> None:
         assert asyncio.get_running_loop().time() - t0 >= 0.19
 
 
-async def test_receive_queue_is_bounded_by_the_frame_size_seen() -> None:
-    """Opened without a geometry the receiver starts at 1000 queued messages; the first
-    8 MB frame lowers the high-water mark so a PULL sender blocks after ~256 MB, instead of
-    the ingest buffering gigabytes it cannot process."""
+async def test_receive_queue_is_bounded_by_the_configured_frame_size() -> None:
+    """With a geometry of 8 MiB frames the receive queue holds ~256 MB of them: a PULL
+    sender blocks after about that many, instead of the ingest buffering gigabytes it
+    cannot process."""
     import zmq
 
     from actors.stream.sockets import free_tcp_endpoint, hwm_for
@@ -139,16 +139,15 @@ async def test_receive_queue_is_bounded_by_the_frame_size_seen() -> None:
     push.setsockopt(zmq.LINGER, 0)
     endpoint = free_tcp_endpoint()
     push.bind(endpoint)
+    settings = ReceiverSettings(endpoint, "pull", Protocol.DECTRIS_V1,
+                                geometry=Geometry(2048, 2048, "uint16"))
     try:
-        async with Receiver(ReceiverSettings(endpoint, "pull", Protocol.DECTRIS_V1)) as rx:
-            assert rx.hwm == 1000
+        async with Receiver(settings) as rx:
+            want = hwm_for(frame.nbytes)
+            assert rx.hwm == want < 40
             push.send_multipart(dectris_v1.encode_image(1, 0, frame, encoding="<"),
                                 copy=False)
-            msg = await rx.recv(timeout=30)
-            assert isinstance(msg, Image)
-            want = hwm_for(sum(len(p) for p in dectris_v1.encode_image(1, 0, frame,
-                                                                         encoding="<")))
-            assert rx.hwm == want < 40
+            assert isinstance(await rx.recv(timeout=30), Image)
             # stop reading: the sender must block after about `want` messages
             sent = 0
             while sent < 120:
@@ -161,6 +160,38 @@ async def test_receive_queue_is_bounded_by_the_frame_size_seen() -> None:
                     if not push.poll(500, zmq.POLLOUT):  # still full after 0.5 s: blocked
                         break
             assert want <= sent < 2 * want + 8, sent
+    finally:
+        push.close(linger=0)
+        ctx.term()
+
+
+async def test_a_peer_pushing_huge_messages_cannot_make_the_receiver_hold_gigabytes() -> None:
+    """No geometry configured, nothing read yet: 64 MiB messages (valid size, absurd for the
+    stream) fill a queue of a few messages, then the sender blocks: the receiver holds a few
+    hundred MB, not 40 × 64 MiB."""
+    import zmq
+
+    from actors.stream.sockets import free_tcp_endpoint
+
+    blob = np.zeros(64 * 1024 * 1024, np.uint8)
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDHWM, 2)
+    push.setsockopt(zmq.LINGER, 0)
+    endpoint = free_tcp_endpoint()
+    push.bind(endpoint)
+    try:
+        async with Receiver(ReceiverSettings(endpoint, "pull", Protocol.DECTRIS_V1)) as rx:
+            assert rx.hwm == 4
+            sent = 0
+            while sent < 40:  # not reading: count what the receiver takes
+                try:
+                    push.send_multipart([b"{}", blob], zmq.NOBLOCK, copy=False)
+                    sent += 1
+                except zmq.Again:
+                    if not push.poll(500, zmq.POLLOUT):  # still full after 0.5 s: blocked
+                        break
+            assert sent <= 4 + 2 + 2, sent  # its queue + the sender's + what TCP buffers
     finally:
         push.close(linger=0)
         ctx.term()
