@@ -4,11 +4,12 @@ memory level off, and is every frame accounted for?
 ``rayline bench soak [--minutes 30] [--backend ray|local] [--fraction 0.5]`` measures the
 pipeline's capacity on the MOENCH chain (one unthrottled acquisition), then runs back-to-back
 acquisitions at ``fraction`` of it for ``minutes``, with a Tango client subscribed to the
-counting image and the counters. Every ``period`` seconds it prints one JSON line: the RSS of
-every process of the pipeline (the driver and all its descendants: Ray's daemons and actors,
-or the local backend's processes), the shared memory in use, the ledger so far. The last
-line sums it up: each process's RSS growth per hour after the warm-up (a least-squares
-slope), and the ledger, which must be exact (received = processed + dropped).
+counting image and the counters. Every ``period`` seconds it prints one JSON line: the RSS and
+the private memory (RSS less shared pages: object-store and /dev/shm pages a process touched
+count in its RSS) of every process of the pipeline (the driver and all its descendants: Ray's
+daemons and actors, or the local backend's processes), the shared memory in use, the ledger
+so far. The last line sums it up: each process's growth per hour after the warm-up (a
+least-squares slope), and the ledger, which must be exact (received = processed + dropped).
 """
 
 from __future__ import annotations
@@ -42,39 +43,61 @@ def _config(endpoint: str, backend: str, tango: bool = True) -> dict[str, Any]:
             "live_period": 0.5}
 
 
-def _processes(pipe: Any, exclude: set[int]) -> dict[str, psutil.Process]:
-    """Every process of the pipeline by a readable label: the driver and its descendants
-    (not ``exclude``: the sender)."""
-    me = psutil.Process()
-    labels = {me.pid: "driver"}
-    coordinator = getattr(pipe, "coordinator", None)  # the local backend names its own
-    if coordinator is not None:
-        labels[coordinator.ingest.process.pid] = "ingest"
-        for i, pid in enumerate(coordinator.worker_pids()):
-            labels[pid] = f"worker-{i}"
-        labels[coordinator.slots._process.pid] = "shm-manager"
-    out = {"driver": me}
-    for proc in me.children(recursive=True):
-        if proc.pid in exclude:
-            continue
-        try:
-            cmdline = " ".join(proc.cmdline())
-        except psutil.Error:
-            continue
-        label = labels.get(proc.pid) or ("resource-tracker" if "resource_tracker" in cmdline
-                                         else cmdline[:60] or proc.name())
-        out[label if label not in out else f"{label} [{proc.pid}]"] = proc
-    return out
+class _Processes:
+    """Every process of the pipeline under a label that stays the same for its life: the
+    driver and its descendants (not ``exclude``: the sender), named by role (the local
+    backend's), by executable (Ray's ``gcs_server``, ``raylet``) or by process title without
+    the method Ray appends to it while one runs (``ray::Results``, not ``ray::Results.merge``).
+    """
 
+    def __init__(self, pipe: Any, exclude: set[int]) -> None:
+        self.pipe = pipe
+        self.exclude = exclude
+        self.me = psutil.Process()
+        self.labels: dict[int, str] = {self.me.pid: "driver"}
+        self.procs: dict[int, psutil.Process] = {self.me.pid: self.me}
 
-def _rss(procs: dict[str, psutil.Process]) -> dict[str, int]:
-    out = {}
-    for label, proc in procs.items():
-        try:
-            out[label] = proc.memory_info().rss
-        except psutil.Error:
-            continue
-    return out
+    def _label(self, proc: psutil.Process) -> str:
+        coordinator = getattr(self.pipe, "coordinator", None)  # the local backend's roles
+        if coordinator is not None:
+            roles = {coordinator.ingest.process.pid: "ingest",
+                     coordinator.slots._process.pid: "shm-manager"}
+            roles.update({pid: f"worker-{i}" for i, pid in enumerate(coordinator.worker_pids())})
+            if proc.pid in roles:
+                return roles[proc.pid]
+        cmdline = " ".join(proc.cmdline())
+        name = proc.name()
+        if "resource_tracker" in cmdline:
+            label = "resource-tracker"
+        elif name in ("gcs_server", "raylet"):
+            label = name
+        elif cmdline.startswith("ray::"):
+            label = cmdline.split()[0].split(".")[0]
+        else:
+            label = cmdline[:60] or name
+        taken = set(self.labels.values())
+        return label if label not in taken else f"{label} [{proc.pid}]"
+
+    def memory(self) -> dict[str, dict[str, int]]:
+        """``{label: {"rss": bytes, "private": bytes}}``; private is RSS less shared pages
+        (the object store and /dev/shm mappings a process touched count in its RSS)."""
+        for proc in self.me.children(recursive=True):
+            if proc.pid in self.exclude or proc.pid in self.procs:
+                continue
+            try:
+                self.labels[proc.pid] = self._label(proc)
+            except psutil.Error:
+                continue
+            self.procs[proc.pid] = proc
+        out = {}
+        for pid, proc in list(self.procs.items()):
+            try:
+                mem = proc.memory_info()
+            except psutil.Error:  # gone (a restarted actor gets a new pid and label)
+                del self.procs[pid]
+                continue
+            out[self.labels[pid]] = {"rss": mem.rss, "private": mem.rss - mem.shared}
+        return out
 
 
 def _slope(points: list[tuple[float, float]]) -> float:
@@ -129,13 +152,13 @@ def run(minutes: float, backend: str, fraction: float, period: float,
     with Sender(settings) as sender, Pipeline(_config(sender.endpoint, backend)) as pipe:
         address = pipe.tango_address
         client = Client(address) if address else None
+        procs = _Processes(pipe, {sender.process.pid or -1})
         t0 = time.monotonic()
 
         def sample() -> None:
             while not stop.wait(period):
                 st = pipe.status()
-                procs = _processes(pipe, {sender.process.pid or -1})
-                row = {"t": round(time.monotonic() - t0, 1), "rss": _rss(procs),
+                row = {"t": round(time.monotonic() - t0, 1), "memory": procs.memory(),
                        "shm_used": shutil.disk_usage("/dev/shm").used,
                        "inflight_bytes": st.inflight_bytes, "acquisitions": totals["n"],
                        "received": totals["received"] + st.received * st.running,
@@ -168,12 +191,16 @@ def run(minutes: float, backend: str, fraction: float, period: float,
 def _summary(samples: list[dict[str, Any]], totals: dict[str, int], capacity: float,
              rate: float, minutes: float, backend: str, cpus: int | None) -> dict[str, Any]:
     after = [s for s in samples if s["t"] >= WARM_UP * minutes * 60]
-    growth = {}
-    for label in sorted({k for s in after for k in s["rss"]}):
-        points = [(s["t"], s["rss"][label]) for s in after if label in s["rss"]]
-        growth[label] = {"start_mb": round(points[0][1] / 1e6, 1),
-                         "end_mb": round(points[-1][1] / 1e6, 1),
-                         "mb_per_hour": round(_slope(points) * 3600 / 1e6, 1)}
+    growth: dict[str, dict[str, float]] = {}
+    for label in sorted({k for s in after for k in s["memory"]}):
+        growth[label] = {}
+        for kind in ("rss", "private"):
+            points = [(s["t"], s["memory"][label][kind]) for s in after
+                      if label in s["memory"]]
+            growth[label].update({f"{kind}_start_mb": round(points[0][1] / 1e6, 1),
+                                  f"{kind}_end_mb": round(points[-1][1] / 1e6, 1),
+                                  f"{kind}_mb_per_hour": round(_slope(points) * 3600 / 1e6,
+                                                               1)})
     shm = [(s["t"], s["shm_used"]) for s in after]
     exact = totals["received"] == totals["processed"] + totals["dropped_total"]
     return {"summary": True, "backend": backend, "minutes": minutes, "cpus": cpus,
@@ -184,7 +211,7 @@ def _summary(samples: list[dict[str, Any]], totals: dict[str, int], capacity: fl
             "ledger_exact": exact,
             "shm_mb_per_hour": round(_slope(shm) * 3600 / 1e6, 1),
             "tango_events": samples[-1]["events"] if samples else {},
-            "rss_growth": growth}
+            "memory_growth": growth}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ acquisition works, nothing is believed that should not be."""
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -145,11 +146,19 @@ def test_a_killed_stage_fails_the_acquisition_at_once_and_the_next_one_works(
                     "(test_local_hygiene: a killed driver leaves nothing)")
     n = 400
     settings = SimulatorSettings(frames=n, lossless=True, rate=200.0, scene=SCENE)
+    resume = threading.Event()
+
+    def pause_at_100(sent: int, total: int) -> None:
+        """The sender holds the rest of the series until the stage is back, so that it
+        reaches the restarted ingest as idle frames before the next acquisition starts."""
+        if sent == 100:
+            assert resume.wait(60), "the test never resumed the sender"
+
     with Simulator(settings) as sim, open_pipeline(backend, sim.endpoint, Protocol.SLS,
                                                     [{"type": "sum"}]) as pipe:
         pipe.set("saturation_value", 60000.0)
         pipe.start_acquisition()
-        sender = sender_threads(sim.run)
+        sender = sender_threads(lambda: sim.run(pause_at_100))
         wait_until(lambda: pipe.status().processed >= 40, 60, pipe.status)
         kill_stage(pipe, stage)
         killed = time.monotonic()
@@ -160,9 +169,14 @@ def test_a_killed_stage_fails_the_acquisition_at_once_and_the_next_one_works(
         assert led.received == led.processed + led.dropped_total, led
         if stage == "ingest":  # a restarted results stage has lost what it had merged
             assert led.processed >= 40
-        sender.join(timeout=60)
         wait_until(lambda: pipe.status().state == "idle", 30, pipe.status)
         assert pipe.status().parameters["saturation_value"] == 60000.0
+        resume.set()
+        sender.join(timeout=60)
+        # the end of the first series reaches the (restarted) ingest: nothing of it is
+        # still on the wire when the next acquisition starts
+        wait_until(lambda: pipe.status().receiver.get("series_ended", 0) >= 1, 30,
+                   pipe.status)
         sim.restart(frames=60, rate=0.0)
         assert pipe.start_acquisition() == 2
         sender_threads(sim.run).join()

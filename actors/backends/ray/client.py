@@ -9,6 +9,7 @@ device actor drives a :class:`ClientPipeline` of the same actors.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,11 +36,18 @@ def _get(ref: Any, timeout: float = CALL_TIMEOUT) -> Any:
 
 
 def _query(call: Callable[[], Any], timeout: float = CALL_TIMEOUT) -> Any:
-    """A query, asked again once if its actor died (the restarted one answers)."""
-    try:
-        return _get(call(), timeout)
-    except StageDied:
-        return _get(call(), timeout)
+    """A query, asked again while its actor is dead or being restarted (the restarted one
+    answers), for up to ``timeout`` seconds in all."""
+    deadline = time.monotonic() + timeout
+    pause = 0.05
+    while True:
+        try:
+            return _get(call(), max(0.1, deadline - time.monotonic()))
+        except StageDied:
+            if time.monotonic() + pause >= deadline:
+                raise
+            time.sleep(pause)  # back off while Ray restarts the actor
+            pause = min(1.0, 2 * pause)
 
 
 class IngestClient:

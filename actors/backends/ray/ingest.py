@@ -23,6 +23,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from actors.backends.ray.runtime import ACTOR_OPTIONS, restarted
 from actors.config import PipelineConfig
 from actors.core.events import Action, Announce, Begin, Checkpoint, HandOn
 from actors.core.status import IngestStatus
@@ -67,7 +68,7 @@ class Ingest:
     # -- lifecycle ----------------------------------------------------------------------------
     async def _open(self) -> None:
         await self.stage.open()
-        if ray.get_runtime_context().was_current_actor_reconstructed:
+        if restarted():
             checkpoint, ended = await self.results.recall.remote()
             await self.stage.restore(checkpoint, ended, RESTARTED)
             logger.warning("the ingest actor was restarted; it resumes from acquisition %s",
@@ -239,4 +240,4 @@ class Ingest:
             logger.error("ingest call failed: %s", task.exception())
 
 
-IngestActor: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Ingest)
+IngestActor: Any = ray.remote(num_cpus=0, **ACTOR_OPTIONS)(Ingest)

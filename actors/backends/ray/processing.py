@@ -11,6 +11,7 @@ from typing import Any
 
 import ray
 
+from actors.backends.ray.runtime import ACTOR_OPTIONS
 from actors.core.batch import FrameBatch
 from actors.core.chain import Partials
 from actors.core.setup import ChainSetup
@@ -40,4 +41,4 @@ class Processing:
         return self.worker.process(batch, states, setup)
 
 
-ProcessingActor: Any = ray.remote(max_restarts=-1, max_task_retries=0)(Processing)
+ProcessingActor: Any = ray.remote(**ACTOR_OPTIONS)(Processing)

@@ -7,6 +7,7 @@ from typing import Any
 
 import ray
 
+from actors.backends.ray.runtime import ACTOR_OPTIONS
 from actors.config import OutputConfig
 from actors.output import AcquisitionWriter
 from actors.results.stage import ResultsStage
@@ -22,7 +23,7 @@ class Results(ResultsStage):
         super().__init__(AcquisitionWriter(output), settings)
 
 
-ResultsActor: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(Results)
+ResultsActor: Any = ray.remote(num_cpus=0, **ACTOR_OPTIONS)(Results)
 
 
 def results_options(max_inflight: int) -> dict[str, Any]:

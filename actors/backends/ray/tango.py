@@ -18,6 +18,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.backends.ray.client import ClientPipeline
+from actors.backends.ray.runtime import ACTOR_OPTIONS, restarted
 from actors.config import PipelineConfig
 from actors.tango.address import free_port
 from actors.tango.host import START_TIMEOUT, STOP_TIMEOUT, ServerThread
@@ -33,7 +34,7 @@ class TangoHost:
     def __init__(self, config: PipelineConfig, ingest: Any, results: Any) -> None:
         self.server = ServerThread(config, ClientPipeline(config, ingest, results).control())
         self.server.start(START_TIMEOUT)
-        if ray.get_runtime_context().was_current_actor_reconstructed:
+        if restarted():
             logger.warning("the Tango device actor was restarted: %s", self.server.address)
 
     def start(self, timeout: float = START_TIMEOUT) -> str:
@@ -52,7 +53,7 @@ class TangoHost:
         self.server.stop(timeout)
 
 
-TangoActor: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)(TangoHost)
+TangoActor: Any = ray.remote(num_cpus=0, **ACTOR_OPTIONS)(TangoHost)
 
 
 @dataclass
