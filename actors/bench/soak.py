@@ -123,7 +123,8 @@ class Client:
                     for name in ("counting_img", "processed_frames")]
 
     def push_event(self, event: Any) -> None:
-        self.events["error" if event.err else event.attr_name.rsplit("/", 1)[-1]] += 1
+        name = event.attr_name.rsplit("/", 1)[-1].split("#", 1)[0]  # no "#dbase=no"
+        self.events["error" if event.err else name] += 1
 
     def close(self) -> None:
         for eid in self.ids:
@@ -131,11 +132,11 @@ class Client:
 
 
 def run(minutes: float, backend: str, fraction: float, period: float,
-        acquisition_seconds: float) -> dict[str, Any]:
+        acquisition_seconds: float, probe_frames: int = 4000) -> dict[str, Any]:
     from actors import Pipeline
 
     # (one Tango server per process: the capacity is measured without the device)
-    with Sender(moench_settings(4000)) as probe, Pipeline(_config(probe.endpoint, backend,
+    with Sender(moench_settings(probe_frames)) as probe, Pipeline(_config(probe.endpoint, backend,
                                                                   tango=False)) as pipe:
         for _ in range(2):  # the second one, warm
             pipe.start_acquisition()
@@ -223,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--period", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--acquisition-seconds", type=float, default=20.0,
                         help="length of each acquisition")
+    parser.add_argument("--probe-frames", type=int, default=4000,
+                        help="frames of the acquisitions that measure the capacity")
     args = parser.parse_args(argv)
     summary = run(args.minutes, args.backend, args.fraction, args.period,
-                  args.acquisition_seconds)
+                  args.acquisition_seconds, args.probe_frames)
     print(json.dumps(summary), flush=True)
     return 0 if summary["ledger_exact"] else 1
 

@@ -92,3 +92,22 @@ def test_bench_prints_one_json_line_per_case(bench: str, args: list[str]) -> Non
         fps = row.get("fps", row.get("frames_per_s"))
         assert fps > 0 and row["ratio"] > 0, row
         assert row.get("lost", 0) == 0 and row.get("dropped", 0) == 0, row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [pytest.param("ray", marks=pytest.mark.ray), "local"])
+def test_soak_samples_every_process_and_checks_the_ledger(backend: str) -> None:
+    """A few seconds of `rayline bench soak`: samples of every process's memory, a Tango
+    client subscribed, and a summary whose ledger is exact."""
+    out = subprocess.run([*RAYLINE, "bench", "soak", "--", "--backend", backend,
+                          "--minutes", "0.2", "--period", "2", "--acquisition-seconds", "3",
+                          "--probe-frames", "1000"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    samples, summary = rows[:-1], rows[-1]
+    assert samples and all("driver" in s["memory"] for s in samples), out.stdout[-2000:]
+    assert summary["summary"] and summary["ledger_exact"], summary
+    assert summary["acquisitions"] >= 1 and summary["received"] > 0, summary
+    assert summary["tango_events"].get("processed_frames", 0) > 0, summary
+    assert "driver" in summary["memory_growth"], summary
