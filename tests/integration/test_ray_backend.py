@@ -47,3 +47,16 @@ def test_uncompressed_frames_within_the_store_budget(
     assert result.ledger.processed == n and result.ledger.lost == 0
     assert batch_bytes <= peak <= budget  # unbounded, 4 batches of 8 (max_inflight) go
     assert result.ledger.processed_batches >= n // 5  # 10 with 8-frame batches
+
+
+def test_every_stage_actor_can_be_restarted_from_its_arguments(
+        ray_runtime: None, capfd: pytest.CaptureFixture[str]) -> None:
+    """Ray restarts a dead actor from its constructor arguments; arguments it had to keep in
+    the object store may be gone by then (ray-project/ray#53727: a list of actor handles is
+    one), and Ray says so when it creates the actor. No rayline actor has such arguments."""
+    with Simulator(SimulatorSettings(frames=1)) as sim, RayPipeline(pipeline_config(
+            sim.endpoint, Protocol.SLS, [{"type": "sum"}], workers=3,
+            tango={"enabled": True, "database": False})) as pipe:
+        assert pipe.status().state == "idle"
+    err = capfd.readouterr().err
+    assert "constructor arguments in the object store" not in err, err[-2000:]

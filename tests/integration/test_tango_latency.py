@@ -66,7 +66,7 @@ def test_event_latency(local_ray: None, case: str, sender_threads: Callable[...,
             "batch": {"max_frames": 8, "max_delay": 1.0}, "ray": {"worker_cpus": 0.5},
             "output": {"enabled": False}, "live_period": 0.5})
         with RayPipeline(config) as pipe:
-            device = start_tango_actor(config, pipe.ingest, pipe.results_actor)
+            device = start_tango_actor(config, pipe.names)
             try:
                 dev = tango.DeviceProxy(device.address)
                 dev.set_timeout_millis(60_000)

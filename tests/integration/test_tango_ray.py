@@ -73,7 +73,7 @@ def rig() -> Iterator[Rig]:
         with RayPipeline(config) as pipe:
             sim.wait_for_subscribers()  # the pipeline's SUB has joined, once
             sim.settings = replace(sim.settings, wait_subscribers=0)
-            device = start_tango_actor(config, pipe.ingest, pipe.results_actor)
+            device = start_tango_actor(config, pipe.names)
             try:
                 yield Rig(sim, pipe, device)
             finally:

@@ -20,7 +20,7 @@ from actors.backends.ray.client import CALL_TIMEOUT, ClientPipeline
 from actors.backends.ray.ingest import IngestActor
 from actors.backends.ray.processing import ProcessingActor
 from actors.backends.ray.results import ResultsActor, results_options
-from actors.backends.ray.runtime import ensure_ray, store_budget
+from actors.backends.ray.runtime import StageNames, ensure_ray, store_budget
 from actors.config import PipelineConfig, as_config
 from actors.wire.model import Protocol
 
@@ -39,6 +39,7 @@ class RayPipeline(ClientPipeline):
         self.workers: list[Any] = []
         self.placement: list[dict[str, Any]] = []
         self.tango: Any = None  # actors.backends.ray.tango.TangoDevice
+        self.names = StageNames.new(self.config.workers)
 
     @property
     def tango_address(self) -> str | None:
@@ -61,13 +62,15 @@ class RayPipeline(ClientPipeline):
                                               soft=False)
         output = cfg.output.model_copy(
             update={"directory": str(Path(cfg.output.directory).absolute())})
-        results = ResultsActor.options(scheduling_strategy=here,
+        names = self.names
+        results = ResultsActor.options(scheduling_strategy=here, name=names.results,
                                        **results_options(cfg.max_inflight)).remote(
             output, cfg.model_dump(mode="json"))
         self.results_actor = results
         strategy = "SPREAD" if cfg.ray.placement == "spread" else "DEFAULT"
         self.workers = [ProcessingActor.options(num_cpus=cfg.ray.worker_cpus,
-                                                scheduling_strategy=strategy).remote(i)
+                                                scheduling_strategy=strategy,
+                                                name=names.worker(i)).remote(i)
                         for i in range(cfg.workers)]
         try:
             self.placement = ray.get([w.ready.remote() for w in self.workers],
@@ -80,14 +83,14 @@ class RayPipeline(ClientPipeline):
                 "ray.worker_cpus)") from None
         self._warm_up()
         budget = cfg.ray.inflight_bytes or store_budget(ray.get_runtime_context().get_node_id())
-        ingest = IngestActor.options(scheduling_strategy=here).remote(
-            cfg, results, self.workers, budget)
+        ingest = IngestActor.options(scheduling_strategy=here, name=names.ingest).remote(
+            cfg, names, budget)
         ray.get(ingest.open.remote(), timeout=READY_TIMEOUT)
         self.attach(ingest, results)
         if cfg.tango.enabled:
             from actors.backends.ray.tango import start_tango_actor
 
-            self.tango = start_tango_actor(cfg, ingest, results)
+            self.tango = start_tango_actor(cfg, names)
 
     def _warm_up(self) -> None:
         """Load (or compile) the kernels in every worker before the first batch."""

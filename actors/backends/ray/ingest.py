@@ -23,7 +23,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from actors.backends.ray.runtime import ACTOR_OPTIONS, restarted
+from actors.backends.ray.runtime import ACTOR_OPTIONS, StageNames, restarted
 from actors.config import PipelineConfig
 from actors.core.events import Action, Announce, Begin, Checkpoint, HandOn
 from actors.core.status import IngestStatus
@@ -53,13 +53,13 @@ class Stored:
 class Ingest:
     """The ingest actor (async): commands, the receive loop, dispatch (module doc)."""
 
-    def __init__(self, config: PipelineConfig, results: Any, workers: list[Any],
+    def __init__(self, config: PipelineConfig, names: StageNames,
                  store_budget: int | None = None) -> None:
-        self.results = results
-        self._results_id = results._actor_id.hex()
-        self.workers = workers
+        self.results = names.lookup(names.results)
+        self._results_id = self.results._actor_id.hex()
+        self.workers = [names.lookup(names.worker(i)) for i in range(names.workers)]
         self.stage = IngestStage(config, self, store_budget=store_budget)
-        self.dispatcher: Dispatcher[Stored] = Dispatcher(len(workers))
+        self.dispatcher: Dispatcher[Stored] = Dispatcher(names.workers)
         self.setups: dict[tuple[int, int], Any] = {}  # (acquisition, version) -> ObjectRef
         self._tasks: set[asyncio.Future[Any]] = set()
         # open at once, also when Ray restarts this actor after its process died

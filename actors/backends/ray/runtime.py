@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,39 @@ logger = logging.getLogger(__name__)
 #: at 850 frames/s) for a dashboard task list rayline does not use.
 ACTOR_OPTIONS: dict[str, Any] = {"max_restarts": -1, "max_task_retries": 0,
                                  "enable_task_events": False}
+
+
+@dataclass(frozen=True)
+class StageNames:
+    """The Ray names of one pipeline's actors. An actor finds its peers by name, not by
+    handles in its constructor arguments: Ray keeps such arguments in the object store and
+    cannot promise they are still there when it restarts the actor (it says so in an error
+    line at creation: ray-project/ray#53727); a name outlives any restart."""
+
+    prefix: str
+    workers: int
+
+    @classmethod
+    def new(cls, workers: int) -> StageNames:
+        return cls(f"rayline-{uuid.uuid4().hex[:12]}", workers)
+
+    @property
+    def results(self) -> str:
+        return f"{self.prefix}-results"
+
+    @property
+    def ingest(self) -> str:
+        return f"{self.prefix}-ingest"
+
+    def worker(self, index: int) -> str:
+        return f"{self.prefix}-worker-{index}"
+
+    @staticmethod
+    def lookup(name: str) -> Any:
+        """The handle of the named actor (in this job's namespace)."""
+        import ray
+
+        return ray.get_actor(name)
 
 
 def ensure_ray(cfg: RayConfig) -> bool:

@@ -1,6 +1,6 @@
 """The Tango device as a Ray actor (Ray backend): its own process, server in a thread.
 
-``start_tango_actor(config, ingest, results)`` starts it on the driver's node next to the
+``start_tango_actor(config, names)`` starts it on the driver's node next to the
 results actor and returns a :class:`TangoDevice` handle with the device's full address;
 ``handle.stop()`` kills the server through its admin device and then the actor. The device
 drives the stage actors through the same typed client as the driver
@@ -18,7 +18,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.backends.ray.client import ClientPipeline
-from actors.backends.ray.runtime import ACTOR_OPTIONS, restarted
+from actors.backends.ray.runtime import ACTOR_OPTIONS, StageNames, restarted
 from actors.config import PipelineConfig
 from actors.tango.address import free_port
 from actors.tango.host import START_TIMEOUT, STOP_TIMEOUT, ServerThread
@@ -31,8 +31,9 @@ class TangoHost:
     from construction, so a restarted actor (its process died) serves the device again,
     at the same address (the port is fixed before the first start)."""
 
-    def __init__(self, config: PipelineConfig, ingest: Any, results: Any) -> None:
-        self.server = ServerThread(config, ClientPipeline(config, ingest, results).control())
+    def __init__(self, config: PipelineConfig, names: StageNames) -> None:
+        client = ClientPipeline(config, names.lookup(names.ingest), names.lookup(names.results))
+        self.server = ServerThread(config, client.control())
         self.server.start(START_TIMEOUT)
         if restarted():
             logger.warning("the Tango device actor was restarted: %s", self.server.address)
@@ -72,10 +73,10 @@ class TangoDevice:
             ray.kill(self.actor, no_restart=True)
 
 
-def start_tango_actor(config: PipelineConfig, ingest: Any, results: Any,
+def start_tango_actor(config: PipelineConfig, names: StageNames,
                       timeout: float = START_TIMEOUT) -> TangoDevice:
-    """Start the device for the pipeline's ingest and results actors; returns once it is
-    exported (the address is also logged)."""
+    """Start the device for the pipeline's (named) ingest and results actors; returns once it
+    is exported (the address is also logged)."""
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     options: dict[str, Any] = {"scheduling_strategy": here}
     if not config.tango.database and not config.tango.port:  # a restart keeps the address
@@ -83,7 +84,7 @@ def start_tango_actor(config: PipelineConfig, ingest: Any, results: Any,
         config = config.model_copy(update={"tango": tango})
     if config.tango.database and os.environ.get("TANGO_HOST"):  # the driver's database
         options["runtime_env"] = {"env_vars": {"TANGO_HOST": os.environ["TANGO_HOST"]}}
-    actor = TangoActor.options(**options).remote(config, ingest, results)
+    actor = TangoActor.options(**options).remote(config, names)
     try:
         address: str = ray.get(actor.start.remote(timeout), timeout=timeout + 30)
     except BaseException:
