@@ -25,6 +25,9 @@ from actors.reduce.base import OutputValue
 
 logger = logging.getLogger(__name__)
 
+#: seconds :meth:`PipelineBase.abort` waits for the aborted result
+ABORT_WAIT = 5.0
+
 
 class IngestPort(Protocol):
     """The ingest stage's commands (numbers acquisitions, owns the runtime parameters)."""
@@ -136,12 +139,21 @@ class PipelineBase:
         return self._wait(acquisition, timeout)
 
     def abort(self) -> None:
-        """Stop and discard the running acquisition (nothing when none runs)."""
+        """Stop and discard the running acquisition (nothing when none runs); returns once
+        it has ended (its result says ``aborted``), so the state reads idle, or after
+        :data:`ABORT_WAIT` seconds with a warning (batches in flight are dropped as they
+        return; nothing waits for them)."""
         ingest = self._ingest()
         status = ingest.status()
-        if status.state != "idle" and status.acquisition is not None:
-            with contextlib.suppress(StageDied):  # it died: the acquisition failed
-                ingest.abort(status.acquisition)
+        if status.state == "idle" or status.acquisition is None:
+            return
+        with contextlib.suppress(StageDied):  # it died: the acquisition failed
+            ingest.abort(status.acquisition)
+        try:
+            self._wait(status.acquisition, ABORT_WAIT)
+        except TimeoutError:
+            logger.warning("acquisition %d: no aborted result after %g s",
+                           status.acquisition, ABORT_WAIT)
 
     def reset_pedestal(self) -> None:
         """The next acquisition starts without the pedestal carried from the last one."""

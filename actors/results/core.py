@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from actors.core.acquisition import Acquisition, AcquisitionResult, Outcome
@@ -182,12 +182,15 @@ class ResultsCore:
             if acquisition not in self.done and acquisition not in self.finishing:
                 # ended before its first batch was merged
                 self._empty(acquisition, "failed" if error else "aborted",
-                            _unaccounted(ledger, 0) if error else ledger, error)
+                            _unaccounted(ledger, 0, "stage_failed" if error else "aborted"),
+                            error)
             return
-        acq.ingest_ledger = ledger
         self.current = None
         self._frames.clear()
         if error is None:
+            acq.ingest_ledger = _unaccounted(ledger.with_drops(acq.drops),
+                                             acq.merger.processed_frames, "aborted")
+            acq.drops.clear()
             self._store(acq.result("aborted"))
             self._io.append(Discard(acquisition))
             return
@@ -313,8 +316,13 @@ class ResultsCore:
         return max(candidates, key=lambda r: r.acquisition) if candidates else None
 
 
-def _unaccounted(ledger: Ledger, processed: int) -> Ledger:
-    """A failed acquisition's ledger: its received frames neither processed nor dropped
-    already are dropped as ``stage_failed`` (every frame accounted for)."""
-    missing = ledger.received - processed - ledger.dropped_total
-    return ledger.with_drops({"stage_failed": missing}) if missing > 0 else ledger
+def _unaccounted(ledger: Ledger, processed: int, reason: str = "stage_failed") -> Ledger:
+    """A failed or aborted acquisition's ledger: every received frame neither processed nor
+    dropped for another reason is dropped as ``reason`` (every frame accounted for, once: a
+    batch the ingest counted as ``reason`` while it was in flight, whose partial was merged
+    before the abort arrived here, is processed)."""
+    others = {k: v for k, v in ledger.dropped.items() if k != reason}
+    missing = ledger.received - processed - sum(others.values())
+    if missing > 0:
+        others[reason] = missing
+    return replace(ledger, dropped=others)

@@ -272,6 +272,7 @@ class RaylineDevice(Device):  # type: ignore[misc]
         try:
             await asyncio.wait_for(s.control.abort(), ABORT_TIMEOUT)
             s.fault = None
+            await self._live.poll_status()  # ON (not RUNNING) when the command returns
         except Exception as exc:
             logger.exception("%s failed", origin)
             s.fault = f"{origin} failed: {type(exc).__name__}: {exc}"

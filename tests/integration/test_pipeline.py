@@ -194,21 +194,46 @@ def test_abort_discards_and_the_next_acquisition_starts_clean(
     with Simulator(sim_settings) as sim, open_pipeline(backend, sim.endpoint, Protocol.SLS,
                                                         [{"type": "sum"}]) as pipe:
         pipe.start_acquisition()
-        pipe.abort()  # before the first frame: it ends at once, as aborted
+        pipe.abort()  # before the first frame: it has ended, as aborted, when abort returns
+        assert pipe.status().state == "idle"
         early = pipe.wait_acquisition(timeout=10)
         assert early.outcome == "aborted" and early.ledger.received == 0
         pipe.start_acquisition()
         sender = sender_threads(sim.run)
         wait_until(lambda: pipe.status().processed >= 16, 60, pipe.status)
         pipe.abort()
+        assert pipe.status().state == "idle"
         aborted = pipe.wait_acquisition(timeout=30)
         assert aborted.outcome == "aborted" and aborted.outputs == {}
         led = aborted.ledger
-        assert led.processed + led.dropped.get("aborted", 0) <= led.received
+        assert led.processed + led.dropped.get("aborted", 0) == led.received  # each once
         sender.join()
         wait_until(lambda: pipe.status().state == "idle", 30, pipe.status)
         pipe.start_acquisition()  # nothing arrives: an empty, finished acquisition
         assert pipe.stop_acquisition(timeout=30).outcome == "finished"
+
+
+@pytest.mark.tango
+def test_tango_abort_before_the_first_frame_leaves_the_device_ready(backend: str) -> None:
+    """Start, Abort, Stop through Tango with no frame sent: the device reads ON as soon as
+    Abort returns, Stop returns at once (nothing to wait for), and Start works again."""
+    import tango
+
+    with Simulator(SimulatorSettings(frames=1)) as sim, open_pipeline(
+            backend, sim.endpoint, Protocol.SLS, [{"type": "sum"}],
+            tango={"enabled": True, "database": False}) as pipe:
+        assert pipe.tango_address is not None
+        dev = tango.DeviceProxy(pipe.tango_address)
+        dev.set_timeout_millis(20_000)
+        for _ in range(2):
+            dev.Start()
+            assert dev.state() == tango.DevState.RUNNING
+            dev.Abort()
+            assert dev.state() == tango.DevState.ON, dev.status()
+            dev.Stop()  # a stop after the abort: nothing runs, nothing to wait for
+            assert dev.state() == tango.DevState.ON, dev.status()
+        assert pipe.wait_acquisition(timeout=10).outcome == "aborted"
+        assert pipe.acquisition == 2
 
 
 def test_runtime_parameter_applies_from_the_returned_batch(backend: str, push: Push) -> None:

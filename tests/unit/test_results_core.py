@@ -113,6 +113,21 @@ def test_aborts_ends_and_replacements_always_leave_a_result() -> None:
     assert core.status().last_outcome == "aborted"
 
 
+def test_an_abort_counts_a_batch_merged_while_the_abort_was_on_its_way_once() -> None:
+    """The ingest counts its batches in flight as ``aborted``; a partial that reached the
+    results stage first was merged: it is processed, not also aborted."""
+    core = ResultsCore()
+    core.begin(setup())
+    for i in range(2):
+        core.merge(1, *batch(i)[:2])
+    # received 7: batches 0 and 1 in flight (counted aborted), 3 in the open batch
+    core.abort(1, Ledger(1, received=7, dispatched=4, dropped={"aborted": 7}))
+    aborted = core.result(1)
+    assert aborted is not None and aborted.outcome == "aborted"
+    led = aborted.ledger
+    assert (led.received, led.processed, led.dropped) == (7, 4, {"aborted": 3})
+
+
 def test_pipeline_status_keeps_the_last_ledger_until_the_next_acquisition() -> None:
     core = ResultsCore()
     core.begin(setup())
