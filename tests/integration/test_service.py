@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -19,7 +20,7 @@ from actors.app.service import READY_LINE
 from actors.sim.simulator import Simulator, SimulatorSettings
 from tests.conftest import SenderThread
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray]
+pytestmark = [pytest.mark.slow]
 
 
 class Lines:
@@ -49,6 +50,7 @@ class Lines:
         raise TimeoutError(f"{text!r} not seen in {timeout} s; got:\n{''.join(self.seen)}")
 
 
+@pytest.mark.ray
 def test_run_serves_and_stops_cleanly_on_sigterm(
         tmp_path: Path, sender_threads: Callable[..., SenderThread]) -> None:
     settings = SimulatorSettings(frames=300, rate=200, lossless=True, end_of_series=False,
@@ -89,3 +91,56 @@ def test_run_serves_and_stops_cleanly_on_sigterm(
         time.sleep(0.2)
         alive = [c for c in alive if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert not alive, [c.cmdline() for c in alive]
+
+
+@pytest.mark.tango
+@pytest.mark.parametrize("backend", [pytest.param("ray", marks=pytest.mark.ray), "local"])
+def test_sigint_drains_the_acquisition_a_tango_client_started(
+        backend: str, tmp_path: Path, sender_threads: Callable[..., SenderThread]) -> None:
+    """The service learns of acquisitions started through its device: SIGINT drains that
+    one (not a stale number), its frames all processed, and the service exits."""
+    import tango
+
+    n = 120
+    settings = SimulatorSettings(frames=n, rate=400, lossless=True, end_of_series=False,
+                                 scene={"rows": 32, "cols": 32})
+    with Simulator(settings) as sim:
+        cfg = {"backend": backend, "source": {"endpoint": sim.endpoint, "protocol": "sls"},
+               "reducers": [{"type": "sum"}], "workers": 1,
+               "ray": {"num_cpus": 2, "object_store_memory": 100_000_000},
+               "output": {"enabled": False},
+               "tango": {"enabled": True, "database": False}}
+        path = tmp_path / "service.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        proc = subprocess.Popen([sys.executable, "-m", "actors", "run", str(path)],
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            lines = Lines(proc)
+            ready = lines.wait_for(READY_LINE, 180)
+            address = ready.rsplit("Tango ", 1)[1].strip()
+            dev = tango.DeviceProxy(address)
+            dev.set_timeout_millis(20_000)
+            sim.wait_for_subscribers()  # the service's SUB has joined, once
+            sim.settings = replace(sim.settings, wait_subscribers=0)
+            for _ in range(2):  # the second acquisition is the one running at the signal
+                dev.Start()
+                sender = sender_threads(sim.run)
+                sender.join(120)
+                deadline = time.monotonic() + 60
+                while dev.read_attribute("processed_frames").value < n:
+                    assert time.monotonic() < deadline, dev.status()
+                    time.sleep(0.05)
+                if dev.read_attribute("acquisition").value == 1:
+                    dev.Stop()
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=120) == 0, "".join(lines.seen)
+            lines.wait_for("rayline service stopped", 10)
+        finally:
+            proc.kill()
+            proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+    text = "".join(lines.seen)
+    assert "draining acquisition 2" in text, text
+    assert f"acquisition 2 finished: received {n}, processed {n}" in text, text
+    assert "did not drain" not in text
