@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,7 +35,8 @@ def _add_simulate(sub: Any) -> None:
                        "EIGER) over sls (PUB) or DECTRIS V1/V2 (PUSH)",
                        description="Bind a PUB (sls) or PUSH (DECTRIS) socket and send a "
                        "series of synthetic frames, deterministic for a seed.")
-    p.add_argument("--protocol", type=Protocol, choices=list(Protocol), default=Protocol.SLS)
+    p.add_argument("--protocol", type=Protocol, choices=list(Protocol), default=Protocol.SLS,
+                   help="wire protocol")
     p.add_argument("--detector", choices=["moench", "jungfrau", "eiger"],
                    help="scene (default: moench for sls, eiger for DECTRIS)")
     p.add_argument("--endpoint", help="bind address (default tcp://127.0.0.1:30001 for sls, "
@@ -43,26 +45,27 @@ def _add_simulate(sub: Any) -> None:
     p.add_argument("--series", type=int, default=1, help="number of series to send")
     p.add_argument("--rate", type=float, default=0.0,
                    help="frames/s (0 = as fast as the socket takes them)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same frames)")
     p.add_argument("--pool", type=int, default=0,
                    help="reuse this many distinct frames cyclically (fast, still deterministic)")
     p.add_argument("--mode", choices=["pumpprobe", "dark", "photons"],
                    help="MOENCH content: pump-probe (default), dark (pedestal run), photons")
-    p.add_argument("--rows", type=int)
-    p.add_argument("--cols", type=int)
+    p.add_argument("--rows", type=int, help="frame rows (default: the detector's)")
+    p.add_argument("--cols", type=int, help="frame columns (default: the detector's)")
     p.add_argument("--dtype", help="EIGER pixel type: uint8, uint16 or uint32")
     p.add_argument("--compression", choices=["bslz4", "lz4", "none"], default="bslz4",
                    help="DECTRIS V2 compression")
     p.add_argument("--v1-encoding", choices=["<", "lz4<", "bs8-lz4<", "bs16-lz4<", "bs32-lz4<"],
                    help="DECTRIS V1 encoding (default bsN-lz4< for the pixel size)")
-    p.add_argument("--header-detail", choices=["all", "basic", "none"], default="basic")
+    p.add_argument("--header-detail", choices=["all", "basic", "none"], default="basic",
+                   help="DECTRIS series-start detail level")
     p.add_argument("--reorder", choices=["none", "moench03"], default="none",
                    help="sls: send MOENCH03 frames in the raw ADC order of sls <= 7")
     p.add_argument("--wait-subscribers", type=int, default=1,
                    help="PUB: wait for this many subscribers before sending (0 = don't)")
     p.add_argument("--lossless", action="store_true",
                    help="PUB: block instead of dropping frames for slow subscribers")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=cmd_simulate)
 
 
@@ -101,7 +104,8 @@ def _add_receive(sub: Any) -> None:
                        description="Connect a SUB (sls) or PULL (DECTRIS) socket, decode every "
                        "message and print the ledger (received, rejected by reason, lost).")
     p.add_argument("endpoint", nargs="?", help="detector endpoint (default per protocol)")
-    p.add_argument("--protocol", type=Protocol, choices=list(Protocol), default=Protocol.SLS)
+    p.add_argument("--protocol", type=Protocol, choices=list(Protocol), default=Protocol.SLS,
+                   help="wire protocol")
     p.add_argument("--socket", choices=["sub", "pull"], help="default: sub for sls, else pull")
     p.add_argument("--frames", type=int, default=0, help="stop after this many frames")
     p.add_argument("--series", type=int, default=1,
@@ -109,7 +113,7 @@ def _add_receive(sub: Any) -> None:
     p.add_argument("--idle-timeout", type=float, default=0.0,
                    help="stop after this many seconds without a message")
     p.add_argument("--decode", action="store_true", help="also decompress every frame")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=cmd_receive)
 
 
@@ -159,13 +163,14 @@ def _add_record(sub: Any) -> None:
                        "as raw bytes with its arrival time, to a new .rlrec file.")
     p.add_argument("endpoint")
     p.add_argument("-o", "--output", required=True, help="file to create (never overwritten)")
-    p.add_argument("--socket", choices=["sub", "pull"], default="sub")
+    p.add_argument("--socket", choices=["sub", "pull"], default="sub",
+                   help="how to connect to the stream")
     p.add_argument("--protocol", default="", help="protocol name stored in the file header")
     p.add_argument("--messages", type=int, default=0, help="stop after N messages")
     p.add_argument("--duration", type=float, default=0.0, help="stop after N seconds")
     p.add_argument("--idle-timeout", type=float, default=0.0,
                    help="stop after N seconds without a message")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=cmd_record)
 
 
@@ -186,13 +191,15 @@ def _add_replay(sub: Any) -> None:
                        description="Bind a PUB or PUSH socket and send a recording (.rlrec, "
                        "or a dranspose/MAX IV .cbors dump, also inside a .zip).")
     p.add_argument("file")
-    p.add_argument("--endpoint", default="tcp://127.0.0.1:30001")
-    p.add_argument("--socket", choices=["pub", "push"], default="pub")
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:30001", help="bind address")
+    p.add_argument("--socket", choices=["pub", "push"], default="pub",
+                   help="socket to send from")
     p.add_argument("--rate", type=float, default=None,
                    help="messages/s (default: the recorded timing; 0 = as fast as possible)")
     p.add_argument("--loop", type=int, default=1, help="play the file this many times")
-    p.add_argument("--wait-subscribers", type=int, default=1)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--wait-subscribers", type=int, default=1,
+                   help="wait for this many subscribers before sending (pub)")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=cmd_replay)
 
 
@@ -219,14 +226,16 @@ def _add_demo(sub: Any) -> None:
                        "Tango device (no database): a pedestal acquisition, then a pump-probe "
                        "acquisition with photon counting; writes a NeXus file per acquisition "
                        "and prints a summary.")
-    p.add_argument("--backend", choices=["ray", "local"], default="ray")
-    p.add_argument("--pedestal-frames", type=int, default=1000)
+    p.add_argument("--backend", choices=["ray", "local"], default="ray",
+                   help="pipeline backend")
+    p.add_argument("--pedestal-frames", type=int, default=1000,
+                   help="frames of the dark (pedestal) run")
     p.add_argument("-n", "--frames", type=int, default=2000, help="pump-probe frames")
     p.add_argument("--rate", type=float, default=0.0, help="frames/s (0: as fast as taken)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="processing actors")
     p.add_argument("--output", default="rayline-data", help="directory for the NeXus files")
     p.add_argument("--no-tango", action="store_true", help="do not start the Tango device")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=cmd_demo)
 
 
@@ -252,13 +261,24 @@ def _add_run(sub: Any) -> None:
     p.add_argument("config", nargs="?", help="YAML or TOML configuration file")
     p.add_argument("--auto", action="store_true",
                    help="start acquisitions automatically (free-running, no Tango needed)")
+    _add_set(p)
     p.set_defaults(func=cmd_run, default_log_level="INFO")
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a setting of the file, e.g. --set "
+                   "source.endpoint=tcp://127.0.0.1:31001 --set ray.address=null (repeatable; "
+                   "values read as YAML)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from actors.app.service import run_service
+    from actors.config import check_output_directory, load_config, parse_overrides
 
-    return run_service(args.config, auto=args.auto)
+    overrides = parse_overrides(args.set)
+    check_output_directory(load_config(args.config, overrides))
+    return run_service(args.config, auto=args.auto, overrides=overrides)
 
 
 def _add_config(sub: Any) -> None:
@@ -266,17 +286,19 @@ def _add_config(sub: Any) -> None:
                        description="'check FILE' validates a configuration and prints it with "
                        "every default filled in; 'schema' prints the JSON schema for editors.")
     p.add_argument("action", choices=["check", "schema"])
-    p.add_argument("file", nargs="?")
+    p.add_argument("file", nargs="?", help="the configuration (default: the embedded one)")
+    _add_set(p)
     p.set_defaults(func=cmd_config)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from actors.config import json_schema, load_config
+    from actors.config import check_output_directory, json_schema, load_config, parse_overrides
 
     if args.action == "schema":
         print(json_schema())
         return 0
-    cfg = load_config(args.file)
+    cfg = load_config(args.file, parse_overrides(args.set))
+    check_output_directory(cfg)
     print(json.dumps(cfg.model_dump(mode="json"), indent=2))
     return 0
 
@@ -324,29 +346,73 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return int(module.main(rest))
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default unless its help already says it (or it has none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is None or default is False or \
+                default is argparse.SUPPRESS or default in ([], "") or \
+                (not action.option_strings and action.nargs in ("?", "*")):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _add_common(p: argparse.ArgumentParser, default: Any = None) -> None:
+    """Options every command takes, before or after its name."""
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   default=default, help="default: INFO for run, WARNING otherwise")
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show the traceback of an error (and log at DEBUG)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from actors.version import __version__
+
     parser = argparse.ArgumentParser(prog="rayline", description="Live X-ray detector stream "
-                                     "processing: ZMQ ingest, reducers, Tango, files.")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="default: INFO for run, WARNING otherwise")
+                                     "processing: ZMQ ingest, reducers, Tango, files.",
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"rayline {__version__}")
+    _add_common(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_run, _add_simulate, _add_receive, _add_record, _add_replay,
                 _add_config, _add_tango_server, _add_bench):
         add(sub)
+    for name, p in sub.choices.items():
+        p.formatter_class = _HelpFormatter  # defaults shown
+        if name not in ("tango-server", "bench"):  # (their arguments go on as they are)
+            _add_common(p, argparse.SUPPRESS)  # after the command too, without overriding
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level or getattr(args, "default_log_level", "WARNING"))
+    level = "DEBUG" if args.debug else args.log_level
+    setup_logging(level or getattr(args, "default_log_level", "WARNING"))
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (TimeoutError, ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"rayline {args.command}: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:  # the reader went away (e.g. | head): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"rayline {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error as one line: its message (its type when that says more), no traceback."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (ValueError, TimeoutError, FileNotFoundError, FileExistsError,
+                        PermissionError)) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -91,6 +92,15 @@ class SourceConfig(_Model):
         if self.socket is not None:
             return self.socket
         return "sub" if self.protocol is Protocol.SLS else "pull"
+
+    @field_validator("reorder")
+    @classmethod
+    def _reorder(cls, v: str) -> str:
+        if v in ("", "none", "moench03"):
+            return v
+        if not v.endswith(".npy") or not Path(v).expanduser().is_file():
+            raise ValueError(f"{v!r} is not 'none', 'moench03' or an existing .npy file")
+        return v
 
     @field_validator("endpoint")
     @classmethod
@@ -207,9 +217,24 @@ class PipelineConfig(_Model):
         if dup:
             raise ValueError(f"reducer names must be unique; repeated: {sorted(dup)} "
                              "(give each a 'name')")
+        problems = []
         for i, spec in enumerate(v):
-            _check_reducer_settings(i, spec)
+            try:
+                _check_reducer_settings(i, spec)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ValueError("; ".join(problems))  # every bad entry, not just the first
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_inflight(cls, data: Any) -> Any:
+        """``max_inflight`` not given: enough for every worker (at least 4)."""
+        if isinstance(data, dict) and "max_inflight" not in data and \
+                isinstance(data.get("workers"), int) and not isinstance(data["workers"], bool):
+            data = {**data, "max_inflight": max(4, data["workers"])}
+        return data
 
     @model_validator(mode="after")
     def _inflight(self) -> PipelineConfig:
@@ -240,16 +265,19 @@ def _check_reducer_settings(i: int, spec: ReducerSpec) -> None:
 
 
 def _format_errors(exc: ValidationError, origin: str) -> str:
-    lines = [f"invalid configuration {origin}:"]
+    """One line naming every bad key (``key: why; key: why``)."""
+    problems = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "literal_error" or err["type"] == "enum":
             msg = f"{msg} (got {err.get('input')!r})"
-        lines.append(f"  {key}: {msg}")
-    return "\n".join(lines)
+        elif err["type"] == "value_error":
+            msg = str(err.get("ctx", {}).get("error", msg))  # without pydantic's prefix
+        problems.append(f"{key}: {msg}" if key else msg)
+    return f"invalid configuration {origin}: " + "; ".join(problems)
 
 
 def parse_config(data: Any, origin: str = "") -> PipelineConfig:
@@ -283,6 +311,51 @@ def load_config(path: str | Path | None = None,
     if overrides:
         data = _deep_merge(data or {}, overrides)
     return parse_config(data, origin)
+
+
+def check_output_directory(cfg: PipelineConfig) -> None:
+    """ConfigError unless files can be written where ``output.directory`` is (or will be
+    created): a file is created and removed in its nearest existing ancestor."""
+    if not cfg.output.enabled:
+        return
+    directory = Path(cfg.output.directory).expanduser().absolute()
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"output.directory {directory}: {existing} is not a directory")
+    try:
+        fd, name = tempfile.mkstemp(dir=existing, prefix=".rayline-check-")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise ConfigError(f"output.directory {directory}: cannot write in {existing} "
+                          f"({exc.strerror})") from None
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``--set`` arguments (``source.endpoint=tcp://host:31001``, ``workers=2``,
+    ``ray.address=null``) as a nested mapping to merge over a file; each value is read as
+    YAML (numbers, booleans, ``null``, ``[1, 2]``, ``{a: 1}``), else kept as text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(p.strip() for p in parts):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. "
+                              "source.endpoint=tcp://127.0.0.1:31001")
+        try:
+            value = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError:
+            value = text
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part.strip(), {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part.strip()!r} is set to a value above")
+            node = child
+        node[parts[-1].strip()] = value
+    return out
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

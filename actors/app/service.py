@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from actors.config import PipelineConfig, load_config
 from actors.core.acquisition import AcquisitionResult
@@ -115,6 +116,7 @@ def _handle_signals(handler: Callable[[int, FrameType | None], None]) -> Iterato
             signal.signal(sig, old)
 
 
-def run_service(config_path: str | Path | None, *, auto: bool = False) -> int:
+def run_service(config_path: str | Path | None, *, auto: bool = False,
+                overrides: dict[str, Any] | None = None) -> int:
     """Entry point of ``rayline run``: serve until SIGINT/SIGTERM."""
-    return Service(load_config(config_path), auto=auto).run()
+    return Service(load_config(config_path, overrides), auto=auto).run()

@@ -188,6 +188,12 @@ class Reducer(ABC, Generic[SettingsT, PartialT]):
                 raise
             raise ReducerConfigError(f"reducer {label!r}: {exc}") from exc
 
+    @classmethod
+    def min_frame(cls, settings: SettingsT) -> tuple[int, int]:
+        """The smallest frame (rows, cols) these settings fit: declarations made before the
+        stream gives the geometry (the Tango attributes) use a frame at least this big."""
+        return (1, 1)
+
     def reconfigure(self, **changes: Any) -> Self:
         """A new instance with ``changes`` applied; only :attr:`runtime_settings` may change."""
         fixed = sorted(set(changes) - self.runtime_settings)

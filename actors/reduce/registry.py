@@ -92,6 +92,18 @@ def reducer_class(type_name: str) -> ReducerClass:
     return load_reducer_class(type_name)
 
 
+def min_frame(spec: Mapping[str, Any]) -> tuple[int, int]:
+    """The smallest frame the entry's settings fit (:meth:`Reducer.min_frame`); (1, 1) for
+    an entry that does not validate (building it reports why)."""
+    config = dict(spec)
+    try:
+        cls = reducer_class(str(config.pop("type", "")))
+        config.pop("name", None)
+        return cls.min_frame(cls.Settings.model_validate(config))
+    except (ReducerConfigError, ValueError, ImportError):
+        return (1, 1)
+
+
 def build_reducer(spec: Mapping[str, Any], geometry: Geometry) -> Reducer[Any, Any]:
     """Build a reducer from ``{"type": ..., "name": optional, **settings}``."""
     config = dict(spec)

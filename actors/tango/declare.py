@@ -24,7 +24,7 @@ import numpy as np
 from actors.config import PipelineConfig
 from actors.core.chain import Parameter, ReducerChain
 from actors.reduce.base import OutputKind, OutputSpec, OutputValue, Series
-from actors.reduce.registry import reducer_class
+from actors.reduce.registry import min_frame, reducer_class
 from actors.wire.model import Geometry
 
 #: image and spectrum bounds when the configuration does not fix the frame geometry
@@ -119,9 +119,16 @@ class Declarations:
 
 
 def declaration_geometry(config: PipelineConfig) -> Geometry:
-    """The configured frame geometry, else the MOENCH default (only bounds depend on it)."""
+    """The configured frame geometry, else the MOENCH default grown to what the reducers'
+    settings need (an ROI beyond it); only bounds depend on it."""
     geom = config.source.geometry
-    return geom.to_geometry() if geom is not None else DEFAULT_GEOMETRY
+    if geom is not None:
+        return geom.to_geometry()
+    rows, cols = DEFAULT_GEOMETRY.rows, DEFAULT_GEOMETRY.cols
+    for spec in config.reducers:
+        r, c = min_frame(spec)
+        rows, cols = max(rows, r), max(cols, c)
+    return Geometry(rows, cols, DEFAULT_GEOMETRY.dtype)
 
 
 def chain_for(config: PipelineConfig) -> ReducerChain:

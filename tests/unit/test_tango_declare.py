@@ -40,6 +40,17 @@ def test_moench_declarations_are_the_seed_names() -> None:
     assert params["processing_pattern"].type == "str" and params["split_pump"].type == "bool"
 
 
+def test_unknown_geometry_declares_for_rois_beyond_the_default_frame() -> None:
+    """No geometry configured (DECTRIS streams tell it): an ROI beyond the 400x400 default
+    placeholder still declares (the real frame is checked when it arrives)."""
+    decl = declarations({"reducers": [
+        {"type": "roi", "rois": [{"name": "beamstop", "row0": 1050, "row1": 1150,
+                                  "col0": 1000, "col1": 1100}]},
+        {"type": "radial", "center": [1100.0, 1050.0], "bins": 50}]})
+    attrs = {o.attr for o in decl.outputs}
+    assert {"roi_beamstop", "roi_beamstop_sum", "radial", "radial_radius"} <= attrs, attrs
+
+
 def test_unknown_geometry_gives_generous_bounds() -> None:
     decl = declarations({})
     image = next(o for o in decl.outputs if o.attr == "analog_img")

@@ -71,6 +71,11 @@ class RoiReducer(Reducer[RoiSettings, RoiPartial]):
     type_name = "roi"
     runtime_settings = frozenset({"saturation_value"})
 
+    @classmethod
+    def min_frame(cls, settings: RoiSettings) -> tuple[int, int]:
+        return (max((r.row1 for r in settings.rois), default=1),
+                max((r.col1 for r in settings.rois), default=1))
+
     def __init__(self, settings: RoiSettings, geometry: Geometry, *, name: str | None = None):
         super().__init__(settings, geometry, name=name)
         for r in settings.rois:
