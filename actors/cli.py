@@ -274,10 +274,10 @@ def _add_set(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from actors.app.service import run_service
-    from actors.config import check_output_directory, load_config, parse_overrides
+    from actors.config import load_config, parse_overrides, preflight
 
     overrides = parse_overrides(args.set)
-    check_output_directory(load_config(args.config, overrides))
+    preflight(load_config(args.config, overrides))
     return run_service(args.config, auto=args.auto, overrides=overrides)
 
 
@@ -292,13 +292,13 @@ def _add_config(sub: Any) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from actors.config import check_output_directory, json_schema, load_config, parse_overrides
+    from actors.config import json_schema, load_config, parse_overrides, preflight
 
     if args.action == "schema":
         print(json_schema())
         return 0
     cfg = load_config(args.file, parse_overrides(args.set))
-    check_output_directory(cfg)
+    preflight(cfg)
     print(json.dumps(cfg.model_dump(mode="json"), indent=2))
     return 0
 

@@ -333,6 +333,29 @@ def check_output_directory(cfg: PipelineConfig) -> None:
                           f"({exc.strerror})") from None
 
 
+def check_tango_host(cfg: PipelineConfig) -> None:
+    """ConfigError when the device is to register with a Tango database and nothing says
+    where it is (``TANGO_HOST``, ``~/.tangorc``, ``/etc/tangorc``): Tango itself would end
+    the process."""
+    if not (cfg.tango.enabled and cfg.tango.database) or os.environ.get("TANGO_HOST"):
+        return
+    for rc in (Path.home() / ".tangorc", Path("/etc/tangorc")):
+        try:
+            if "TANGO_HOST" in rc.read_text():
+                return
+        except OSError:
+            continue
+    raise ConfigError("tango.database is true but TANGO_HOST is not set: set it to the "
+                      "database's host:port, or set tango.database: false (no database)")
+
+
+def preflight(cfg: PipelineConfig) -> None:
+    """What a valid configuration still needs from this machine, checked before starting:
+    a writable output directory, a Tango database address."""
+    check_output_directory(cfg)
+    check_tango_host(cfg)
+
+
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``--set`` arguments (``source.endpoint=tcp://host:31001``, ``workers=2``,
     ``ray.address=null``) as a nested mapping to merge over a file; each value is read as

@@ -3,6 +3,9 @@ backend, output comparisons against the sequential reference, and one bounded wa
 
 from __future__ import annotations
 
+import queue
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -78,3 +81,30 @@ def moench_run(sim: Simulator, n: int, chain: Mapping[str, Any] = MOENCH) -> dic
     frames = np.stack([sim.scene.frame(i) for i in range(n)])
     settings = {k: v for k, v in chain.items() if k != "type"}
     return run_moench_reference(frames, np.arange(n), settings)
+
+
+class Lines:
+    """Collects a child's stderr lines in a thread so waits can have deadlines."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        assert proc.stderr is not None
+        self._t = threading.Thread(target=self._pump, args=(proc.stderr,), daemon=True)
+        self._t.start()
+
+    def _pump(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if text in line:
+                return line
+        raise TimeoutError(f"{text!r} not seen in {timeout} s; got:\n{''.join(self.seen)}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,7 +84,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return head
 
 
-def iter_records(path: str | Path) -> Iterator[Record]:
+def iter_records(path: str | Path) -> Generator[Record, None, None]:
     """Records of a rayline recording, or of a dranspose/MAX IV dump (no timestamps)."""
     p = Path(path)
     if not p.is_file():
@@ -157,6 +157,9 @@ def replay(path: str | Path, endpoint: str, socket: Literal["pub", "push"], *,
     possible), 0 sends as fast as the socket takes them, > 0 paces at that many messages/s.
     A PUB waits for ``wait_subscribers`` subscribers first. Returns messages sent.
     """
+    records = iter_records(path)
+    next(records, None)  # a missing or foreign file says so now, not after the wait
+    records.close()
     ctx = context or zmq.Context()
     sock = make_publisher(ctx, socket, endpoint, send_timeout=send_timeout)
     sent = 0

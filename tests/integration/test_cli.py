@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from actors.sim.simulator import Simulator, SimulatorSettings
 from actors.stream.receiver import Receiver, ReceiverSettings
-from actors.stream.sockets import free_tcp_endpoint
 from actors.wire.model import Image, Protocol, SeriesEnd
 from tests.conftest import SenderThread
 
@@ -69,12 +70,82 @@ def test_receive_subprocess_prints_the_ledger(
     assert ledger["series_ended"] == 1
 
 
-def test_bad_arguments_give_a_clear_error() -> None:
-    out = subprocess.run([*RAYLINE, "replay", "/nonexistent/file.rlrec", "--endpoint",
-                          free_tcp_endpoint(), "--socket", "push"],
+@pytest.fixture(scope="module")
+def taken_endpoint() -> Iterator[str]:
+    """An endpoint something already listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+
+
+NO_TANGO = ["--set", "tango.enabled=false"]
+#: (arguments, what the one error line says); "{taken}" is an endpoint already in use
+ERRORS: list[tuple[list[str], str]] = [
+    (["simulate", "-n", "1", "--endpoint", "{taken}"], "Address already in use"),
+    (["simulate", "-n", "1", "--endpoint", "nonsense"], "nonsense"),
+    (["receive", "nonsense"], "nonsense"),
+    (["run", "--set", "source.endpoint=nonsense"], "source.endpoint: must be a ZMQ endpoint"),
+    (["run", *NO_TANGO, "--set", "ray.address=127.0.0.1:1"], "no Ray cluster at 127.0.0.1:1"),
+    (["run", "--set", "backend=local", "--set", "tango.database=true"], "TANGO_HOST"),
+    (["run", *NO_TANGO, "--set", "workers=4", "--set", "ray.num_cpus=2"],
+     "need 4 CPUs and the Ray cluster has 2"),
+    (["replay", "/nonexistent/file.rlrec", "--endpoint", "tcp://127.0.0.1:*"],
+     "no recording at /nonexistent/file.rlrec"),
+    (["config", "check", "--set", "reducers=[{type: roi, rois: []}, {type: nothere}]"],
+     "entry 0 (roi): rois: List should have at least 1 item after validation, not 0; "
+     "entry 1: unknown reducer type 'nothere'"),
+    (["config", "check", "--set", "source.reorder=moench04"], "source.reorder: 'moench04'"),
+    (["config", "check", "--set", "output.directory=/proc/rayline"],
+     "output.directory /proc/rayline: cannot write in /proc"),
+    (["config", "check", "--set", "bogus"], "expected KEY=VALUE"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, says", ERRORS, ids=[" ".join(a[:2]) + f"-{i}"
+                                                    for i, (a, _) in enumerate(ERRORS)])
+def test_each_error_is_one_line(args: list[str], says: str, taken_endpoint: str) -> None:
+    """Exit code 2 and one line on stderr naming the cause (INFO progress lines of a
+    service aside), no traceback; --debug shows it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TANGO_HOST", "RAY_ADDRESS")}
+    argv = [a.replace("{taken}", taken_endpoint) for a in args]
+    out = subprocess.run([*RAYLINE, *argv], capture_output=True, text=True, timeout=120,
+                         env=env)
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip() and " INFO " not in ln]
+    assert out.returncode == 2, out.stderr
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"rayline {argv[0]}: error: ") and says in lines[0], lines[0]
+    assert '"""' not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_debug_shows_the_traceback() -> None:
+    out = subprocess.run([*RAYLINE, "replay", "/nonexistent/file.rlrec", "--debug"],
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2
-    assert "no recording at /nonexistent/file.rlrec" in out.stderr
+    assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+def test_options_after_the_command_and_the_version() -> None:
+    out = subprocess.run([*RAYLINE, "config", "check", "--log-level", "ERROR", "--set",
+                          "workers=8"], capture_output=True, text=True, timeout=60, check=True)
+    config = json.loads(out.stdout)
+    assert config["workers"] == 8 and config["max_inflight"] == 8  # derived, not refused
+    version = subprocess.run([*RAYLINE, "--version"], capture_output=True, text=True,
+                             timeout=60, check=True)
+    assert version.stdout.startswith("rayline ")
+
+
+def test_a_reader_that_goes_away_is_not_an_error() -> None:
+    """``rayline config schema | head -1``: no BrokenPipe traceback."""
+    proc = subprocess.Popen([*RAYLINE, "config", "schema"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader is gone before the rest is written
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    proc.stderr.close()
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
 
 
 @pytest.mark.slow

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,35 +17,9 @@ import yaml
 from actors.app.service import READY_LINE
 from actors.sim.simulator import Simulator, SimulatorSettings
 from tests.conftest import SenderThread
+from tests.helpers import Lines
 
 pytestmark = [pytest.mark.slow]
-
-
-class Lines:
-    """Collects a child's stderr lines in a thread so waits can have deadlines."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        assert proc.stderr is not None
-        self._t = threading.Thread(target=self._pump, args=(proc.stderr,), daemon=True)
-        self._t.start()
-
-    def _pump(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            self.lines.put(line)
-
-    def wait_for(self, text: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            self.seen.append(line)
-            if text in line:
-                return line
-        raise TimeoutError(f"{text!r} not seen in {timeout} s; got:\n{''.join(self.seen)}")
 
 
 @pytest.mark.ray

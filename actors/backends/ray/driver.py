@@ -9,6 +9,7 @@ processing actors spread over the cluster.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from actors.wire.model import Protocol
 logger = logging.getLogger(__name__)
 
 READY_TIMEOUT = 120.0
+READY_LOG = 10.0
 
 
 class RayPipeline(ClientPipeline):
@@ -47,8 +49,15 @@ class RayPipeline(ClientPipeline):
 
     def open(self) -> None:
         cfg = self.config
-        self._started_ray = ensure_ray(cfg.ray)
+        need = cfg.workers * cfg.ray.worker_cpus
+        self._started_ray = ensure_ray(cfg.ray, need)
         try:
+            have = ray.cluster_resources().get("CPU", 0.0)
+            if need > have:
+                raise RuntimeError(
+                    f"{cfg.workers} workers x {cfg.ray.worker_cpus:g} CPU need {need:g} CPUs "
+                    f"and the Ray cluster has {have:g}: lower workers or ray.worker_cpus"
+                    + ("" if cfg.ray.address else ", or raise ray.num_cpus"))
             self._open()
         except BaseException:
             self.close()
@@ -72,15 +81,7 @@ class RayPipeline(ClientPipeline):
                                                 scheduling_strategy=strategy,
                                                 name=names.worker(i)).remote(i)
                         for i in range(cfg.workers)]
-        try:
-            self.placement = ray.get([w.ready.remote() for w in self.workers],
-                                     timeout=READY_TIMEOUT)
-        except ray.exceptions.GetTimeoutError:
-            raise RuntimeError(
-                f"{cfg.workers} processing actors with {cfg.ray.worker_cpus} CPU each did not "
-                f"start within {READY_TIMEOUT:.0f} s: the cluster has "
-                f"{ray.cluster_resources().get('CPU', 0)} CPUs (lower workers or "
-                "ray.worker_cpus)") from None
+        self.placement = self._wait_ready([w.ready.remote() for w in self.workers])
         self._warm_up()
         budget = cfg.ray.inflight_bytes or store_budget(ray.get_runtime_context().get_node_id())
         ingest = IngestActor.options(scheduling_strategy=here, name=names.ingest).remote(
@@ -91,6 +92,28 @@ class RayPipeline(ClientPipeline):
             from actors.backends.ray.tango import start_tango_actor
 
             self.tango = start_tango_actor(cfg, names)
+
+    def _wait_ready(self, refs: list[Any]) -> list[dict[str, Any]]:
+        """The workers' placements once all have started; says every ``READY_LOG`` seconds
+        how many wait and how many CPUs the cluster has free (another job may hold them)."""
+        cfg = self.config
+        deadline = time.monotonic() + READY_TIMEOUT
+        pending = list(refs)
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(
+                    f"{len(pending)} of {cfg.workers} processing actors ({cfg.ray.worker_cpus:g}"
+                    f" CPU each) did not start within {READY_TIMEOUT:.0f} s: the cluster has "
+                    f"{ray.available_resources().get('CPU', 0):g} of "
+                    f"{ray.cluster_resources().get('CPU', 0):g} CPUs free")
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=min(READY_LOG, left))
+            if pending:
+                logger.warning("waiting for %d of %d processing actors to start: the cluster "
+                               "has %g of %g CPUs free", len(pending), cfg.workers,
+                               ray.available_resources().get("CPU", 0),
+                               ray.cluster_resources().get("CPU", 0))
+        return list(ray.get(refs, timeout=CALL_TIMEOUT))
 
     def _warm_up(self) -> None:
         """Load (or compile) the kernels in every worker before the first batch."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import socket
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -58,27 +60,53 @@ class StageNames:
         return ray.get_actor(name)
 
 
-def ensure_ray(cfg: RayConfig) -> bool:
-    """Initialise Ray for this process; returns True if this call started it."""
+def ensure_ray(cfg: RayConfig, need_cpus: float = 0.0) -> bool:
+    """Initialise Ray for this process; returns True if this call started it. A local Ray
+    without ``num_cpus`` configured gets at least ``need_cpus`` logical CPUs (the workers
+    then share the cores, which the log says)."""
     import ray
 
     if ray.is_initialized():
         return False
+    # Ray's own INFO/WARNING lines at start (its token-authentication notice, "Started a
+    # local Ray instance") only when rayline logs at DEBUG
+    quiet = not logging.getLogger("actors").isEnabledFor(logging.DEBUG)
     kwargs: dict[str, Any] = {"namespace": cfg.namespace, "include_dashboard": False,
-                              "log_to_driver": True}
+                              "log_to_driver": True,
+                              "logging_level": logging.ERROR if quiet else logging.INFO}
     if cfg.address:
+        _reachable(cfg.address)
         kwargs["address"] = cfg.address
         logger.info("joining the Ray cluster at %s", cfg.address)
     else:
         if cfg.object_store_memory:
             kwargs["object_store_memory"] = cfg.object_store_memory
-        kwargs["num_cpus"] = cfg.num_cpus or os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+        kwargs["num_cpus"] = cfg.num_cpus or max(cores, math.ceil(need_cpus))
+        if not cfg.num_cpus and need_cpus > cores:
+            logger.warning("the processing actors need %g CPUs and this machine has %d cores: "
+                           "the local Ray gets %d logical CPUs, so the actors share the cores "
+                           "(fewer workers, or ray.worker_cpus below 1, say so explicitly)",
+                           need_cpus, cores, kwargs["num_cpus"])
         logger.info("starting a local Ray (%s CPUs, object store %s bytes)",
                     kwargs["num_cpus"], cfg.object_store_memory or "default")
     ray.init(**kwargs)
     if not cfg.address:
         _private_token()
     return True
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """ConnectionError at once when nothing listens at a ``host:port`` cluster address
+    (Ray itself retries for minutes); ``auto`` and ``ray://`` addresses are Ray's to find."""
+    host, sep, port = address.rpartition(":")
+    if not sep or address == "auto" or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"no Ray cluster at {address} ({exc.strerror or exc}): start "
+                              "one with 'ray start --head', or set ray.address") from None
 
 
 def _private_token(path: Path = Path("~/.ray/auth_token")) -> None:
