@@ -195,3 +195,46 @@ async def test_a_peer_pushing_huge_messages_cannot_make_the_receiver_hold_gigaby
     finally:
         push.close(linger=0)
         ctx.term()
+
+
+async def test_close_returns_while_monitor_events_stream_in() -> None:
+    """A sender that binds and closes again and again sends the receiver's monitor a stream
+    of connect/disconnect events; every close returns (the monitor is disabled before its
+    socket closes, so libzmq's I/O thread is never left blocked sending it an event)."""
+    import threading
+
+    import zmq
+
+    from actors.stream.sockets import free_tcp_endpoint
+
+    endpoint = free_tcp_endpoint()
+    stop = threading.Event()
+
+    def churn() -> None:
+        ctx = zmq.Context()
+        try:
+            while not stop.is_set():
+                sock = ctx.socket(zmq.PUSH)
+                sock.setsockopt(zmq.LINGER, 0)
+                try:
+                    sock.bind(endpoint)
+                except zmq.ZMQError:  # the port is not free again yet: try once more
+                    pass
+                sock.close(linger=0)
+        finally:
+            ctx.term()
+
+    thread = threading.Thread(target=churn, daemon=True)
+    thread.start()
+    try:
+        for _ in range(20):
+            rx = Receiver(ReceiverSettings(endpoint, "pull", Protocol.SLS))
+            rx.open()
+            deadline = time.monotonic() + 30
+            while rx.ledger.disconnects < 2:  # events are flowing
+                assert time.monotonic() < deadline, "no disconnect seen"
+                await asyncio.sleep(0.005)
+            await asyncio.wait_for(rx.close(), 10)
+    finally:
+        stop.set()
+        thread.join(10)
