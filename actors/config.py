@@ -201,6 +201,12 @@ class PipelineConfig(_Model):
     live_period: float = Field(0.5, gt=0, description="seconds between live result events")
     acquisition_timeout: float = Field(60.0, gt=0,
                                        description="stop waits this long for processing")
+    stop_grace: float = Field(
+        5.0, gt=0, description="after a stop, the acquisition still takes the frames that "
+        "arrive until the stream's end of series, for at most this many seconds")
+    stop_quiet: float = Field(
+        1.0, gt=0, description="... or until no frame has arrived for this many seconds "
+        "(a stream without an end of series, or a sender that stopped)")
 
     @field_validator("reducers")
     @classmethod

@@ -274,3 +274,14 @@ def stop_process(proc: Any, timeout: float = 30.0) -> int:
             proc.kill()
             proc.wait(timeout)
     return int(proc.returncode)
+
+
+def client_executor_on_this_loop() -> None:
+    """pytango's asyncio clients share one global executor, bound to the loop it was made
+    on; a device server in this process (the local backend's, in a thread) may have made it
+    on its own loop: asyncio client tests make a fresh one on the running loop."""
+    import asyncio
+
+    from tango.asyncio_executor import AsyncioExecutor, set_global_executor
+
+    set_global_executor(AsyncioExecutor(loop=asyncio.get_running_loop()))

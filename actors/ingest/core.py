@@ -84,6 +84,8 @@ class IngestAcquisition:
     series: int | None = None  # the series of its first frame
     last_frame: int | None = None  # the last frame batched
     held: deque[tuple[FrameBatch, BatchInfo, int]] = field(default_factory=deque)
+    stop_at: float | None = None  # when a stop was asked (frames still join until it closes)
+    last_read: float | None = None  # when its last frame arrived
 
 
 class IngestCore:
@@ -103,6 +105,7 @@ class IngestCore:
         self.last_ledger: Ledger | None = None  # of the last acquisition that ended
         self.series_mask: np.ndarray[Any, Any] | None = None
         self.idle_dropped = 0
+        self._idle_warned = -1  # the acquisition after which idle frames were last reported
         self.fault: str | None = None
         self.inflight: dict[tuple[int, int], int] = {}  # handed on, not returned: bytes
         self.inflight_bytes = 0
@@ -114,8 +117,9 @@ class IngestCore:
     def start(self, acquisition: int | None = None) -> int:
         """Start an acquisition (numbered after the last one unless given)."""
         if self.acq is not None:
+            draining = self.acq.ending or self.acq.stop_at is not None
             raise RuntimeError(f"acquisition {self.acq.acquisition} is still "
-                               f"{'draining' if self.acq.ending else 'running'}")
+                               f"{'draining' if draining else 'running'}")
         if acquisition is None:
             acquisition = self.last_acquisition + 1
         elif acquisition <= self.last_acquisition:
@@ -167,11 +171,46 @@ class IngestCore:
         return [Aborted(acq.acquisition, ledger, why), self.checkpoint()]
 
     def stop(self, acquisition: int) -> list[Action]:
-        """No more frames for this acquisition: flush, then declare the end."""
+        """Close the acquisition once the frames already on their way are in: at the
+        stream's end of series, after ``stop_quiet`` seconds without a frame, or
+        ``stop_grace`` seconds after now, whichever comes first (:meth:`stop_due`); the
+        results then do not depend on how far behind the reading was when stop came."""
         acq = self.acq
-        if acq is None or acq.acquisition != acquisition:
+        if acq is None or acq.acquisition != acquisition or acq.ending or \
+                acq.stop_at is not None:
             return []
-        return self._end(acq, "stop")
+        acq.stop_at = self.clock()
+        logger.info("acquisition %d stopping: %d frames in, waiting for its end of series "
+                    "(at most %g s, or %g s without a frame)", acquisition, acq.received,
+                    self.config.stop_grace, self.config.stop_quiet)
+        return self.stop_due()
+
+    def stop_in(self) -> float | None:
+        """Seconds until a stopping acquisition closes without its end (None: none is)."""
+        acq = self.acq
+        if acq is None or acq.stop_at is None or acq.ending:
+            return None
+        now = self.clock()
+        quiet_from = max(acq.stop_at, acq.last_read or acq.stop_at)
+        return max(0.0, min(acq.stop_at + self.config.stop_grace,
+                            quiet_from + self.config.stop_quiet) - now)
+
+    def stop_due(self) -> list[Action]:
+        """Close a stopping acquisition whose grace or quiet period has run out."""
+        wait = self.stop_in()
+        if wait is None or wait > 0:
+            return []
+        acq = self.acq
+        assert acq is not None and acq.stop_at is not None
+        quiet = self.clock() - max(acq.stop_at, acq.last_read or acq.stop_at)
+        why = f"stop: no frame for {quiet:.2f} s" if quiet >= self.config.stop_quiet else \
+            f"stop: no end of series within {self.config.stop_grace:g} s"
+        return self._end(acq, why)
+
+    def wake_in(self) -> float | None:
+        """Seconds until the next timer (a batch to flush, a stop to close)."""
+        times = [t for t in (self.flush_in(), self.stop_in()) if t is not None]
+        return min(times) if times else None
 
     def abort(self, acquisition: int) -> list[Action]:
         """Discard the acquisition: the open and held batches are dropped as ``aborted``;
@@ -219,9 +258,15 @@ class IngestCore:
             return []
         assert isinstance(msg, Image)
         if acq is None or acq.ending:
+            if not self.idle_dropped or self._idle_warned != self.last_acquisition:
+                self._idle_warned = self.last_acquisition
+                logger.warning("frame %d arrived with no acquisition running (after "
+                               "acquisition %d closed): counted as idle_dropped", msg.frame,
+                               self.last_acquisition)
             self.idle_dropped += 1
             return []
         acq.received += 1
+        acq.last_read = self.clock()
         actions: list[Action] = []
         if acq.assembler is None:
             try:
@@ -298,8 +343,11 @@ class IngestCore:
             batch, info, version = acq.held.popleft()
             actions.append(self._hand_on(acq, batch, info, version))
             if not acq.held and acq.assembler is not None:
-                # reading resumes: the open batch waited for room, not for frames
+                # reading resumes: the open batch waited for room, not for frames, and a
+                # stop's quiet period counts from now (the frames waited for us)
                 acq.assembler.touch()
+                if acq.stop_at is not None:
+                    acq.last_read = self.clock()
         if acq is not None and acq.ending and not acq.held and not acq.end_sent:
             actions.append(self._declare_end(acq))
         return self._handed_on(actions)
@@ -314,7 +362,8 @@ class IngestCore:
     def status(self, geometry: Geometry | None = None) -> IngestStatus:
         receiver = self.receiver()
         acq = self.acq
-        state: State = "idle" if acq is None else ("draining" if acq.ending else "running")
+        state: State = "idle" if acq is None else (
+            "draining" if acq.ending or acq.stop_at is not None else "running")
         ledger = self._ledger(acq, receiver) if acq is not None else self.last_ledger
         if self._values[0] != self.params.version:
             self._values = (self.params.version, self.params.values())
@@ -402,8 +451,12 @@ class IngestCore:
             return []
         actions = self._close(acq, acq.assembler.flush()) if acq.assembler else []
         acq.ending = True
-        logger.info("acquisition %d ending (%s): %d frames received", acq.acquisition, why,
-                    acq.received)
+        if acq.stop_at is not None:
+            logger.info("acquisition %d closed %.3f s after its stop (%s): %d frames received",
+                        acq.acquisition, self.clock() - acq.stop_at, why, acq.received)
+        else:
+            logger.info("acquisition %d ending (%s): %d frames received", acq.acquisition,
+                        why, acq.received)
         if not acq.held:
             actions.append(self._declare_end(acq))
         return actions

@@ -141,7 +141,7 @@ class IngestStage:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._room.wait(), BLOCKED_POLL)
                     continue
-                wait = self.core.flush_in()
+                wait = self.core.wake_in()
                 msg = await self.receiver.recv(timeout=IDLE_POLL if wait is None else wait)
                 await self._do(functools.partial(self._handle, msg))
             except asyncio.CancelledError:
@@ -154,7 +154,7 @@ class IngestStage:
         actions = self.core.flush_due()
         if msg is not None:
             actions += self.core.message(msg)
-        return actions
+        return actions + self.core.stop_due()  # (a frame that came in time is in)
 
     async def _do(self, step: Callable[[], list[Action]]) -> None:
         """Run a core step and carry out its actions, in order with every other step."""

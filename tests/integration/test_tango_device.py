@@ -21,6 +21,7 @@ from tests.tango_helpers import (
     Events,
     Subscriptions,
     base_config,
+    client_executor_on_this_loop,
     fake_control,
     read,
     slow_stop_control,
@@ -211,6 +212,7 @@ def test_stop_times_out_readably_and_abort_always_returns(tmp_path: Any) -> None
 # the session shares one loop (a function-scoped loop would be closed for the next test)
 @pytest.mark.asyncio(loop_scope="session")
 async def test_asyncio_client(address: str) -> None:
+    client_executor_on_this_loop()
     dev = await tango.asyncio.DeviceProxy(address)
     received: asyncio.Queue[Any] = asyncio.Queue()
 

@@ -23,7 +23,7 @@ from actors.sim.simulator import Simulator, SimulatorSettings
 from tests.conftest import SenderThread
 from tests.helpers import wait_until
 from tests.reference.moench_sequential import run_moench_reference
-from tests.tango_helpers import Events, Subscriptions, read
+from tests.tango_helpers import Events, Subscriptions, client_executor_on_this_loop, read
 
 pytestmark = [pytest.mark.tango, pytest.mark.ray, pytest.mark.slow,
               pytest.mark.timeout(300, method="thread")]
@@ -217,6 +217,7 @@ def test_sardana_controller_sequence(rig: Rig, dev: tango.DeviceProxy,
 # the session shares one loop (a function-scoped loop would be closed for the next test)
 @pytest.mark.asyncio(loop_scope="session")
 async def test_asyncio_client(rig: Rig, sender_threads: Callable[..., SenderThread]) -> None:
+    client_executor_on_this_loop()
     dev = await tango.asyncio.DeviceProxy(rig.device.address)
     dev.set_timeout_millis(60_000)
     sync_dev = tango.DeviceProxy(rig.device.address)

@@ -85,15 +85,60 @@ def test_an_acquisition_from_first_frame_to_end_of_series() -> None:
 
 
 def test_frames_while_idle_or_draining_are_counted_not_kept() -> None:
-    core, _, _ = make()
+    core, clock, _ = make()
     assert feed(core, range(3)) == []
     core.start()
     feed(core, range(2))
     core.stop(1)
     with pytest.raises(RuntimeError, match="still draining"):
         core.start()
+    clock.now += core.config.stop_quiet  # nothing more came: it closes
+    assert any(isinstance(a, End) for a in core.stop_due())
     assert feed(core, range(2, 4)) == []
     assert core.idle_dropped == 5
+
+
+def test_a_stop_takes_the_frames_still_on_their_way_until_the_end_of_series() -> None:
+    """The reading may lag the sender (a loaded machine): a stop does not cut the frames
+    already sent; the end of series closes the acquisition, whenever it is read."""
+    core, clock, _ = make()
+    core.start()
+    feed(core, range(3))
+    assert core.stop(1) == []
+    assert core.status().state == "draining"
+    clock.now += 0.5 * core.config.stop_quiet
+    assert core.stop_due() == [] and core.wake_in() is not None
+    feed(core, range(3, 10))  # read after the stop: still this acquisition's
+    actions = events(core.message(SeriesEnd(Protocol.DECTRIS_V2, 1)))
+    assert any(isinstance(a, End) for a in actions) or core.blocked
+    ledger = core.status().ledger
+    assert ledger is not None and ledger.received == 10 and ledger.dropped == {}
+    assert core.idle_dropped == 0
+
+
+def test_a_stop_closes_after_a_quiet_period_or_the_grace_period() -> None:
+    core, clock, _ = make()
+    core.start()
+    feed(core, range(2))
+    core.stop(1)
+    clock.now += core.config.stop_quiet - 0.01
+    feed(core, range(2, 3))  # a frame restarts the quiet period
+    clock.now += core.config.stop_quiet - 0.01
+    assert core.stop_due() == []
+    clock.now += 0.02
+    assert any(isinstance(a, End) for a in core.stop_due())  # quiet: no end of series
+    # a sender that goes on: the grace period bounds the wait
+    core.finished(1)
+    core2, clock2, _ = make(stop_quiet=10.0, stop_grace=2.0)
+    core2.start()
+    core2.stop(1)
+    for i in range(19):
+        clock2.now += 0.1
+        feed(core2, range(i, i + 1))
+        assert core2.stop_due() == []
+    clock2.now += 0.15
+    core2.stop_due()  # closed: its batches go as room comes back, then its end
+    assert core2.acq is not None and core2.acq.ending and core2.acq.received == 19
 
 
 def test_overflow_drop_skips_whole_batches_and_counts_them() -> None:
