@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from actors.core.chain import ReducerChain
 from actors.core.merger import BatchInfo, OrderedMerger
 from actors.core.status import Ledger
 from actors.reduce.base import OutputValue
+
+logger = logging.getLogger(__name__)
 
 Outcome = Literal["finished", "aborted", "failed"]
 
@@ -27,6 +30,7 @@ class AcquisitionResult:
     finished: float
     file: str | None = None
     error: str | None = None
+    warnings: tuple[str, ...] = ()  # what makes the outputs not to be trusted (reducers')
 
     @property
     def duration(self) -> float:
@@ -77,5 +81,9 @@ class Acquisition:
     def result(self, outcome: Outcome = "finished", error: str | None = None
                ) -> AcquisitionResult:
         outputs = self.merger.outputs() if outcome != "aborted" else {}
-        return AcquisitionResult(self.acquisition, outcome, outputs, self.ledger(),
-                                 self.started, time.time(), error=error)
+        ledger = self.ledger()
+        warnings = tuple(self.chain.warnings(outputs)) if ledger.processed else ()
+        for warning in warnings:
+            logger.warning("acquisition %d: %s", self.acquisition, warning)
+        return AcquisitionResult(self.acquisition, outcome, outputs, ledger, self.started,
+                                 time.time(), error=error, warnings=warnings)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
@@ -54,6 +55,9 @@ class Control(Protocol):
 
     def outputs_spec(self) -> list[OutputSpec]:
         """Declared outputs (available before the server starts)."""
+
+    def warnings(self, outputs: Mapping[str, OutputValue]) -> list[str]:
+        """What makes these (live) outputs not to be trusted (the reducers' warnings)."""
 
     def parameters(self) -> list[Parameter]:
         """Runtime parameters with their start-up values and bounds (declarations)."""

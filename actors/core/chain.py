@@ -121,6 +121,17 @@ class ReducerChain:
                 out[self._output_names[(r.name, name)]] = value
         return out
 
+    def warnings(self, outputs: Mapping[str, OutputValue]) -> list[str]:
+        """Every reducer's :meth:`~actors.reduce.base.Reducer.warnings` about the chain's
+        ``outputs`` (those present)."""
+        out: list[str] = []
+        for r in self.reducers:
+            own = {spec.name: outputs[public] for spec in r.outputs_spec()
+                   if (public := self._output_names[(r.name, spec.name)]) in outputs}
+            if own:
+                out.extend(r.warnings(own))
+        return out
+
 
 def runtime_parameters(specs: Sequence[Mapping[str, Any]]) -> list[Parameter]:
     """The runtime parameters of a chain's config entries, with their current values (no

@@ -138,6 +138,7 @@ class ResultsStatus(Record):
     last: int | None = None  # the last acquisition with a result
     last_ledger: Ledger | None = None  # its final ledger
     last_outcome: str | None = None
+    last_warnings: tuple[str, ...] = ()  # what makes its outputs not to be trusted
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ class Status(Record):
     inflight_bytes: int = 0
     peak_inflight_bytes: int = 0
     outcome: str | None = None  # of the last acquisition, once it has ended
+    warnings: tuple[str, ...] = ()  # the last acquisition's, once it has ended
 
     @property
     def running(self) -> bool:
@@ -195,9 +197,11 @@ def pipeline_status(ingest: IngestStatus, results: ResultsStatus,
     ledger = ingest.ledger
     dispatch = dispatch or ingest.dispatch
     outcome = None
+    warnings: tuple[str, ...] = ()
     if ingest.state == "idle" and acq is not None and results.last == acq and \
             results.last_ledger is not None:
         ledger, outcome = results.last_ledger, results.last_outcome
+        warnings = tuple(results.last_warnings)
     elif ledger is not None:
         if dispatch is not None:
             ledger = dataclasses.replace(ledger.with_drops(dispatch.dropped),
@@ -218,4 +222,4 @@ def pipeline_status(ingest: IngestStatus, results: ResultsStatus,
         idle_dropped=ingest.idle_dropped, fault=ingest.fault or fault, ledger=ledger,
         receiver=ingest.receiver, setup_version=ingest.setup_version,
         parameters=ingest.parameters, inflight_bytes=ingest.inflight_bytes,
-        peak_inflight_bytes=ingest.peak_inflight_bytes, outcome=outcome)
+        peak_inflight_bytes=ingest.peak_inflight_bytes, outcome=outcome, warnings=warnings)

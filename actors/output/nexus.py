@@ -163,5 +163,7 @@ def _write_header(entry: h5py.Group, result: AcquisitionResult, file_index: int 
     write_text(entry, "outcome", result.outcome)
     if result.error:
         write_text(entry, "error", result.error)
+    if result.warnings:  # e.g. a MOENCH pedestal without its dark run
+        write_text(entry, "warnings", "\n".join(result.warnings))
     if file_index is not None:
         write_field(entry, "file_index", np.int64(file_index))

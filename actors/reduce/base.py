@@ -194,6 +194,11 @@ class Reducer(ABC, Generic[SettingsT, PartialT]):
         stream gives the geometry (the Tango attributes) use a frame at least this big."""
         return (1, 1)
 
+    def warnings(self, outputs: Mapping[str, OutputValue]) -> list[str]:
+        """What makes these outputs (this reducer's, by its own names) not to be trusted,
+        in words for the log, the result, Tango's Status and the file (none by default)."""
+        return []
+
     def reconfigure(self, **changes: Any) -> Self:
         """A new instance with ``changes`` applied; only :attr:`runtime_settings` may change."""
         fixed = sorted(set(changes) - self.runtime_settings)

@@ -266,7 +266,8 @@ class ResultsCore:
             dict(cur.drops) if cur is not None else {},
             last.acquisition if last is not None else None,
             last.ledger if last is not None else None,
-            last.outcome if last is not None else None)
+            last.outcome if last is not None else None,
+            last.warnings if last is not None else ())
 
     # -- file work ----------------------------------------------------------------------------
     def take_io(self) -> list[IoOp]:

@@ -467,7 +467,7 @@ class RaylineDevice(Device):  # type: ignore[misc]
                                       f"up after {self.session.stop_timeout:g} s).")
         if st.running:
             return DevState.RUNNING, (f"Acquisition {st.acquisition} {st.state}: {counts} "
-                                      f"({st.frame_rate:.0f} frames/s).")
+                                      f"({st.frame_rate:.0f} frames/s).{self._warnings()}")
         if self._snapshot is None:
             return DevState.INIT, "Starting: fetching the pipeline's results."
         if self._snapshot.running:  # ON only once the final results are readable here
@@ -475,7 +475,20 @@ class RaylineDevice(Device):  # type: ignore[misc]
                                       f"the final results ({counts}).")
         if st.acquisition is None:
             return DevState.ON, "Idle, ready: no acquisition yet."
-        return DevState.ON, f"Idle, ready. Acquisition {st.acquisition} ended: {counts}."
+        return DevState.ON, (f"Idle, ready. Acquisition {st.acquisition} ended: {counts}."
+                             + "".join(f"\nWARNING: {w}" for w in st.warnings))
+
+    def _warnings(self) -> str:
+        """The reducers' warnings about the live results, one line each."""
+        snap = self._snapshot
+        if snap is None or not snap.running or not snap.processed:
+            return ""
+        try:
+            warnings = self.session.control.warnings(snap.outputs)
+        except Exception:  # a status line must not fail
+            logger.exception("reducer warnings failed")
+            return ""
+        return "".join(f"\nWARNING: {w}" for w in warnings)
 
 
 def _same(a: Any, b: Any) -> bool:

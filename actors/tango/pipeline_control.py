@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -19,7 +19,7 @@ from actors.config import PipelineConfig
 from actors.core.api import PipelineApi, StopSummary, StopTimeout
 from actors.core.chain import Parameter, ReducerChain
 from actors.core.status import Snapshot, Status
-from actors.reduce.base import OutputSpec
+from actors.reduce.base import OutputSpec, OutputValue
 from actors.tango.declare import chain_for
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,9 @@ class PipelineControl:
 
     def parameters(self) -> list[Parameter]:
         return self._chain.parameters()
+
+    def warnings(self, outputs: Mapping[str, OutputValue]) -> list[str]:
+        return self._chain.warnings(outputs)
 
     # -- commands ------------------------------------------------------------------------------
     async def start(self) -> int:

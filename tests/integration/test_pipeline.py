@@ -250,6 +250,53 @@ def test_a_stop_while_the_reading_lags_keeps_every_frame_sent(
 
 
 @pytest.mark.tango
+def test_a_moench_run_without_its_dark_run_says_so_everywhere(
+        backend: str, tmp_path: Path, sender_threads: Callable[..., SenderThread]) -> None:
+    """No pedestal yet: the result, the status, the NeXus file, Tango's Status and its
+    pedestal_ready attribute say the images are not to be trusted; after a dark run
+    (processing_pattern ped) the same data run is clean."""
+    import h5py
+    import tango
+
+    n = 60
+    sim_settings = SimulatorSettings(frames=n, lossless=True, seed=2, scene=SCENE)
+    out = {"enabled": True, "directory": str(tmp_path)}
+    with Simulator(sim_settings) as sim, open_pipeline(
+            backend, sim.endpoint, Protocol.SLS, [{**MOENCH, "split_pump": False}],
+            output=out, tango={"enabled": True, "database": False}) as pipe:
+        assert pipe.tango_address is not None
+        dev = tango.DeviceProxy(pipe.tango_address)
+        dev.set_timeout_millis(20_000)
+
+        def run(mode: str = "pumpprobe") -> Any:
+            if sim.sent:
+                sim.restart(scene={**SCENE, "mode": mode})
+            pipe.start_acquisition()
+            sender_threads(sim.run).join()
+            result = pipe.wait_acquisition(timeout=120)
+            wait_until(lambda: dev.read_attribute("acquisition").value == result.acquisition
+                       and dev.state() == tango.DevState.ON, 30, dev.status)
+            return result
+
+        bare = run()
+        assert bare.warnings and "pedestal has 0 of the 50 frames" in bare.warnings[0]
+        assert pipe.status().warnings == bare.warnings
+        assert "WARNING: moench: the pedestal has 0" in dev.status()
+        assert dev.read_attribute("pedestal_ready").value is False
+        with h5py.File(bare.file) as f:
+            assert "dark run" in f["entry/warnings"][()].decode()
+        pipe.set("processing_pattern", "ped")  # the dark run
+        assert not run("dark").warnings
+        pipe.set("processing_pattern", "up")
+        clean = run()
+        assert clean.warnings == () and pipe.status().warnings == ()
+        assert "WARNING" not in dev.status()
+        assert dev.read_attribute("pedestal_ready").value is True
+        with h5py.File(clean.file) as f:
+            assert "warnings" not in f["entry"]
+
+
+@pytest.mark.tango
 def test_tango_abort_before_the_first_frame_leaves_the_device_ready(backend: str) -> None:
     """Start, Abort, Stop through Tango with no frame sent: the device reads ON as soon as
     Abort returns, Stop returns at once (nothing to wait for), and Start works again."""

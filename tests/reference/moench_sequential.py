@@ -218,6 +218,9 @@ def moench_reference(frames: np.ndarray, frame_numbers: np.ndarray,
     out["pumped_frames"] = counts[PUMPED]
     out["unpumped_frames"] = counts[UNPUMPED]
     out["pedestal_frames"] = counts[PED]
+    samples = int(np.median(state[0]))  # frames in the pedestal, the median pixel's
+    out["pedestal_samples"] = samples
+    out["pedestal_ready"] = samples >= min(s.pedestal_min_frames, N)
     out["frame_photons"] = Series(fn.copy(), np.asarray(photons, np.int64))
     out["frame_type"] = Series(fn.copy(), np.asarray(types, np.int8))
     return Reference(out, state, history)

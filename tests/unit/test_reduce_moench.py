@@ -168,6 +168,30 @@ def test_full_size_frames_equal_reference() -> None:
     assert_outputs_equal(r.outputs(prefix), ref.outputs, rtol=1e-12)
 
 
+def test_a_pedestal_without_its_dark_run_says_so() -> None:
+    """No dark frames: the pedestal is empty, pedestal_ready is false and the reducer warns;
+    a dark run of pedestal_min_frames frames carried over makes it ready, silently."""
+    rng = np.random.default_rng(5)
+    frames, _, _ = moench_frames(rng, 24, 20, 30, photons_per_frame=5)
+    numbers = np.arange(24, dtype=np.int64)
+    settings = dict(processing_pattern="up", pedestal_epoch=8, pedestal_lag=0,
+                    pedestal_min_frames=16)
+    r = MoenchReducer.from_config(settings, Geometry(20, 30))
+    prefix, _ = run_batches(r, cut_batches(frames, numbers, 8, 8))
+    out = r.outputs(prefix)
+    assert out["pedestal_ready"] is False and out["pedestal_samples"] == 0
+    (warning,) = r.warnings(out)
+    assert "0 of the 16 frames" in warning and "dark run" in warning
+    dark = MoenchReducer.from_config({**settings, "processing_pattern": "ped"},
+                                     Geometry(20, 30))
+    dark_prefix, _ = run_batches(dark, cut_batches(frames[:16], numbers[:16], 8, 8))
+    prefix, _ = run_batches(r, cut_batches(frames, numbers, 8, 8),
+                            dark.carry_over(dark_prefix))
+    out = r.outputs(prefix)
+    assert out["pedestal_ready"] is True and out["pedestal_samples"] >= 16
+    assert r.warnings(out) == []
+
+
 # ---------------------------------------------------------------- known cases -----------
 def _pedestal_run(frames: np.ndarray, capacity: int) -> PedestalState:
     r = MoenchReducer.from_config(dict(process_pedestal_img=True, pedestal_frames=capacity,

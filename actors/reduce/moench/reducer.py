@@ -100,6 +100,11 @@ class MoenchReducer(Reducer[MoenchSettings, MoenchPartial]):
             OutputSpec("pumped_frames", "scalar", "int64", (), "", "pumped frames"),
             OutputSpec("unpumped_frames", "scalar", "int64", (), "", "unpumped frames"),
             OutputSpec("pedestal_frames", "scalar", "int64", (), "", "pedestal frames"),
+            OutputSpec("pedestal_samples", "scalar", "int64", (), "",
+                       "frames in the pedestal (median over pixels, dark runs carried over "
+                       "included)"),
+            OutputSpec("pedestal_ready", "scalar", "bool", (), "",
+                       "the pedestal has pedestal_min_frames frames"),
             OutputSpec("frame_photons", "series", "int64", (), "photons",
                        "photon maxima per frame (0 for pedestal frames)"),
             OutputSpec("frame_type", "series", "int8", (), "",
@@ -207,9 +212,25 @@ class MoenchReducer(Reducer[MoenchSettings, MoenchPartial]):
         out["pumped_frames"] = p_n
         out["unpumped_frames"] = up_n
         out["pedestal_frames"] = ped_n
+        samples = int(np.median(ped.n)) if ped.n.size else 0
+        out["pedestal_samples"] = samples
+        out["pedestal_ready"] = samples >= self.min_pedestal_frames
         out["frame_photons"] = partial.photons.to_series()
         out["frame_type"] = partial.types.to_series()
         return out
+
+
+    @property
+    def min_pedestal_frames(self) -> int:
+        return min(self.settings.pedestal_min_frames, self._N)
+
+    def warnings(self, outputs: Mapping[str, OutputValue]) -> list[str]:
+        if outputs.get("pedestal_ready", True):
+            return []
+        return [f"{self.name}: the pedestal has {outputs.get('pedestal_samples', 0)} of the "
+                f"{self.min_pedestal_frames} frames it needs: its analog, threshold and "
+                "counting images are not to be trusted (take a dark run first: "
+                "processing_pattern ped, or process_pedestal_img)"]
 
 
 class _StateChain:

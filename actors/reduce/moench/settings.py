@@ -31,6 +31,10 @@ class MoenchSettings(ReducerSettings):
     pedestal_epoch: int = Field(100, ge=1, description="frames per pedestal epoch E")
     pedestal_lag: int = Field(1, ge=0, description="epochs of lag L before a state is used")
     pedestal_frames: int = Field(5000, ge=1, description="MovingStat capacity N")
+    pedestal_min_frames: int = Field(
+        500, ge=1, description="frames the pedestal needs before its images mean anything "
+        "(at most pedestal_frames); fewer: pedestal_ready is false and the result, log, Tango "
+        "Status and NeXus file say so: take a dark run first")
 
     @field_validator("processing_pattern", mode="before")
     @classmethod
