@@ -230,7 +230,7 @@ class MoenchReducer(Reducer[MoenchSettings, MoenchPartial]):
         return [f"{self.name}: the pedestal has {outputs.get('pedestal_samples', 0)} of the "
                 f"{self.min_pedestal_frames} frames it needs: its analog, threshold and "
                 "counting images are not to be trusted (take a dark run first: "
-                "processing_pattern ped, or process_pedestal_img)"]
+                "process_pedestal_img true, or processing_pattern ped without split_pump)"]
 
 
 class _StateChain:
