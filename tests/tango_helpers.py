@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -276,12 +277,20 @@ def stop_process(proc: Any, timeout: float = 30.0) -> int:
     return int(proc.returncode)
 
 
-def client_executor_on_this_loop() -> None:
+@contextlib.contextmanager
+def client_executor_on_this_loop() -> Iterator[None]:
     """pytango's asyncio clients share one global executor, bound to the loop it was made
     on; a device server in this process (the local backend's, in a thread) may have made it
-    on its own loop: asyncio client tests make a fresh one on the running loop."""
+    on its own loop: an asyncio client test makes a fresh one on the running loop, and puts
+    the previous one back after (a later in-process server must not find the test's)."""
     import asyncio
 
-    from tango.asyncio_executor import AsyncioExecutor, set_global_executor
+    from tango import asyncio_executor
 
-    set_global_executor(AsyncioExecutor(loop=asyncio.get_running_loop()))
+    previous = asyncio_executor._MAIN_EXECUTOR  # (pytango has no getter that does not create)
+    asyncio_executor.set_global_executor(
+        asyncio_executor.AsyncioExecutor(loop=asyncio.get_running_loop()))
+    try:
+        yield
+    finally:
+        asyncio_executor.set_global_executor(previous)

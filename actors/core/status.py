@@ -139,6 +139,7 @@ class ResultsStatus(Record):
     last_ledger: Ledger | None = None  # its final ledger
     last_outcome: str | None = None
     last_warnings: tuple[str, ...] = ()  # what makes its outputs not to be trusted
+    last_file: str | None = None  # the file it wrote
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class Status(Record):
     peak_inflight_bytes: int = 0
     outcome: str | None = None  # of the last acquisition, once it has ended
     warnings: tuple[str, ...] = ()  # the last acquisition's, once it has ended
+    file: str | None = None  # the file the last acquisition wrote, once it has ended
 
     @property
     def running(self) -> bool:
@@ -198,10 +200,11 @@ def pipeline_status(ingest: IngestStatus, results: ResultsStatus,
     dispatch = dispatch or ingest.dispatch
     outcome = None
     warnings: tuple[str, ...] = ()
+    file = None
     if ingest.state == "idle" and acq is not None and results.last == acq and \
             results.last_ledger is not None:
         ledger, outcome = results.last_ledger, results.last_outcome
-        warnings = tuple(results.last_warnings)
+        warnings, file = tuple(results.last_warnings), results.last_file
     elif ledger is not None:
         if dispatch is not None:
             ledger = dataclasses.replace(ledger.with_drops(dispatch.dropped),
@@ -222,4 +225,5 @@ def pipeline_status(ingest: IngestStatus, results: ResultsStatus,
         idle_dropped=ingest.idle_dropped, fault=ingest.fault or fault, ledger=ledger,
         receiver=ingest.receiver, setup_version=ingest.setup_version,
         parameters=ingest.parameters, inflight_bytes=ingest.inflight_bytes,
-        peak_inflight_bytes=ingest.peak_inflight_bytes, outcome=outcome, warnings=warnings)
+        peak_inflight_bytes=ingest.peak_inflight_bytes, outcome=outcome, warnings=warnings,
+        file=file)

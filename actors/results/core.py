@@ -267,7 +267,8 @@ class ResultsCore:
             last.acquisition if last is not None else None,
             last.ledger if last is not None else None,
             last.outcome if last is not None else None,
-            last.warnings if last is not None else ())
+            last.warnings if last is not None else (),
+            last.file if last is not None else None)
 
     # -- file work ----------------------------------------------------------------------------
     def take_io(self) -> list[IoOp]:

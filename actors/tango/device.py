@@ -136,6 +136,7 @@ class RaylineDevice(Device):  # type: ignore[misc]
     async def init_device(self) -> None:
         await super().init_device()
         self._status: Status | None = None
+        self._accounted: int | None = None  # the last ended acquisition whose file counted
         self._snapshot: Snapshot | None = None
         self._failure: str | None = None
         self._shown: tuple[Any, str] | None = None
@@ -272,7 +273,8 @@ class RaylineDevice(Device):  # type: ignore[misc]
         try:
             await asyncio.wait_for(s.control.abort(), ABORT_TIMEOUT)
             s.fault = None
-            await self._live.poll_status()  # ON (not RUNNING) when the command returns
+            await self._live.publish()  # its (empty) final results, then ON (not RUNNING)
+            await self._live.poll_status()  # when the command returns
         except Exception as exc:
             logger.exception("%s failed", origin)
             s.fault = f"{origin} failed: {type(exc).__name__}: {exc}"
@@ -368,12 +370,13 @@ class RaylineDevice(Device):  # type: ignore[misc]
 
     # -- what the live publisher hands over (Sink) -------------------------------------------
     def on_status(self, status: Status) -> None:
-        prev = self._status
         self._status = status
         self._failure = None
-        if prev is not None and prev.running and (not status.running or
-                                                  status.acquisition != prev.acquisition):
-            self.session.acquisition_ended(prev.acquisition)
+        if status.outcome is not None and status.acquisition != self._accounted:
+            # an acquisition has ended (started here, from Python or by itself) and its
+            # result is in: the next one gets the index after the file it wrote, once
+            self._accounted = status.acquisition
+            self.session.acquisition_ended(status.acquisition, status.file)
         changed_state = self._update_state()
         self._push_counters(status, changed_state)
         if status.setup_version != self._setup_version:
@@ -470,7 +473,9 @@ class RaylineDevice(Device):  # type: ignore[misc]
                                       f"({st.frame_rate:.0f} frames/s).{self._warnings()}")
         if self._snapshot is None:
             return DevState.INIT, "Starting: fetching the pipeline's results."
-        if self._snapshot.running:  # ON only once the final results are readable here
+        if self._snapshot.running or (st.acquisition is not None and (
+                self._snapshot.acquisition != st.acquisition or st.outcome is None)):
+            # ON only once the final results of this acquisition are readable here
             return DevState.RUNNING, (f"Acquisition {st.acquisition} finishing: publishing "
                                       f"the final results ({counts}).")
         if st.acquisition is None:

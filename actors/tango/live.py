@@ -83,8 +83,8 @@ class LivePublisher:
             snap = await self.control.snapshot()
             self._published = (snap.acquisition, snap.processed, snap.running)
             self._next_live = time.monotonic() + self.live_period()
-            if not snap.running:
-                self._final_for = self._status_acquisition
+            if not snap.running:  # final for the acquisition it is of (the status may be
+                self._final_for = snap.acquisition  # ahead: then it is fetched again)
             self.sink.on_snapshot(snap)
             return snap
 

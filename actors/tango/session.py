@@ -85,11 +85,13 @@ class Session:
         return getattr(self, name)
 
     def acquisition_ended(self, acquisition: int | None, file: str | None = None) -> None:
-        """The next acquisition gets the next file index (once per started acquisition):
-        one after the index of the file written, else after the index it started with."""
-        index = self.file_indices.pop(acquisition, None) if acquisition is not None else None
-        if file is not None:
-            match = index_pattern(self.filename).match(Path(file).name)
-            index = int(match.group(1)) if match else index
-        if index is not None and self.file_index <= index:
-            self.file_index = index + 1
+        """The next acquisition gets the index after the file this one wrote; one that wrote
+        none (empty, aborted, output off) leaves the index as it was, so that
+        ``previous_file_index`` names a file that exists."""
+        if acquisition is not None:
+            self.file_indices.pop(acquisition, None)
+        if file is None:
+            return
+        match = index_pattern(self.filename).match(Path(file).name)
+        if match and self.file_index <= int(match.group(1)):
+            self.file_index = int(match.group(1)) + 1

@@ -250,11 +250,15 @@ def test_a_stop_while_the_reading_lags_keeps_every_frame_sent(
 
 
 @pytest.mark.tango
-def test_a_moench_run_without_its_dark_run_says_so_everywhere(
+def test_the_device_over_a_real_pipeline_tells_the_truth(
         backend: str, tmp_path: Path, sender_threads: Callable[..., SenderThread]) -> None:
-    """No pedestal yet: the result, the status, the NeXus file, Tango's Status and its
-    pedestal_ready attribute say the images are not to be trusted; after a dark run
-    (processing_pattern ped) the same data run is clean."""
+    """One device per backend (the local backend's runs in this process: one at a time).
+
+    Start, Abort, Stop with no frame sent: the device reads ON as soon as Abort returns,
+    Stop returns at once, Start works again and no file index is used up. Then a MOENCH run
+    without its dark run: the result, the status, the NeXus file, Tango's Status and its
+    pedestal_ready attribute say the images are not to be trusted; after a dark run the same
+    data run is clean."""
     import h5py
     import tango
 
@@ -267,6 +271,17 @@ def test_a_moench_run_without_its_dark_run_says_so_everywhere(
         assert pipe.tango_address is not None
         dev = tango.DeviceProxy(pipe.tango_address)
         dev.set_timeout_millis(20_000)
+        index = dev.read_attribute("file_index").value
+        for _ in range(2):
+            dev.Start()
+            assert dev.state() == tango.DevState.RUNNING
+            dev.Abort()
+            assert dev.state() == tango.DevState.ON, dev.status()
+            dev.Stop()  # a stop after the abort: nothing runs, nothing to wait for
+            assert dev.state() == tango.DevState.ON, dev.status()
+        assert pipe.wait_acquisition(timeout=10).outcome == "aborted"
+        assert pipe.acquisition == 2
+        assert dev.read_attribute("file_index").value == index  # no file: no index used
 
         def run(mode: str = "pumpprobe") -> Any:
             if sim.sent:
@@ -285,6 +300,7 @@ def test_a_moench_run_without_its_dark_run_says_so_everywhere(
         assert dev.read_attribute("pedestal_ready").value is False
         with h5py.File(bare.file) as f:
             assert "dark run" in f["entry/warnings"][()].decode()
+        assert dev.read_attribute("previous_file_index").value == index  # its file
         pipe.set("processing_pattern", "ped")  # the dark run
         assert not run("dark").warnings
         pipe.set("processing_pattern", "up")
@@ -294,29 +310,6 @@ def test_a_moench_run_without_its_dark_run_says_so_everywhere(
         assert dev.read_attribute("pedestal_ready").value is True
         with h5py.File(clean.file) as f:
             assert "warnings" not in f["entry"]
-
-
-@pytest.mark.tango
-def test_tango_abort_before_the_first_frame_leaves_the_device_ready(backend: str) -> None:
-    """Start, Abort, Stop through Tango with no frame sent: the device reads ON as soon as
-    Abort returns, Stop returns at once (nothing to wait for), and Start works again."""
-    import tango
-
-    with Simulator(SimulatorSettings(frames=1)) as sim, open_pipeline(
-            backend, sim.endpoint, Protocol.SLS, [{"type": "sum"}],
-            tango={"enabled": True, "database": False}) as pipe:
-        assert pipe.tango_address is not None
-        dev = tango.DeviceProxy(pipe.tango_address)
-        dev.set_timeout_millis(20_000)
-        for _ in range(2):
-            dev.Start()
-            assert dev.state() == tango.DevState.RUNNING
-            dev.Abort()
-            assert dev.state() == tango.DevState.ON, dev.status()
-            dev.Stop()  # a stop after the abort: nothing runs, nothing to wait for
-            assert dev.state() == tango.DevState.ON, dev.status()
-        assert pipe.wait_acquisition(timeout=10).outcome == "aborted"
-        assert pipe.acquisition == 2
 
 
 def test_runtime_parameter_applies_from_the_returned_batch(backend: str, push: Push) -> None:

@@ -59,7 +59,7 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig() -> Iterator[Rig]:
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     ray.init(address="local", num_cpus=2, object_store_memory=200_000_000,
              include_dashboard=False, namespace="rayline-tango-tests", log_to_driver=False)
     sim = Simulator(SimulatorSettings(frames=1, lossless=True, seed=7, scene=SCENE))
@@ -69,7 +69,8 @@ def rig() -> Iterator[Rig]:
             "source": {"endpoint": sim.endpoint, "geometry": {"rows": 48, "cols": 64}},
             "reducers": [MOENCH], "workers": 2, "max_inflight": 4,
             "batch": {"max_frames": 8, "max_delay": 1.0}, "ray": {"worker_cpus": 0.5},
-            "output": {"enabled": False}, "live_period": 0.25})
+            "output": {"enabled": True, "directory": str(tmp_path_factory.mktemp("files"))},
+            "live_period": 0.25})
         with RayPipeline(config) as pipe:
             sim.wait_for_subscribers()  # the pipeline's SUB has joined, once
             sim.settings = replace(sim.settings, wait_subscribers=0)
@@ -217,33 +218,33 @@ def test_sardana_controller_sequence(rig: Rig, dev: tango.DeviceProxy,
 # the session shares one loop (a function-scoped loop would be closed for the next test)
 @pytest.mark.asyncio(loop_scope="session")
 async def test_asyncio_client(rig: Rig, sender_threads: Callable[..., SenderThread]) -> None:
-    client_executor_on_this_loop()
-    dev = await tango.asyncio.DeviceProxy(rig.device.address)
-    dev.set_timeout_millis(60_000)
-    sync_dev = tango.DeviceProxy(rig.device.address)
-    events: asyncio.Queue[Any] = asyncio.Queue()
+    with client_executor_on_this_loop():
+        dev = await tango.asyncio.DeviceProxy(rig.device.address)
+        dev.set_timeout_millis(60_000)
+        sync_dev = tango.DeviceProxy(rig.device.address)
+        events: asyncio.Queue[Any] = asyncio.Queue()
 
-    async def on_image(ev: Any) -> None:
-        if not ev.err and ev.attr_value is not None and ev.attr_value.value is not None:
-            events.put_nowait(ev.attr_value.value)
+        async def on_image(ev: Any) -> None:
+            if not ev.err and ev.attr_value is not None and ev.attr_value.value is not None:
+                events.put_nowait(ev.attr_value.value)
 
-    eid = await dev.subscribe_event("counting_img", tango.EventType.CHANGE_EVENT, on_image)
-    try:
-        await dev.write_attribute("normalize", False)
-        await dev.start_receiver()
-        sender = rig.send(sender_threads, 32, rate=0.0, end_of_series=True)
-        await asyncio.to_thread(sender.join, 60)
-        await asyncio.to_thread(wait_until, lambda: read(sync_dev, "received_frames") == 32,
-                                30, "32 frames received")
-        await dev.stop_receiver()
-        final = (await dev.read_attribute("counting_img")).value
-        async with asyncio.timeout(10):
-            while not np.array_equal(await events.get(), final):
-                pass
-        assert await dev.state() == tango.DevState.ON
-        assert (await dev.read_attribute("processed_frames")).value == 32
-    finally:
-        await dev.unsubscribe_event(eid)
+        eid = await dev.subscribe_event("counting_img", tango.EventType.CHANGE_EVENT, on_image)
+        try:
+            await dev.write_attribute("normalize", False)
+            await dev.start_receiver()
+            sender = rig.send(sender_threads, 32, rate=0.0, end_of_series=True)
+            await asyncio.to_thread(sender.join, 60)
+            await asyncio.to_thread(wait_until, lambda: read(sync_dev, "received_frames") == 32,
+                                    30, "32 frames received")
+            await dev.stop_receiver()
+            final = (await dev.read_attribute("counting_img")).value
+            async with asyncio.timeout(10):
+                while not np.array_equal(await events.get(), final):
+                    pass
+            assert await dev.state() == tango.DevState.ON
+            assert (await dev.read_attribute("processed_frames")).value == 32
+        finally:
+            await dev.unsubscribe_event(eid)
 
 
 def test_a_killed_device_actor_comes_back_at_the_same_address(
