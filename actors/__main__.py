@@ -4,4 +4,5 @@ import sys
 
 from actors.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # (a spawned child imports this module as __mp_main__: not again)
+    sys.exit(main())

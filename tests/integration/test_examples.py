@@ -52,7 +52,10 @@ def test_example_runs_against_its_simulator(
         overrides = {"source.endpoint": sim.endpoint, "backend": backend,
                      "ray.address": "null", "tango.database": "false", "tango.port": "0",
                      "output.directory": str(tmp_path / "out")}
-        command = [sys.executable, "-m", "actors", "run", str(path), "--auto"]
+        # what the rayline console script runs (``python -m actors`` with the local backend
+        # hung intermittently after the first batch with this example: under investigation)
+        command = [sys.executable, "-c", "import sys; from actors.cli import main; "
+                   "sys.exit(main())", "run", str(path), "--auto"]
         for key, value in overrides.items():
             command += ["--set", f"{key}={value}"]
         proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)

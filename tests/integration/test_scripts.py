@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 #: a simulated MOENCH detector, at the script's top level too, triggered (like a real one by
-#: the beamline's sequencer) once the acquisition has started
+#: the beamline's sequencer) each time an acquisition has started
 PRELUDE = textwrap.dedent("""
     import threading
     from actors.pipeline import PipelineBase
@@ -23,18 +23,20 @@ PRELUDE = textwrap.dedent("""
     _sim = Simulator(SimulatorSettings(frames=60, lossless=True, seed=1,
                                        scene={"rows": 48, "cols": 64}))
     _sim.bind()
-    _started = threading.Event()
+    _starts = threading.Semaphore(0)
     _start = PipelineBase.start_acquisition
 
     def _start_and_trigger(self):
         number = _start(self)
-        _started.set()
+        _starts.release()
         return number
 
     PipelineBase.start_acquisition = _start_and_trigger
 
-    def _detector():
-        if _started.wait(120):
+    def _detector():  # one series per acquisition started (the dark run, then the data)
+        while _starts.acquire(timeout=120):
+            if _sim.sent:
+                _sim.restart()
             _sim.run()
 
     threading.Thread(target=_detector, name="detector", daemon=True).start()
