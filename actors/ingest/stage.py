@@ -85,11 +85,10 @@ class IngestStage:
     # -- commands -----------------------------------------------------------------------------
     async def start(self, acquisition: int | None = None) -> int:
         """Start an acquisition; returns its number."""
-        series = self.receiver.ledger.series
-        if series is not None and series.next_frame > 0:
-            # the previous series never sent its end (e.g. an sls acquisition stopped by
-            # hand): close it, or the new frames would look like duplicates of the old
-            self.receiver.ledger.end_series()
+        # the previous series may never have sent its end (an sls acquisition stopped by
+        # hand): if the numbers restart, a new series starts (not duplicates of the old);
+        # if they go on (frames that came just before this start), no gap is invented
+        self.receiver.ledger.may_restart()
         number = self.core.start(acquisition)
         await self._do(lambda: [self.core.checkpoint()])
         return number

@@ -65,6 +65,7 @@ class Ledger:
     disconnects: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     series: SeriesTracker | None = None
+    restartable: bool = False  # the series may restart its numbering without an end
 
     @property
     def rejected_total(self) -> int:
@@ -99,8 +100,19 @@ class Ledger:
         self.series = None
         self.series_ended += 1
 
+    def may_restart(self) -> None:
+        """The current series may have ended without its end message (an acquisition
+        stopped by hand): if the next image's number goes back, a new series starts there
+        (not duplicates); if it goes on, the series continues (no false gap)."""
+        self.restartable = self.series is not None
+
     def image(self, series_id: int, frame: int) -> bool:
         """Account one decoded image; False means it was rejected (duplicate)."""
+        if self.restartable:
+            self.restartable = False
+            if self.series is not None and self.series.series_id == series_id and \
+                    frame < self.series.next_frame:
+                self.end_series()
         if self.series is None or self.series.series_id != series_id:
             self.start_series(series_id)
         assert self.series is not None

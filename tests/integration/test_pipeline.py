@@ -312,6 +312,25 @@ def test_the_device_over_a_real_pipeline_tells_the_truth(
             assert "warnings" not in f["entry"]
 
 
+def test_a_frame_just_before_the_start_is_idle_not_a_gap(backend: str, push: Push) -> None:
+    """A frame that arrives just before start_acquisition is counted as idle_dropped; the
+    acquisition's frames continue its series with no invented loss."""
+    geom = Geometry(8, 8, "uint16")
+    frames = np.arange(10 * 64, dtype=np.uint16).reshape(10, 8, 8)
+    with open_pipeline(backend, push.endpoint, Protocol.DECTRIS_V2, [{"type": "sum"}]) as pipe:
+        push.sock.send_multipart(dectris_v2.encode_start(1, geometry=geom, number_of_images=10))
+        push.sock.send_multipart(dectris_v2.encode_image(1, 0, frames[0]))
+        wait_until(lambda: pipe.status().idle_dropped == 1, 60, pipe.status)
+        pipe.start_acquisition()
+        for i in range(1, 10):
+            push.sock.send_multipart(dectris_v2.encode_image(1, i, frames[i]))
+        push.sock.send_multipart(dectris_v2.encode_end(1))
+        result = pipe.wait_acquisition(timeout=60)
+    led = result.ledger
+    assert (led.received, led.processed, led.lost, led.rejected_total) == (9, 9, 0, 0)
+    np.testing.assert_array_equal(result.outputs["sum"], frames[1:].astype(np.int64).sum(0))
+
+
 def test_runtime_parameter_applies_from_the_returned_batch(backend: str, push: Push) -> None:
     """set() reaches the workers between batches, deterministically: every frame received
     before the call uses the old value, every later one the new value; status reports the

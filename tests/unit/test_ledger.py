@@ -52,3 +52,19 @@ def test_reject_logs_once_per_reason(caplog) -> None:  # type: ignore[no-untyped
     assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 2
     snap = led.snapshot()
     assert snap["rejected_total"] == 6
+
+
+def test_a_series_that_may_restart_restarts_only_when_its_numbers_go_back() -> None:
+    """At an acquisition's start: numbers going back begin a new series (an sls acquisition
+    stopped by hand never sent its end), numbers going on continue it (a frame that came just
+    before the start is no reason for a gap)."""
+    led = Ledger("test")
+    for f in range(5):
+        assert led.image(1, f)
+    led.may_restart()
+    assert led.image(1, 0) and led.image(1, 1)  # restarted: not duplicates
+    assert (led.received, led.lost, led.rejected_total) == (7, 0, 0)
+    led.may_restart()
+    assert led.image(1, 2) and led.image(1, 3)  # went on: no gap, no new series
+    assert (led.received, led.lost, led.series_started) == (9, 0, 2)
+    assert not led.image(1, 3)  # an ordinary duplicate still is one
