@@ -77,6 +77,7 @@ class Simulator:
         self._ctx = context or zmq.Context()
         self._sock: Any = None
         self.sent = 0
+        self.achieved_rate = 0.0  # frames/s of the last series sent
         self._complete = False
         self.endpoint = settings.endpoint
 
@@ -188,7 +189,12 @@ class Simulator:
                 self.sent += 1
                 if progress is not None:
                     progress(self.sent, total)
-        logger.info("sent %d frames to %s in %.2f s", self.sent, self.endpoint,
-                    time.monotonic() - t0)
+        elapsed = time.monotonic() - t0
+        logger.info("sent %d frames to %s in %.2f s", self.sent, self.endpoint, elapsed)
+        self.achieved_rate = self.sent / elapsed if elapsed > 0 else 0.0
+        if rate > 0 and self.sent > 1 and self.achieved_rate < 0.9 * rate:
+            logger.warning("sent %d frames at %.0f frames/s, below the %.0f asked: this "
+                           "sender (frame generation: try --pool) or a lossless receiver "
+                           "is the limit", self.sent, self.achieved_rate, rate)
         self._complete = True
         return self.sent

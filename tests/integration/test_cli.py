@@ -182,3 +182,11 @@ def test_soak_samples_every_process_and_checks_the_ledger(backend: str) -> None:
     assert summary["acquisitions"] >= 1 and summary["received"] > 0, summary
     assert summary["tango_events"].get("processed_frames", 0) > 0, summary
     assert "driver" in summary["memory_growth"], summary
+
+
+def test_simulate_says_when_it_cannot_reach_the_rate() -> None:
+    out = subprocess.run([*RAYLINE, "simulate", "--protocol", "sls", "-n", "60", "--rate",
+                          "1000000", "--endpoint", "tcp://127.0.0.1:*", "--no-progress",
+                          "--wait-subscribers", "0"], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert "below the 1000000 asked" in out.stderr, out.stderr
