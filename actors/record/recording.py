@@ -118,8 +118,10 @@ def record(endpoint: str, socket: Literal["sub", "pull"], path: str | Path, *,
     Returns the number of messages recorded.
     """
     ctx = context or zmq.Context()
-    sock = make_socket(ctx, socket, endpoint, bind=False)
+    # a deep queue: a PUB drops what a slow subscriber cannot take (and says nothing)
+    sock = make_socket(ctx, socket, endpoint, bind=False, hwm=RECORD_HWM)
     t_end = time.monotonic() + duration if duration else None
+    stream = _StreamCheck(protocol) if protocol else None
     try:
         with RecordingWriter(path, endpoint=endpoint, socket=socket, protocol=protocol) as out:
             last = time.monotonic()
@@ -136,13 +138,64 @@ def record(endpoint: str, socket: Literal["sub", "pull"], path: str | Path, *,
                 parts = sock.recv_multipart()
                 last = time.monotonic()
                 out.write(parts)
+                if stream is not None:
+                    stream.see(parts)
                 if on_message is not None:
                     on_message(out.count)
+            if stream is not None:
+                stream.report(path)
             return out.count
     finally:
         sock.close(linger=0)
         if context is None:
             ctx.term()
+
+
+#: receive queue of the recorder (messages)
+RECORD_HWM = 100_000
+
+
+class _StreamCheck:
+    """What the recorded stream says of itself (its protocol known): frames missing from
+    its numbering (a PUB dropped them) and whether its series ended, told when recording
+    stops, so a truncated recording is never taken for a whole one."""
+
+    def __init__(self, protocol: str) -> None:
+        from actors.stream.ledger import Ledger
+        from actors.wire.codec import decoder_for
+
+        self.decode = decoder_for(protocol)
+        self.ledger = Ledger("record")
+        self.ended = False
+        self.undecoded = 0
+
+    def see(self, parts: list[bytes]) -> None:
+        from actors.wire.model import Image, SeriesEnd, SeriesStart
+
+        try:
+            msg = self.decode(parts)
+        except Exception:  # recorded as it came; counted here
+            self.undecoded += 1
+            return
+        if isinstance(msg, SeriesStart):
+            self.ledger.start_series(msg.series_id, msg.number_of_images)
+            self.ended = False
+        elif isinstance(msg, Image):
+            self.ledger.image(msg.series_id, msg.frame)
+            self.ended = False
+        elif isinstance(msg, SeriesEnd):
+            self.ledger.end_series()
+            self.ended = True
+
+    def report(self, path: str | Path) -> None:
+        led = self.ledger
+        if led.lost or not self.ended or self.undecoded:
+            logger.warning(
+                "%s: %d frames recorded, %d missing from the stream's numbering (a PUB drops "
+                "what a slow subscriber cannot take: record a PUSH with --socket pull, or send "
+                "slower), %s%s", path, led.received, led.lost,
+                "its series ended" if self.ended else "no end of series recorded",
+                f", {self.undecoded} messages not decodable" if self.undecoded else "")
 
 
 def replay(path: str | Path, endpoint: str, socket: Literal["pub", "push"], *,

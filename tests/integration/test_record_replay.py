@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import cbor2
@@ -109,3 +110,21 @@ def test_recording_is_never_overwritten_and_corruption_is_reported(tmp_path: Pat
         list(iter_records(path))
     with pytest.raises(FileNotFoundError):
         list(iter_records(tmp_path / "missing.rlrec"))
+
+
+def test_a_truncated_recording_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                       sender_threads: Callable[..., SenderThread]) -> None:
+    """The recorder knows the protocol: a recording that stopped before the series' end (or
+    that a PUB thinned out) is reported when it stops; a whole one is not."""
+    settings = SimulatorSettings(protocol=Protocol.DECTRIS_V2, detector="eiger", frames=6,
+                                 scene={"rows": 16, "cols": 16, "dtype": "uint16"})
+    with caplog.at_level("WARNING", logger="actors.record.recording"):
+        _record_series(tmp_path / "whole.rlrec", settings, 8, sender_threads)  # start+6+end
+        assert not caplog.records
+        with Simulator(replace(settings, end_of_series=False)) as sim:  # cut short
+            rec = sender_threads(lambda: record(sim.endpoint, "pull", tmp_path / "cut.rlrec",
+                                                idle_timeout=1.0, protocol="dectris-v2"))
+            sim.run()
+            assert rec.join() == 7  # the start and 6 frames; then a second without any
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "6 frames recorded, 0 missing" in warning and "no end of series recorded" in warning
