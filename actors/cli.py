@@ -303,6 +303,37 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_status(sub: Any) -> None:
+    p = sub.add_parser("status", help="the state and counters of running pipelines",
+                       description="Read the state, ledger and rates of a running service from "
+                       "its Tango device, or of every pipeline in a Ray cluster from its stage "
+                       "actors (nothing is changed).")
+    p.add_argument("device", nargs="?", help="a Rayline device: its full address "
+                   "(tango://host:port/rayline/pipeline/1#dbase=no) or its name in the "
+                   "TANGO_HOST database")
+    p.add_argument("--ray", metavar="ADDRESS", help="the Ray cluster to look in (auto, or "
+                   "host:port)")
+    p.add_argument("--namespace", default="rayline", help="the pipelines' Ray namespace")
+    p.add_argument("--json", action="store_true", help="one JSON object per pipeline")
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from actors.app.status import cluster_status, describe, device_status
+
+    if not args.device and not args.ray:
+        raise ValueError("give a DEVICE address or --ray ADDRESS")
+    found = [device_status(args.device)] if args.device else []
+    if args.ray:
+        found += cluster_status(args.ray, args.namespace)
+        if not found:
+            raise ValueError(f"no rayline pipeline in namespace {args.namespace!r} of the Ray "
+                             f"cluster at {args.ray}")
+    for status in found:
+        print(json.dumps(status, default=str) if args.json else describe(status))
+    return 0
+
+
 def _add_tango_server(sub: Any) -> None:
     p = sub.add_parser("tango-server", help="the standalone Tango device server (for Astor / "
                        "Starter)", add_help=False,
@@ -377,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_demo, _add_run, _add_simulate, _add_receive, _add_record, _add_replay,
-                _add_config, _add_tango_server, _add_bench):
+                _add_config, _add_status, _add_tango_server, _add_bench):
         add(sub)
     for name, p in sub.choices.items():
         p.formatter_class = _HelpFormatter  # defaults shown

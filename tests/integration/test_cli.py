@@ -18,7 +18,8 @@ from actors.wire.model import Image, Protocol, SeriesEnd
 from tests.conftest import SenderThread
 
 RAYLINE = [sys.executable, "-m", "actors"]
-COMMANDS = ["demo", "run", "simulate", "receive", "record", "replay", "config", "bench"]
+COMMANDS = ["demo", "run", "status", "simulate", "receive", "record", "replay", "config",
+            "bench"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])

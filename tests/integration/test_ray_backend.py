@@ -60,3 +60,32 @@ def test_every_stage_actor_can_be_restarted_from_its_arguments(
         assert pipe.status().state == "idle"
     err = capfd.readouterr().err
     assert "constructor arguments in the object store" not in err, err[-2000:]
+
+
+@pytest.mark.tango
+def test_rayline_status_reads_a_running_service(ray_runtime: None) -> None:
+    """`rayline status DEVICE` (a separate process, through Tango) and the cluster view
+    (the stage actors by name) show the same pipeline, idle after its acquisition."""
+    import json
+    import subprocess
+    import sys
+
+    from actors.app.status import cluster_status
+
+    with Simulator(SimulatorSettings(frames=10, lossless=True)) as sim, RayPipeline(
+            pipeline_config(sim.endpoint, Protocol.SLS, [{"type": "sum"}],
+                            tango={"enabled": True, "database": False})) as pipe:
+        pipe.start_acquisition()
+        sim.run()
+        pipe.wait_acquisition(timeout=60)
+        out = subprocess.run([sys.executable, "-m", "actors", "status", pipe.tango_address,
+                              "--json"], capture_output=True, text=True, timeout=60,
+                             check=True)
+        device = json.loads(out.stdout)
+        assert device["acquisition"] == 1 and device["received_frames"] == 10
+        import ray
+
+        namespace = ray.get_runtime_context().namespace
+        (found,) = [s for s in cluster_status("", namespace)
+                    if s["pipeline"] == pipe.names.prefix]
+        assert (found["state"], found["received"], found["processed"]) == ("idle", 10, 10)

@@ -75,7 +75,7 @@ def ensure_ray(cfg: RayConfig, need_cpus: float = 0.0) -> bool:
                               "log_to_driver": True,
                               "logging_level": logging.ERROR if quiet else logging.INFO}
     if cfg.address:
-        _reachable(cfg.address)
+        check_reachable(cfg.address)
         kwargs["address"] = cfg.address
         logger.info("joining the Ray cluster at %s", cfg.address)
     else:
@@ -96,7 +96,7 @@ def ensure_ray(cfg: RayConfig, need_cpus: float = 0.0) -> bool:
     return True
 
 
-def _reachable(address: str, timeout: float = 5.0) -> None:
+def check_reachable(address: str, timeout: float = 5.0) -> None:
     """ConnectionError at once when nothing listens at a ``host:port`` cluster address
     (Ray itself retries for minutes); ``auto`` and ``ray://`` addresses are Ray's to find."""
     host, sep, port = address.rpartition(":")
