@@ -32,6 +32,7 @@ class TangoHost:
     at the same address (the port is fixed before the first start)."""
 
     def __init__(self, config: PipelineConfig, names: StageNames) -> None:
+        _quiet_stdout()  # cppTango prints "Ready to accept request" there; Ray forwards it
         client = ClientPipeline(config, names.lookup(names.ingest), names.lookup(names.results))
         self.server = ServerThread(config, client.control())
         self.server.start(START_TIMEOUT)
@@ -52,6 +53,16 @@ class TangoHost:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         self.server.stop(timeout)
+
+
+def _quiet_stdout() -> None:
+    """This actor's process writes nothing to stdout (its logs go to stderr): point it at
+    /dev/null, so the C++ server's banner does not reach the driver's console."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+    finally:
+        os.close(devnull)
 
 
 TangoActor: Any = ray.remote(num_cpus=0, **ACTOR_OPTIONS)(TangoHost)
