@@ -140,6 +140,7 @@ class ResultsStatus(Record):
     last_outcome: str | None = None
     last_warnings: tuple[str, ...] = ()  # what makes its outputs not to be trusted
     last_file: str | None = None  # the file it wrote
+    last_writing: bool = False  # its file is still being written
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,7 @@ class Status(Record):
     outcome: str | None = None  # of the last acquisition, once it has ended
     warnings: tuple[str, ...] = ()  # the last acquisition's, once it has ended
     file: str | None = None  # the file the last acquisition wrote, once it has ended
+    writing: bool = False  # ... and whether that file is still being written
 
     @property
     def running(self) -> bool:
@@ -200,11 +202,12 @@ def pipeline_status(ingest: IngestStatus, results: ResultsStatus,
     dispatch = dispatch or ingest.dispatch
     outcome = None
     warnings: tuple[str, ...] = ()
-    file = None
+    file, writing = None, False
     if ingest.state == "idle" and acq is not None and results.last == acq and \
             results.last_ledger is not None:
         ledger, outcome = results.last_ledger, results.last_outcome
         warnings, file = tuple(results.last_warnings), results.last_file
+        writing = results.last_writing
     elif ledger is not None:
         if dispatch is not None:
             ledger = dataclasses.replace(ledger.with_drops(dispatch.dropped),
@@ -226,4 +229,4 @@ def pipeline_status(ingest: IngestStatus, results: ResultsStatus,
         receiver=ingest.receiver, setup_version=ingest.setup_version,
         parameters=ingest.parameters, inflight_bytes=ingest.inflight_bytes,
         peak_inflight_bytes=ingest.peak_inflight_bytes, outcome=outcome, warnings=warnings,
-        file=file)
+        file=file, writing=writing)

@@ -268,7 +268,8 @@ class ResultsCore:
             last.ledger if last is not None else None,
             last.outcome if last is not None else None,
             last.warnings if last is not None else (),
-            last.file if last is not None else None)
+            last.file if last is not None else None,
+            last is not None and last.acquisition in self.finishing)
 
     # -- file work ----------------------------------------------------------------------------
     def take_io(self) -> list[IoOp]:

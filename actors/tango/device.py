@@ -372,7 +372,8 @@ class RaylineDevice(Device):  # type: ignore[misc]
     def on_status(self, status: Status) -> None:
         self._status = status
         self._failure = None
-        if status.outcome is not None and status.acquisition != self._accounted:
+        if status.outcome is not None and not status.writing and \
+                status.acquisition != self._accounted:
             # an acquisition has ended (started here, from Python or by itself) and its
             # result is in: the next one gets the index after the file it wrote, once
             self._accounted = status.acquisition
@@ -474,7 +475,8 @@ class RaylineDevice(Device):  # type: ignore[misc]
         if self._snapshot is None:
             return DevState.INIT, "Starting: fetching the pipeline's results."
         if self._snapshot.running or (st.acquisition is not None and (
-                self._snapshot.acquisition != st.acquisition or st.outcome is None)):
+                self._snapshot.acquisition != st.acquisition or st.outcome is None or
+                st.writing)):
             # ON only once the final results of this acquisition are readable here
             return DevState.RUNNING, (f"Acquisition {st.acquisition} finishing: publishing "
                                       f"the final results ({counts}).")

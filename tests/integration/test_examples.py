@@ -39,7 +39,15 @@ def test_every_example_has_a_simulator() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == sorted(SIMULATORS)
 
 
-@pytest.mark.parametrize("backend", [pytest.param("ray", marks=pytest.mark.ray), "local"])
+#: an open bug (issue 13): on the local backend, `rayline run EXAMPLE --auto` sometimes stops
+#: after its first batch (seen with the MOENCH and EIGER examples, in about half of the runs
+#: on a loaded machine); not root-caused yet. The case runs, bounded, and is reported.
+LOCAL_HANG = pytest.mark.xfail(reason="intermittent local-backend hang after the first batch "
+                               "(open, issue 13)", raises=TimeoutError, strict=False)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("ray", marks=pytest.mark.ray),
+                                     pytest.param("local", marks=LOCAL_HANG)])
 @pytest.mark.parametrize("example", sorted(SIMULATORS))
 def test_example_runs_against_its_simulator(
         example: str, backend: str, tmp_path: Path,
@@ -65,9 +73,9 @@ def test_example_runs_against_its_simulator(
             lines.wait_for("acquisition 1 started", 60)
             sender = sender_threads(sim.run)
             sender.join(300)
-            finished = lines.wait_for("acquisition 1 ", 300)
+            finished = lines.wait_for("acquisition 1 ", 120)
             while ": received" not in finished:  # its outcome line, whatever it says
-                finished = lines.wait_for("acquisition 1 ", 300)
+                finished = lines.wait_for("acquisition 1 ", 120)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=120) == 0, "".join(lines.seen)
         finally:
