@@ -3,11 +3,12 @@ backend, output comparisons against the sequential reference, and one bounded wa
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,3 +109,17 @@ class Lines:
             if text in line:
                 return line
         raise TimeoutError(f"{text!r} not seen in {timeout} s; got:\n{''.join(self.seen)}")
+
+
+@contextlib.contextmanager
+def service_process(command: Sequence[str]) -> Iterator[tuple[subprocess.Popen[str], Lines]]:
+    """A child process (e.g. ``rayline run``) with its stderr lines collected; killed and
+    reaped on the way out, whatever happened."""
+    proc = subprocess.Popen(list(command), stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc, Lines(proc)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()

@@ -6,7 +6,6 @@ port, the output directory). Each acquisition ends with every frame processed an
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from actors.config import load_config
 from actors.sim.simulator import Simulator, SimulatorSettings
 from actors.wire.model import Protocol
 from tests.conftest import SenderThread
-from tests.helpers import Lines
+from tests.helpers import service_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.tango, pytest.mark.timeout(600, method="thread")]
 
@@ -66,9 +65,7 @@ def test_example_runs_against_its_simulator(
                    "sys.exit(main())", "run", str(path), "--auto"]
         for key, value in overrides.items():
             command += ["--set", f"{key}={value}"]
-        proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        try:
-            lines = Lines(proc)
+        with service_process(command) as (proc, lines):
             lines.wait_for(READY_LINE, 300)
             lines.wait_for("acquisition 1 started", 60)
             sender = sender_threads(sim.run)
@@ -78,11 +75,6 @@ def test_example_runs_against_its_simulator(
                 finished = lines.wait_for("acquisition 1 ", 120)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=120) == 0, "".join(lines.seen)
-        finally:
-            proc.kill()
-            proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
     text = "".join(lines.seen)
     assert f"finished: received {FRAMES}, processed {FRAMES}, dropped 0, lost 0" in finished, \
         text

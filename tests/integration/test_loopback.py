@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -124,25 +124,53 @@ async def test_receiver_recv_times_out_without_a_sender() -> None:
         assert asyncio.get_running_loop().time() - t0 >= 0.19
 
 
-async def test_receive_queue_is_bounded_by_the_configured_frame_size() -> None:
-    """With a geometry of 8 MiB frames the receive queue holds ~256 MB of them: a PULL
-    sender blocks after about that many, instead of the ingest buffering gigabytes it
-    cannot process."""
+@contextlib.contextmanager
+def _tight_push() -> Iterator[tuple[Any, str]]:
+    """A PUSH bound on a free port that queues at most 2 messages itself."""
     import zmq
 
-    from actors.stream.sockets import free_tcp_endpoint, hwm_for
-    from actors.wire import dectris_v1
+    from actors.stream.sockets import free_tcp_endpoint
 
-    frame = np.zeros((2048, 2048), np.uint16)  # 8 MiB
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, 2)
     push.setsockopt(zmq.LINGER, 0)
     endpoint = free_tcp_endpoint()
     push.bind(endpoint)
-    settings = ReceiverSettings(endpoint, "pull", Protocol.DECTRIS_V1,
-                                geometry=Geometry(2048, 2048, "uint16"))
     try:
+        yield push, endpoint
+    finally:
+        push.close(linger=0)
+        ctx.term()
+
+
+def _send_until_blocked(push: Any, parts: Callable[[int], list[Any]], limit: int) -> int:
+    """Messages ``parts(0), parts(1), ...`` sent before the peer stops taking them (the send
+    queue still full after 0.5 s), at most ``limit``."""
+    import zmq
+
+    sent = 0
+    while sent < limit:
+        try:
+            push.send_multipart(parts(sent), zmq.NOBLOCK, copy=False)
+            sent += 1
+        except zmq.Again:
+            if not push.poll(500, zmq.POLLOUT):  # still full after 0.5 s: blocked
+                break
+    return sent
+
+
+async def test_receive_queue_is_bounded_by_the_configured_frame_size() -> None:
+    """With a geometry of 8 MiB frames the receive queue holds ~256 MB of them: a PULL
+    sender blocks after about that many, instead of the ingest buffering gigabytes it
+    cannot process."""
+    from actors.stream.sockets import hwm_for
+    from actors.wire import dectris_v1
+
+    frame = np.zeros((2048, 2048), np.uint16)  # 8 MiB
+    with _tight_push() as (push, endpoint):
+        settings = ReceiverSettings(endpoint, "pull", Protocol.DECTRIS_V1,
+                                    geometry=Geometry(2048, 2048, "uint16"))
         async with Receiver(settings) as rx:
             want = hwm_for(frame.nbytes)
             assert rx.hwm == want < 40
@@ -150,52 +178,22 @@ async def test_receive_queue_is_bounded_by_the_configured_frame_size() -> None:
                                 copy=False)
             assert isinstance(await rx.recv(timeout=30), Image)
             # stop reading: the sender must block after about `want` messages
-            sent = 0
-            while sent < 120:
-                try:
-                    push.send_multipart(dectris_v1.encode_image(1, sent + 1, frame,
-                                                                encoding="<"),
-                                        zmq.NOBLOCK, copy=False)
-                    sent += 1
-                except zmq.Again:
-                    if not push.poll(500, zmq.POLLOUT):  # still full after 0.5 s: blocked
-                        break
+            sent = _send_until_blocked(
+                push, lambda i: dectris_v1.encode_image(1, i + 1, frame, encoding="<"), 120)
             assert want <= sent < 2 * want + 8, sent
-    finally:
-        push.close(linger=0)
-        ctx.term()
 
 
 async def test_a_peer_pushing_huge_messages_cannot_make_the_receiver_hold_gigabytes() -> None:
     """No geometry configured, nothing read yet: 64 MiB messages (valid size, absurd for the
     stream) fill a queue of a few messages, then the sender blocks: the receiver holds a few
     hundred MB, not 40 × 64 MiB."""
-    import zmq
-
-    from actors.stream.sockets import free_tcp_endpoint
-
     blob = np.zeros(64 * 1024 * 1024, np.uint8)
-    ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.SNDHWM, 2)
-    push.setsockopt(zmq.LINGER, 0)
-    endpoint = free_tcp_endpoint()
-    push.bind(endpoint)
-    try:
+    with _tight_push() as (push, endpoint):
         async with Receiver(ReceiverSettings(endpoint, "pull", Protocol.DECTRIS_V1)) as rx:
             assert rx.hwm == 4
-            sent = 0
-            while sent < 40:  # not reading: count what the receiver takes
-                try:
-                    push.send_multipart([b"{}", blob], zmq.NOBLOCK, copy=False)
-                    sent += 1
-                except zmq.Again:
-                    if not push.poll(500, zmq.POLLOUT):  # still full after 0.5 s: blocked
-                        break
+            # not reading: count what the receiver takes
+            sent = _send_until_blocked(push, lambda i: [b"{}", blob], 40)
             assert sent <= 4 + 2 + 2, sent  # its queue + the sender's + what TCP buffers
-    finally:
-        push.close(linger=0)
-        ctx.term()
 
 
 async def test_close_returns_while_monitor_events_stream_in() -> None:

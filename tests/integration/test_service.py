@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ import yaml
 from actors.app.service import READY_LINE
 from actors.sim.simulator import Simulator, SimulatorSettings
 from tests.conftest import SenderThread
-from tests.helpers import Lines
+from tests.helpers import service_process
 
 pytestmark = [pytest.mark.slow]
 
@@ -34,10 +33,8 @@ def test_run_serves_and_stops_cleanly_on_sigterm(
                "output": {"directory": str(tmp_path / "out")}, "tango": {"enabled": False}}
         path = tmp_path / "service.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        proc = subprocess.Popen([sys.executable, "-m", "actors", "run", str(path), "--auto"],
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            lines = Lines(proc)
+        command = [sys.executable, "-m", "actors", "run", str(path), "--auto"]
+        with service_process(command) as (proc, lines):
             lines.wait_for(READY_LINE, 180)
             children = psutil.Process(proc.pid).children(recursive=True)
             assert children, "the service started no Ray processes?"
@@ -47,11 +44,6 @@ def test_run_serves_and_stops_cleanly_on_sigterm(
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=120) == 0, "".join(lines.seen)
             lines.wait_for("rayline service stopped", 10)
-        finally:
-            proc.kill()
-            proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
     text = "".join(lines.seen)
     assert "signal SIGTERM: stopping" in text
     assert "acquisition 1 finished: received 300, processed 300" in text, text
@@ -84,10 +76,8 @@ def test_sigint_drains_the_acquisition_a_tango_client_started(
                "tango": {"enabled": True, "database": False}}
         path = tmp_path / "service.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        proc = subprocess.Popen([sys.executable, "-m", "actors", "run", str(path)],
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            lines = Lines(proc)
+        command = [sys.executable, "-m", "actors", "run", str(path)]
+        with service_process(command) as (proc, lines):
             ready = lines.wait_for(READY_LINE, 180)
             address = ready.rsplit("Tango ", 1)[1].strip()
             dev = tango.DeviceProxy(address)
@@ -107,11 +97,6 @@ def test_sigint_drains_the_acquisition_a_tango_client_started(
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=120) == 0, "".join(lines.seen)
             lines.wait_for("rayline service stopped", 10)
-        finally:
-            proc.kill()
-            proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
     text = "".join(lines.seen)
     assert "draining acquisition 2" in text, text
     assert f"acquisition 2 finished: received {n}, processed {n}" in text, text
