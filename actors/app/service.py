@@ -66,8 +66,13 @@ class Service:
             status = pipe.status()
             if self.auto and status.state == "idle":
                 acq = pipe.acquisition
-                if acq and _finished(pipe, acq):
-                    _log_result(pipe.wait_acquisition(timeout=1))
+                if acq:  # idle: its result comes once its file is written (bounded)
+                    try:
+                        _log_result(pipe.wait_acquisition(
+                            timeout=self.config.acquisition_timeout))
+                    except TimeoutError:
+                        logger.error("acquisition %d has no result after %g s", acq,
+                                     self.config.acquisition_timeout)
                 pipe.start_acquisition()
                 logger.info("acquisition %d started (auto)", pipe.acquisition)
             if time.monotonic() - last_status >= self.status_period:
@@ -89,14 +94,6 @@ class Service:
                 pipe.abort()
         except Exception:  # shutting down regardless
             logger.exception("could not drain the running acquisition")
-
-
-def _finished(pipe: PipelineApi, acquisition: int) -> bool:
-    try:
-        pipe.wait_acquisition(timeout=0.01)
-    except TimeoutError:
-        return False
-    return True
 
 
 def _log_result(result: AcquisitionResult) -> None:
