@@ -142,6 +142,12 @@ class OutputConfig(_Model):
     directory: str = Field("rayline-data", description="directory for the NeXus files")
     filename: str = Field("run", description="file name prefix: {filename}_{index:06d}.h5")
     frames: bool = Field(False, description="also store per-frame stacks")
+    instrument_name: str = Field("unknown", description="the beamline or instrument, "
+                                 "recorded as /entry/instrument/name")
+    source_name: str = Field("unknown", description="the facility (light source), recorded "
+                             "as /entry/source/name")
+    sample_name: str = Field("unknown", description="the sample, recorded as "
+                             "/entry/sample/name")
     allowed_roots: list[str] | None = Field(
         None, description="directories files may be written under, whoever sets the file "
         "path (e.g. a Tango client writing filepath); default: the parent of directory")

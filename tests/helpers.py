@@ -88,23 +88,38 @@ class Lines:
     """Collects a child's stderr lines in a thread so waits can have deadlines."""
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
+        self.proc = proc
+        self.lines: queue.Queue[str | None] = queue.Queue()  # None: the stream ended
         self.seen: list[str] = []
         assert proc.stderr is not None
         self._t = threading.Thread(target=self._pump, args=(proc.stderr,), daemon=True)
         self._t.start()
 
     def _pump(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            self.lines.put(line)
+        try:
+            for line in stream:  # type: ignore[attr-defined]
+                self.lines.put(line)
+        except (OSError, ValueError):  # closed under us
+            pass
+        self.lines.put(None)
 
     def wait_for(self, text: str, timeout: float) -> str:
+        """The first line with ``text``; TimeoutError after ``timeout``, AssertionError at
+        once when the process closed its stderr (it ended) without printing it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
+            if line is None:
+                self.lines.put(None)  # later waits end at once too
+                try:
+                    code: int | None = self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    code = None
+                raise AssertionError(f"{text!r} not seen: the process ended (exit code "
+                                     f"{code}); got:\n{''.join(self.seen)}")
             self.seen.append(line)
             if text in line:
                 return line

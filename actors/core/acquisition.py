@@ -12,6 +12,7 @@ from actors.core.chain import ReducerChain
 from actors.core.merger import BatchInfo, OrderedMerger
 from actors.core.status import Ledger
 from actors.reduce.base import OutputValue
+from actors.wire.detector import DetectorInfo
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class AcquisitionResult:
     file: str | None = None
     error: str | None = None
     warnings: tuple[str, ...] = ()  # what makes the outputs not to be trusted (reducers')
+    detector: DetectorInfo | None = None  # what the stream said about the detector
 
     @property
     def duration(self) -> float:
@@ -48,6 +50,7 @@ class Acquisition:
     expected_batches: int | None = None  # known once the ingest declares the end
     ingest_ledger: Ledger | None = None
     drops: Counter[str] = field(default_factory=Counter)  # frames workers could not use
+    detector: DetectorInfo | None = None  # as the stream described it
 
     @classmethod
     def begin(cls, acquisition: int, chain: ReducerChain,
@@ -86,4 +89,5 @@ class Acquisition:
         for warning in warnings:
             logger.warning("acquisition %d: %s", self.acquisition, warning)
         return AcquisitionResult(self.acquisition, outcome, outputs, ledger, self.started,
-                                 time.time(), error=error, warnings=warnings)
+                                 time.time(), error=error, warnings=warnings,
+                                 detector=self.detector)

@@ -17,13 +17,16 @@ from actors.core.batch import FrameBatch
 from actors.core.merger import BatchInfo
 from actors.core.setup import ChainSetup
 from actors.core.status import Ledger
+from actors.wire.detector import DetectorInfo
 
 
 @dataclass(frozen=True)
 class Begin:
-    """The first frame of an acquisition fixed its chain setup: tell workers and results."""
+    """The first frame of an acquisition fixed its chain setup: tell workers and results
+    (and the results stage what the stream said about the detector, for the file)."""
 
     setup: ChainSetup
+    detector: DetectorInfo | None = None
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from actors.core.merger import BatchInfo
 from actors.core.rates import RateMeter
 from actors.core.setup import ChainSetup
 from actors.core.status import IngestStatus, Ledger, State
+from actors.wire.detector import describe
 from actors.wire.model import Geometry, Image, Message, SeriesEnd, SeriesStart
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class IngestCore:
         self.last_acquisition = 0
         self.last_ledger: Ledger | None = None  # of the last acquisition that ended
         self.series_mask: np.ndarray[Any, Any] | None = None
+        self.series_start: SeriesStart | None = None  # the last one (its detector facts)
         self.idle_dropped = 0
         self._idle_warned = -1  # the acquisition after which idle frames were last reported
         self.fault: str | None = None
@@ -251,6 +253,7 @@ class IngestCore:
         if isinstance(msg, SeriesStart):
             mask = msg.arrays.get("pixel_mask")
             self.series_mask = None if mask is None else np.asarray(mask) != 0
+            self.series_start = msg
             return []
         if isinstance(msg, SeriesEnd):
             if acq is not None and not acq.ending and acq.received:
@@ -391,7 +394,7 @@ class IngestCore:
         acq.assembler = BatchAssembler(acq.acquisition, geometry,
                                        self._batch_frames(geometry.nbytes),
                                        acq.chain.epochs, src.channel, clock=self.clock)
-        return Begin(setup)
+        return Begin(setup, describe(first.protocol, first, self.series_start, geometry))
 
     def _batch_frames(self, frame_bytes: int) -> int:
         """``batch.max_frames``, or fewer when ``max_inflight`` such batches would not fit

@@ -5,7 +5,10 @@ Layout (``N`` = output name, sanitised for HDF5; the original is kept in ``rayli
     /                         @default="entry"  @NX_class="NXroot"  @creator="rayline"
     /entry                    NXentry  @default=<first image, else first NXdata>
         title, start_time, end_time (ISO 8601), duration (s), program_name (@version),
-        entry_identifier, acquisition, outcome, error?, file_index?
+        entry_identifier, acquisition, outcome, error?, warnings?, file_index?,
+        definition? ("NXmx" for a DECTRIS stream), end_time_estimated?
+        instrument/, source/, sample/: the detector as the stream described it
+                              (see :mod:`actors.output.instrument`)
         N/   (image)          NXdata  @signal="data" @axes=["y","x"]: data, y, x (pixel index)
         N/   (spectrum)       NXdata  @signal="data" @axes=["radius"|"index"]: data, radius|index
         N/   (series)         NXdata  @signal="data" @axes=["frame_number", ...]: data, frame_number
@@ -17,7 +20,10 @@ Layout (``N`` = output name, sanitised for HDF5; the original is kept in ``rayli
         frames/               NXdata, per-frame stacks (see :mod:`actors.output.stacks`)
 
 Every signal carries ``units`` (when the output declares one) and ``long_name``; bool values
-are stored as uint8 with ``rayline_dtype = "bool"``. A spectrum or series ``N`` (or ``N_x``)
+are stored as uint8 with ``rayline_dtype = "bool"``; image, spectrum and series data are
+stored in the narrowest dtype that holds them exactly, bitshuffle+LZ4 compressed when large
+(:mod:`actors.output.narrow`; ``rayline_dtype`` restores the original; reading needs
+``import hdf5plugin``, as EIGER data does). A spectrum or series ``N`` (or ``N_x``)
 is plotted against the spectrum output ``N_radius`` when there is one of matching length.
 """
 
@@ -37,6 +43,7 @@ import numpy as np
 
 from actors.core.acquisition import AcquisitionResult
 from actors.output.errors import OutputWriteError, write_error
+from actors.output.instrument import Names, link_frames, write_instrument
 from actors.output.ledger import write_ledger
 from actors.output.nx import iso8601, nx_group, set_attrs, to_json, write_field, write_text
 from actors.output.nxdata import write_outputs
@@ -51,13 +58,14 @@ logger = logging.getLogger(__name__)
 RESERVED = frozenset({
     "title", "start_time", "end_time", "duration", "program_name", "entry_identifier",
     "acquisition", "outcome", "error", "file_index", "results", "settings", "ledger",
-    "metadata", "frames"})
+    "metadata", "frames", "instrument", "source", "sample", "definition",
+    "end_time_estimated", "warnings"})
 
 
 def write_acquisition(path: str | os.PathLike[str], result: AcquisitionResult,
                       specs: Sequence[OutputSpec], settings: Mapping[str, Any], *,
                       metadata: Mapping[str, Any] | None = None, file_index: int | None = None,
-                      title: str | None = None) -> Path:
+                      title: str | None = None, names: Names | None = None) -> Path:
     """Create ``path`` (never overwriting: FileExistsError) and write the acquisition.
 
     On any failure the file this call created is removed again (no partial files) and the
@@ -67,7 +75,7 @@ def write_acquisition(path: str | os.PathLike[str], result: AcquisitionResult,
     file = create_file(path)
     try:
         write_entry(file, result, specs, settings, metadata=metadata, file_index=file_index,
-                    title=title)
+                    title=title, names=names)
         close_trimmed(file)
     except BaseException as exc:
         _discard(file, path)
@@ -105,8 +113,11 @@ def _remove_if_empty(path: Path) -> None:
 
 def write_entry(file: h5py.File, result: AcquisitionResult, specs: Sequence[OutputSpec],
                 settings: Mapping[str, Any], *, metadata: Mapping[str, Any] | None = None,
-                file_index: int | None = None, title: str | None = None) -> h5py.Group:
+                file_index: int | None = None, title: str | None = None,
+                names: Names | None = None) -> h5py.Group:
     """Fill ``/entry`` of an open file (``/entry/frames`` may already be there).
+
+    ``names`` are the instrument, source and sample names (the stream cannot give them).
 
     The disk space is reserved first (:func:`actors.output.space.reserve`): a full disk
     raises before anything is written, leaving the file as it was.
@@ -119,6 +130,8 @@ def write_entry(file: h5py.File, result: AcquisitionResult, specs: Sequence[Outp
     entry = nx_group(file, "entry", "NXentry")
     _write_header(entry, result, file_index, title)
     plots = write_outputs(entry, result.outputs, specs, reserved=RESERVED)
+    write_instrument(entry, result.detector, names or Names())
+    link_frames(entry)
     group = nx_group(entry, "settings", "NXcollection")
     write_text(group, "json", to_json(settings), rayline_encoding="json",
                long_name="all settings as JSON")

@@ -13,6 +13,8 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
+from actors.output.narrow import narrowest, storage_options
+
 #: attribute holding the original numpy dtype when the stored one differs (bool -> uint8)
 DTYPE_ATTR = "rayline_dtype"
 #: attribute holding the original (unsanitised) name of an output or a settings key
@@ -54,10 +56,17 @@ def storable(value: Any) -> tuple[npt.NDArray[Any], str]:
 
 
 def write_field(group: h5py.Group, name: str, value: Any, *, units: str = "",
-                long_name: str = "", **attrs: Any) -> h5py.Dataset:
-    """A dataset with ``units``/``long_name``; the original dtype kept when it changes."""
+                long_name: str = "", compact: bool = False, **attrs: Any) -> h5py.Dataset:
+    """A dataset with ``units``/``long_name``; the original dtype kept when it changes.
+
+    ``compact``: stored in the narrowest exact dtype, compressed when large
+    (:mod:`actors.output.narrow`)."""
     array, original = storable(value)
-    dataset = group.create_dataset(name, data=array)
+    options: dict[str, Any] = {}
+    if compact:
+        array = narrowest(array)
+        options = storage_options(array)
+    dataset = group.create_dataset(name, data=array, **options)
     if original != dataset.dtype.name and original != "str":
         dataset.attrs[DTYPE_ATTR] = original
     set_attrs(dataset, units=units, long_name=long_name, **attrs)

@@ -55,9 +55,9 @@ def write_outputs(entry: h5py.Group, outputs: Mapping[str, OutputValue],
         kind = _kind(spec, value)
         if kind == "scalar":
             name = hdf_name(spec.name, results.keys())
-            write_field(results, name, value, units=spec.unit,
-                        long_name=spec.description or spec.name,
-                        **{NAME_ATTR: spec.name, KIND_ATTR: "scalar"})
+            dataset = write_field(results, name, value, units=spec.unit,
+                                  long_name=spec.description or spec.name)
+            set_attrs(dataset, **{NAME_ATTR: spec.name, KIND_ATTR: "scalar"})
             continue
         name = hdf_name(spec.name, taken)
         taken.add(name)
@@ -101,7 +101,8 @@ def _kind(spec: OutputSpec, value: OutputValue) -> str:
 
 def _signal(group: h5py.Group, spec: OutputSpec, values: npt.NDArray[Any],
             axes: list[str]) -> None:
-    write_field(group, "data", values, units=spec.unit, long_name=spec.description or spec.name)
+    write_field(group, "data", values, units=spec.unit, long_name=spec.description or spec.name,
+                compact=True)
     group.attrs["signal"] = "data"
     group.attrs["axes"] = axes
     for i, axis in enumerate(axes):

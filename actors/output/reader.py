@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any, TypeAlias
 
 import h5py
+import hdf5plugin  # noqa: F401  (registers the bitshuffle filter compressed outputs use)
 import numpy as np
 import numpy.typing as npt
 
@@ -68,9 +69,7 @@ def read_ledger(source: Source) -> dict[str, Any]:
 
 def read_frames(source: Source, name: str = "frames"
                 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
-    """``(frame_numbers, frames)`` of the stack ``/entry/<name>`` (needs hdf5plugin)."""
-    import hdf5plugin  # noqa: F401  (registers the bitshuffle filter)
-
+    """``(frame_numbers, frames)`` of the stack ``/entry/<name>``."""
     with _opened(source) as file:
         group = file["entry"][name]
         return np.asarray(group["frame_number"][()]), np.asarray(group["data"][()])

@@ -37,6 +37,7 @@ import numpy.typing as npt
 from actors.config import OutputConfig, confine
 from actors.core.acquisition import AcquisitionResult
 from actors.output.errors import OutputWriteError, describe_os_error
+from actors.output.instrument import Names
 from actors.output.naming import (
     file_path,
     free_index,
@@ -76,6 +77,7 @@ class AcquisitionWriter:
     def __init__(self, config: OutputConfig) -> None:
         self.enabled = config.enabled
         self.frames = config.frames
+        self.names = Names(config.instrument_name, config.source_name, config.sample_name)
         self.roots = config.roots()
         self._directory = confine(validate_directory(config.directory), self.roots, "directory")
         self._filename = validate_filename(config.filename)
@@ -241,7 +243,7 @@ class AcquisitionWriter:
             current.path.parent.mkdir(parents=True, exist_ok=True)
             current.file = self._create_free(current)
             write_entry(current.file, result, specs, settings, metadata=metadata,
-                        file_index=current.index)
+                        file_index=current.index, names=self.names)
             file, current.file = current.file, None
             close_trimmed(file)
             path = current.path
@@ -249,7 +251,7 @@ class AcquisitionWriter:
             if current.stack is not None:
                 current.stack.close()
             write_entry(current.file, result, specs, settings, metadata=metadata,
-                        file_index=current.index)
+                        file_index=current.index, names=self.names)
             file, current.file = current.file, None
             close_trimmed(file)
             path = current.path

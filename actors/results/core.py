@@ -32,6 +32,7 @@ from actors.core.rates import RateMeter
 from actors.core.setup import DROPPED_KEY, FRAMES_KEY, ChainSetup
 from actors.core.status import Ledger, ResultsStatus, Snapshot
 from actors.reduce.base import OutputSpec
+from actors.wire.detector import DetectorInfo
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +92,9 @@ class ResultsCore:
         self.last_checkpoint: Checkpoint | None = None
 
     # -- lifecycle (the ingest side) ----------------------------------------------------------
-    def begin(self, setup: ChainSetup) -> None:
-        """The first batch of ``setup.acquisition`` is coming (its chain setup)."""
+    def begin(self, setup: ChainSetup, detector: DetectorInfo | None = None) -> None:
+        """The first batch of ``setup.acquisition`` is coming (its chain setup, and its
+        detector as the stream described it)."""
         cur = self.current
         if cur is not None:
             logger.warning("acquisition %d replaced by %d before it ended",
@@ -101,6 +103,7 @@ class ResultsCore:
                                    "before it ended"))
             self._io.append(Discard(cur.acquisition))
         self.current = Acquisition.begin(setup.acquisition, setup.build(), self.carried)
+        self.current.detector = detector
         self.current.started = self.clock()
         self._frames.clear()
         self._io.append(Prepare(setup.acquisition))
@@ -219,7 +222,7 @@ class ResultsCore:
     def apply(self, event: ResultsEvent) -> None:
         """An event of the ingest (through the dispatcher), in order."""
         if isinstance(event, Begin):
-            self.begin(event.setup)
+            self.begin(event.setup, event.detector)
         elif isinstance(event, Announce):
             self.reconfigure(event.setup)
         elif isinstance(event, Skip):

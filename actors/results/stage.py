@@ -25,6 +25,7 @@ from actors.core.setup import ChainSetup
 from actors.core.status import Ledger, ResultsStatus, Snapshot
 from actors.reduce.base import OutputSpec
 from actors.results.core import AppendFrames, Discard, Finish, IoOp, Prepare, ResultsCore, States
+from actors.wire.detector import DetectorInfo
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +85,9 @@ class ResultsStage:
             self.core.apply(event)
             self._changed()
 
-    def begin(self, setup: ChainSetup) -> None:
+    def begin(self, setup: ChainSetup, detector: DetectorInfo | None = None) -> None:
         with self.changed:
-            self.core.begin(setup)
+            self.core.begin(setup, detector)
             self._changed()
 
     def reconfigure(self, setup: ChainSetup) -> None:

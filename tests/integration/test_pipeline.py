@@ -433,3 +433,42 @@ def test_both_backends_give_identical_results(
     assert ledgers["local"] == ledgers["ray"] and ledgers["local"]["processed"] == n
     assert_identical(outputs["local"], outputs["ray"])
     assert_outputs_equal(outputs["local"], moench_run(sim, n))
+
+
+def test_an_eiger_acquisition_file_is_nxmx_with_the_stream_s_detector(
+        backend: str, tmp_path: Path, sender_threads: Callable[..., SenderThread]) -> None:
+    """The series start's detector facts reach the file, which validates against NXmx; the
+    frames are the detector's data, images are stored narrow, compressed and exact."""
+    import h5py
+
+    from actors.output import read_outputs
+    from tests.nexus_validation import application_errors
+
+    n = 12
+    sim_settings = SimulatorSettings(protocol=Protocol.DECTRIS_V2, detector="eiger", frames=n,
+                                     scene={"rows": 120, "cols": 150, "dtype": "uint16",
+                                            "centre": (60.0, 75.0), "rings": (30.0, 50.0)})
+    out = {"enabled": True, "directory": str(tmp_path), "frames": True,
+           "instrument_name": "ID00", "sample_name": "test crystal"}
+    with Simulator(sim_settings) as sim, open_pipeline(
+            backend, sim.endpoint, Protocol.DECTRIS_V2, [{"type": "sum"}],
+            output=out) as pipe:
+        pipe.start_acquisition()
+        sender = sender_threads(sim.run)
+        result = pipe.wait_acquisition(timeout=120)
+        sender.join()
+    assert result.detector is not None and result.detector.x_pixel_size == 7.5e-05
+    assert result.file is not None
+    errors, report = application_errors(Path(result.file))
+    assert errors == 0, report
+    with h5py.File(result.file) as f:
+        entry = f["entry"]
+        assert entry["definition"].asstr()[()] == "NXmx"
+        assert entry["instrument/name"].asstr()[()] == "ID00"
+        det = entry["instrument/detector"]
+        assert det["description"].asstr()[()] == "Dectris EIGER2 Si (simulated)"
+        assert det["data"].shape == (n, 120, 150)  # the frame stack
+        np.testing.assert_array_equal(det["pixel_mask"][()] != 0, sim.scene.mask)
+        stored = entry["sum/data"]
+        assert stored.dtype.itemsize < 8 and "32008" in stored._filters and stored.chunks
+    assert_outputs_equal(read_outputs(result.file), result.outputs)
