@@ -199,6 +199,10 @@ def _add_replay(sub: Any) -> None:
     p.add_argument("--loop", type=int, default=1, help="play the file this many times")
     p.add_argument("--wait-subscribers", type=int, default=1,
                    help="wait for this many subscribers before sending (pub)")
+    p.add_argument("--no-end", action="store_true",
+                   help="send the recording as it is, even when it stops inside a series "
+                   "(by default its protocol's end-of-series message follows, so the "
+                   "receiving acquisition ends)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=cmd_replay)
 
@@ -208,6 +212,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     progress = Progress("replay", unit="messages", enabled=not args.no_progress)
     n = replay(args.file, args.endpoint, args.socket, rate=args.rate, loop=args.loop,
+               end=not args.no_end,
                wait_subscribers=args.wait_subscribers,
                on_bound=lambda ep: print(f"replay: {args.file} on {ep}", file=sys.stderr,
                                          flush=True),

@@ -198,9 +198,55 @@ class _StreamCheck:
                 f", {self.undecoded} messages not decodable" if self.undecoded else "")
 
 
+class _SeriesEnds:
+    """Whether the messages replayed so far left a series open, and the end message that
+    closes it (protocol from the recording's header, else from the first message that one
+    of the decoders takes)."""
+
+    def __init__(self, protocol: str | None) -> None:
+        from actors.wire.codec import decoder_for
+        from actors.wire.model import Protocol
+
+        self.protocol = protocol
+        self.open_series: int | None = None  # the series whose end has not been seen
+        names = [protocol] if protocol else [str(p) for p in Protocol]
+        self.decoders = {name: decoder_for(name) for name in names}
+
+    def see(self, parts: list[bytes]) -> None:
+        from actors.wire.model import Image, SeriesEnd, SeriesStart
+
+        for protocol, decode in list(self.decoders.items()):
+            try:
+                msg = decode(parts)
+            except Exception:  # not this protocol, or a damaged message: replayed as is
+                continue
+            if self.protocol is None:  # the first message one decoder takes decides
+                self.protocol, self.decoders = protocol, {protocol: decode}
+            if isinstance(msg, SeriesStart | Image):
+                self.open_series = msg.series_id
+            elif isinstance(msg, SeriesEnd):
+                self.open_series = None
+            return
+
+    def end(self) -> list[bytes] | None:
+        """The end-of-series message the recording lacks (None: its series ended)."""
+        from actors.wire import dectris_v1, dectris_v2, sls
+        from actors.wire.model import Protocol
+
+        if self.open_series is None or self.protocol is None:
+            return None
+        if self.protocol == Protocol.SLS:
+            return [bytes(p) for p in sls.encode_end()]
+        if self.protocol == Protocol.DECTRIS_V1:
+            return dectris_v1.encode_end(self.open_series)
+        if self.protocol == Protocol.DECTRIS_V2:
+            return dectris_v2.encode_end(self.open_series)
+        return None
+
+
 def replay(path: str | Path, endpoint: str, socket: Literal["pub", "push"], *,
            rate: float | None = None, wait_subscribers: int = 1, subscriber_timeout: float = 30,
-           send_timeout: float = 30.0, loop: int = 1,
+           send_timeout: float = 30.0, loop: int = 1, end: bool = True,
            on_bound: Callable[[str], None] | None = None,
            on_message: Callable[[int], None] | None = None,
            context: zmq.Context[Any] | None = None) -> int:
@@ -208,7 +254,10 @@ def replay(path: str | Path, endpoint: str, socket: Literal["pub", "push"], *,
 
     ``rate`` None keeps the recorded timing (dumps without timestamps go as fast as
     possible), 0 sends as fast as the socket takes them, > 0 paces at that many messages/s.
-    A PUB waits for ``wait_subscribers`` subscribers first. Returns messages sent.
+    A PUB waits for ``wait_subscribers`` subscribers first. A recording that stops inside a
+    series (truncated, or a dump without its end message) is followed by the end-of-series
+    message of its protocol, with a warning, so that the receiving acquisition ends as the
+    detector's would (``end=False``: sent as recorded). Returns messages sent.
     """
     records = iter_records(path)
     next(records, None)  # a missing or foreign file says so now, not after the wait
@@ -222,8 +271,10 @@ def replay(path: str | Path, endpoint: str, socket: Literal["pub", "push"], *,
             on_bound(bound_endpoint(sock))
         if socket == "pub" and wait_subscribers > 0:
             wait_for_subscribers(sock, wait_subscribers, subscriber_timeout)
+        protocol = _recorded_protocol(path)
         for _ in range(max(1, loop)):
             t0 = time.monotonic_ns()
+            ends = _SeriesEnds(protocol)
             for i, rec in enumerate(iter_records(path)):
                 due = _due_ns(rec, i, rate)
                 if due is not None:
@@ -236,8 +287,21 @@ def replay(path: str | Path, endpoint: str, socket: Literal["pub", "push"], *,
                     raise TimeoutError(f"no receiver took message {i} within {send_timeout} s"
                                        ) from None
                 sent += 1
+                if end:
+                    ends.see(rec.parts)
                 if on_message is not None:
                     on_message(sent)
+            closing = ends.end() if end else None
+            if closing is not None:
+                logger.warning("%s ends inside series %d (no end-of-series message: "
+                               "truncated?); sending a %s end so that the receiver's "
+                               "acquisition ends", path, ends.open_series, ends.protocol)
+                try:
+                    sock.send_multipart(closing)
+                except zmq.Again:
+                    raise TimeoutError(f"no receiver took the end of series within "
+                                       f"{send_timeout} s") from None
+                sent += 1
         flush = send_timeout  # complete: let the queued messages leave (bounded)
         return sent
     finally:
@@ -245,6 +309,16 @@ def replay(path: str | Path, endpoint: str, socket: Literal["pub", "push"], *,
             sock.close(linger=int(flush * 1000) if flush else 0)
         if context is None:
             ctx.term()
+
+
+def _recorded_protocol(path: str | Path) -> str | None:
+    """The protocol a rayline recording's header names (None: a dump, or not said)."""
+    if not _is_rayline_recording(Path(path)):
+        return None
+    from actors.wire.model import Protocol
+
+    protocol = read_metadata(path).get("protocol")
+    return protocol if protocol in {str(p) for p in Protocol} else None
 
 
 def _due_ns(rec: Record, index: int, rate: float | None) -> int | None:

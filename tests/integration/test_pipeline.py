@@ -472,3 +472,50 @@ def test_an_eiger_acquisition_file_is_nxmx_with_the_stream_s_detector(
         stored = entry["sum/data"]
         assert stored.dtype.itemsize < 8 and "32008" in stored._filters and stored.chunks
     assert_outputs_equal(read_outputs(result.file), result.outputs)
+
+
+def test_the_real_eiger_recording_replayed_sums_exactly_and_ends(
+        backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        sender_threads: Callable[..., SenderThread]) -> None:
+    """The recorded EIGER1 1M series (tests/data; it has no end-of-series message) replayed
+    into a pipeline: replay closes the series, the acquisition ends by itself with every
+    frame, the sums equal numpy's on the decoded frames, and the file, built from the real
+    detector header, is NXmx."""
+    from actors.record.dumps import iter_dump_messages
+    from actors.record.recording import replay
+    from actors.stream.sockets import free_tcp_endpoint
+    from actors.wire import dectris_v1
+    from actors.wire.model import Image
+    from actors.wire.pixels import decode_pixels
+    from tests.nexus_validation import application_errors
+
+    dump = Path(__file__).resolve().parents[1] / "data" / "eiger_legacy_dump.zip"
+    messages = [dectris_v1.decode(m) for m in iter_dump_messages(dump)]
+    images = [m for m in messages if isinstance(m, Image)]
+    frames = np.stack([decode_pixels(m.payload) for m in images]).astype(np.int64)
+    mask = messages[0].arrays["pixel_mask"] != 0  # type: ignore[union-attr]
+    frames[mask[None] | (frames >= np.iinfo(np.uint32).max)] = 0
+
+    endpoint = free_tcp_endpoint()  # the pipeline connects first, the detector binds later
+    out = {"enabled": True, "directory": str(tmp_path)}
+    with caplog.at_level("WARNING", logger="actors.record.recording"), open_pipeline(
+            backend, endpoint, Protocol.DECTRIS_V1, [{"type": "sum"}, {"type": "total"}],
+            output=out) as pipe:
+        pipe.start_acquisition()
+        player = sender_threads(lambda: replay(dump, endpoint, "push", rate=0))
+        result = pipe.wait_acquisition(timeout=120)  # no stop: the series' end ends it
+        assert player.join() == len(messages) + 1  # the recording and the end it lacked
+    assert any("no end-of-series message" in r.getMessage() for r in caplog.records)
+    assert result.outcome == "finished"
+    # the header declares 100000 images (nimages): the 99991 the recording lacks are lost
+    assert (result.ledger.received, result.ledger.processed, result.ledger.lost) == \
+        (9, 9, 100000 - 9)
+    np.testing.assert_array_equal(result.outputs["sum"], frames.sum(axis=0))
+    total = result.outputs["total"]
+    assert isinstance(total, Series)
+    np.testing.assert_array_equal(total.values, frames.sum(axis=(1, 2)))
+    assert result.detector is not None
+    assert result.detector.serial_number == "E-02-0153"
+    assert result.file is not None
+    errors, report = application_errors(Path(result.file))
+    assert errors == 0, report

@@ -128,3 +128,36 @@ def test_a_truncated_recording_says_so(tmp_path: Path, caplog: pytest.LogCapture
             assert rec.join() == 7  # the start and 6 frames; then a second without any
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "6 frames recorded, 0 missing" in warning and "no end of series recorded" in warning
+
+
+@pytest.mark.parametrize("end", [True, False])
+async def test_replay_of_a_truncated_recording_ends_its_series(
+        tmp_path: Path, end: bool, caplog: pytest.LogCaptureFixture,
+        sender_threads: Callable[..., SenderThread]) -> None:
+    """A recording that stops inside its series is followed by its protocol's end message
+    (so the receiving acquisition ends), with a warning; ``end=False`` sends it as is."""
+    from actors.wire import dectris_v2
+    from actors.wire.model import Geometry
+
+    path = tmp_path / "cut.rlrec"
+    geometry = Geometry(8, 8, "uint16")
+    with RecordingWriter(path, protocol="dectris-v2") as w:
+        w.write(dectris_v2.encode_start(5, geometry=geometry, number_of_images=10))
+        for i in range(3):
+            w.write([bytes(p) for p in dectris_v2.encode_image(5, i, np.zeros((8, 8),
+                                                                              np.uint16))])
+    bound: queue.Queue[str] = queue.Queue()
+    with caplog.at_level("WARNING", logger="actors.record.recording"):
+        player = sender_threads(lambda: replay(path, "tcp://127.0.0.1:*", "push", rate=0,
+                                               end=end, on_bound=bound.put))
+        endpoint = bound.get(timeout=30)
+        async with Receiver(ReceiverSettings(endpoint, "pull", Protocol.DECTRIS_V2)) as rx:
+            got = [await rx.recv(timeout=20) for _ in range(4)]
+            assert player.join() == (5 if end else 4)
+            last = await rx.recv(timeout=1.0 if not end else 20)
+    assert [type(m) for m in got] == [SeriesStart, Image, Image, Image]
+    if end:
+        assert isinstance(last, SeriesEnd) and last.series_id == 5
+        assert "ends inside series 5" in caplog.text
+    else:
+        assert last is None and not caplog.records
