@@ -46,7 +46,8 @@ def run_server(config: PipelineConfig, control: Control, *, instance: str | None
 
         try:
             run((device_class,), args=args, green_mode=tango.GreenMode.Asyncio, raises=True,
-                cleanup=True, post_init_callback=ready)
+                cleanup=True, post_init_callback=ready,
+                msg_stream=None)  # no "Ready to accept request" on stdout: ready() logs
             return
         except tango.DevFailed as exc:
             retry = (not config.tango.database and not config.tango.port

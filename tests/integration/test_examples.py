@@ -49,7 +49,7 @@ LOCAL_HANG = pytest.mark.xfail(reason="intermittent local-backend hang after the
                                      pytest.param("local", marks=LOCAL_HANG)])
 @pytest.mark.parametrize("example", sorted(SIMULATORS))
 def test_example_runs_against_its_simulator(
-        example: str, backend: str, tmp_path: Path,
+        example: str, backend: str, tmp_path: Path, capfd: pytest.CaptureFixture[str],
         sender_threads: Callable[..., SenderThread]) -> None:
     path = EXAMPLES / example
     load_config(path)  # valid as shipped
@@ -79,4 +79,5 @@ def test_example_runs_against_its_simulator(
     assert f"finished: received {FRAMES}, processed {FRAMES}, dropped 0, lost 0" in finished, \
         text
     assert "Traceback" not in text, text
+    assert capfd.readouterr().out == ""  # logs go to stderr; no Tango banner on stdout
     assert list((tmp_path / "out").glob("*.h5")), text
