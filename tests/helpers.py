@@ -127,10 +127,13 @@ class Lines:
 
 
 @contextlib.contextmanager
-def service_process(command: Sequence[str]) -> Iterator[tuple[subprocess.Popen[str], Lines]]:
+def service_process(command: Sequence[str], *, new_session: bool = False
+                    ) -> Iterator[tuple[subprocess.Popen[str], Lines]]:
     """A child process (e.g. ``rayline run``) with its stderr lines collected; killed and
-    reaped on the way out, whatever happened."""
-    proc = subprocess.Popen(list(command), stderr=subprocess.PIPE, text=True)
+    reaped on the way out, whatever happened. ``new_session``: it leads its own process
+    group (for signals sent to the whole group)."""
+    proc = subprocess.Popen(list(command), stderr=subprocess.PIPE, text=True,
+                            start_new_session=new_session)
     try:
         yield proc, Lines(proc)
     finally:

@@ -101,3 +101,33 @@ def test_sigint_drains_the_acquisition_a_tango_client_started(
     assert "draining acquisition 2" in text, text
     assert f"acquisition 2 finished: received {n}, processed {n}" in text, text
     assert "did not drain" not in text
+
+
+def test_sigterm_to_the_whole_process_group_drains_on_the_local_backend(
+        tmp_path: Path, sender_threads: Callable[..., SenderThread]) -> None:
+    """``systemctl stop``, ``timeout`` or a terminal signal every process of the group: the
+    worker, ingest and shared-memory processes leave the signal to the driver, which drains
+    the running acquisition (every frame processed) and stops them in order."""
+    import os
+
+    n = 300
+    settings = SimulatorSettings(frames=n, rate=300, lossless=True, end_of_series=False,
+                                 scene={"rows": 64, "cols": 64})
+    with Simulator(settings) as sim:
+        cfg = {"backend": "local", "source": {"endpoint": sim.endpoint, "protocol": "sls"},
+               "reducers": [{"type": "sum"}], "workers": 2,
+               "output": {"directory": str(tmp_path / "out")}, "tango": {"enabled": False}}
+        path = tmp_path / "service.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        command = [sys.executable, "-m", "actors", "run", str(path), "--auto"]
+        with service_process(command, new_session=True) as (proc, lines):
+            lines.wait_for(READY_LINE, 180)
+            lines.wait_for("acquisition 1 started", 60)
+            sender = sender_threads(sim.run)
+            sender.join(120)
+            os.killpg(proc.pid, signal.SIGTERM)
+            assert proc.wait(timeout=120) == 0, "".join(lines.seen)
+            lines.wait_for("rayline service stopped", 10)
+    text = "".join(lines.seen)
+    assert f"acquisition 1 finished: received {n}, processed {n}" in text, text
+    assert "died" not in text and "ERROR" not in text, text

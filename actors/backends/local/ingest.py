@@ -31,7 +31,7 @@ from actors.backends.local.messages import (
     Ring,
     SlotBatch,
 )
-from actors.backends.local.shm import ManagerAddress, ignore_sigint
+from actors.backends.local.shm import ManagerAddress, leave_signals_to_driver
 from actors.backends.local.slots import IngestSlots
 from actors.config import PipelineConfig
 from actors.core.events import Action, Checkpoint, HandOn
@@ -179,7 +179,7 @@ def ingest_main(config: PipelineConfig, conn: Connection, manager: ManagerAddres
                 log_level: int, recall: Recall = (None, True), epoch: int = 0) -> None:
     """Entry point of the ingest process (``spawn``); a restarted one resumes from
     ``recall`` (its predecessor's checkpoint) with ring generations of a new ``epoch``."""
-    ignore_sigint()
+    leave_signals_to_driver()
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: "
                                "%(message)s")

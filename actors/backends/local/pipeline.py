@@ -26,7 +26,7 @@ from typing import Any
 
 from actors.backends.local import processes
 from actors.backends.local.coordinator import Coordinator
-from actors.backends.local.shm import SlotManager, ignore_sigint
+from actors.backends.local.shm import SlotManager, leave_signals_to_driver
 from actors.config import PipelineConfig
 from actors.core.api import StageDied
 from actors.core.status import IngestStatus, ResultsStatus
@@ -104,8 +104,8 @@ class LocalPipeline(PipelineBase):
         try:
             ctx = processes.context()
             self.slot_manager = SlotManager(ctx=ctx)
-            with processes.sigint_blocked(), processes.main_hidden():
-                self.slot_manager.start(initializer=ignore_sigint)
+            with processes.stop_signals_blocked(), processes.main_hidden():
+                self.slot_manager.start(initializer=leave_signals_to_driver)
             self.coordinator = Coordinator(self.results_stage, cfg, self.slot_manager, level)
             self.coordinator.start()
             self._wait_ready()

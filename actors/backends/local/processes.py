@@ -1,10 +1,12 @@
-"""Starting and stopping the local backend's processes (``spawn``, Ctrl-C left to the driver).
+"""Starting and stopping the local backend's processes (``spawn``, Ctrl-C and SIGTERM left
+to the driver).
 
-Children are started with SIGINT blocked, so a Ctrl-C that reaches the whole process group
-while a child is still starting cannot kill it: the child ignores SIGINT before unblocking
-it (:func:`actors.backends.local.shm.ignore_sigint`) and the driver shuts everything down in
-order. They are also started with the parent's ``__main__`` hidden (:func:`main_hidden`), so a
-user's script without ``if __name__ == "__main__":`` runs on this backend as it does on Ray.
+Children are started with SIGINT and SIGTERM blocked, so a signal that reaches the whole
+process group while a child is still starting cannot kill it: the child ignores them before
+unblocking them (:func:`actors.backends.local.shm.leave_signals_to_driver`) and the driver
+shuts everything down in order. They are also started with the parent's ``__main__``
+hidden (:func:`main_hidden`), so a user's script without ``if __name__ == "__main__":``
+runs on this backend as it does on Ray.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 from multiprocessing.managers import BaseManager, State  # type: ignore[attr-defined]
 from typing import Any
 
+from actors.backends.local.shm import STOP_SIGNALS
+
 logger = logging.getLogger(__name__)
 
 #: the start method of every local-backend process (fork is unsafe with threads and zmq)
@@ -35,11 +39,12 @@ def context() -> SpawnContext:
 
 
 @contextlib.contextmanager
-def sigint_blocked() -> Iterator[None]:
-    """Block SIGINT in this thread (children inherit the mask) while starting children."""
+def stop_signals_blocked() -> Iterator[None]:
+    """Block SIGINT and SIGTERM in this thread (children inherit the mask) while starting
+    children."""
     # start the resource tracker first: ensure_running() unblocks its signals when it starts
     resource_tracker.ensure_running()
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
@@ -70,7 +75,7 @@ def main_hidden() -> Iterator[None]:
 
 def start(target: Callable[..., Any], args: tuple[Any, ...], name: str) -> SpawnProcess:
     process = context().Process(target=target, args=args, name=name, daemon=True)
-    with sigint_blocked(), main_hidden():
+    with stop_signals_blocked(), main_hidden():
         process.start()
     return process
 
@@ -87,7 +92,8 @@ def shutdown_manager(manager: BaseManager) -> None:
 
 
 def stop(process: SpawnProcess, timeout: float) -> int | None:
-    """Join ``process`` within ``timeout`` s, else terminate it, else kill it."""
+    """Join ``process`` within ``timeout`` s, else terminate it, else kill it (the children
+    ignore SIGTERM; terminating matters for a child still starting)."""
     process.join(timeout)
     if process.is_alive():
         logger.warning("%s (pid %s) did not exit within %.0f s: terminating", process.name,

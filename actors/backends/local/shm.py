@@ -37,10 +37,18 @@ logger = logging.getLogger(__name__)
 _ATTACH_LOCK = threading.Lock()
 
 
-def ignore_sigint() -> None:
-    """Child processes leave Ctrl-C to the driver, which shuts everything down in order."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+#: the signals that stop the service; children leave them to the driver
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def leave_signals_to_driver() -> None:
+    """Child processes leave Ctrl-C and SIGTERM to the driver, which shuts everything down
+    in order: a signal sent to the whole process group (Ctrl-C in a terminal, ``systemctl
+    stop``, a ``timeout`` command) must not kill workers under a draining acquisition. A
+    child whose driver is gone (SIGKILL) still ends: its connection to the driver closes."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def _no_register(name: Any, rtype: str) -> None:

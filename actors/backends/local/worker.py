@@ -31,7 +31,12 @@ from actors.backends.local.messages import (
     Stop,
     Task,
 )
-from actors.backends.local.shm import Attachments, ManagerAddress, SlotManager, ignore_sigint
+from actors.backends.local.shm import (
+    Attachments,
+    ManagerAddress,
+    SlotManager,
+    leave_signals_to_driver,
+)
 from actors.core.chain import Partials
 from actors.core.setup import ChainSetup
 from actors.process.worker import Worker
@@ -141,7 +146,7 @@ class WorkerLoop:
 
 def worker_main(index: int, conn: Connection, manager: ManagerAddress, log_level: int) -> None:
     """Entry point of a worker process (``spawn``)."""
-    ignore_sigint()
+    leave_signals_to_driver()
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: "
                                "%(message)s")
