@@ -38,15 +38,8 @@ def test_every_example_has_a_simulator() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == sorted(SIMULATORS)
 
 
-#: an open bug (issue 13): on the local backend, `rayline run EXAMPLE --auto` sometimes stops
-#: after its first batch (seen with the MOENCH and EIGER examples, in about half of the runs
-#: on a loaded machine); not root-caused yet. The case runs, bounded, and is reported.
-LOCAL_HANG = pytest.mark.xfail(reason="intermittent local-backend hang after the first batch "
-                               "(open, issue 13)", raises=TimeoutError, strict=False)
-
-
 @pytest.mark.parametrize("backend", [pytest.param("ray", marks=pytest.mark.ray),
-                                     pytest.param("local", marks=LOCAL_HANG)])
+                                     "local"])
 @pytest.mark.parametrize("example", sorted(SIMULATORS))
 def test_example_runs_against_its_simulator(
         example: str, backend: str, tmp_path: Path, capfd: pytest.CaptureFixture[str],
@@ -59,8 +52,7 @@ def test_example_runs_against_its_simulator(
         overrides = {"source.endpoint": sim.endpoint, "backend": backend,
                      "ray.address": "null", "tango.database": "false", "tango.port": "0",
                      "output.directory": str(tmp_path / "out")}
-        # what the rayline console script runs (``python -m actors`` with the local backend
-        # hung intermittently after the first batch with this example: under investigation)
+        # what the rayline console script runs
         command = [sys.executable, "-c", "import sys; from actors.cli import main; "
                    "sys.exit(main())", "run", str(path), "--auto"]
         for key, value in overrides.items():
