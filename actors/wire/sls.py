@@ -124,7 +124,8 @@ def _header_fields(*, version: int, bitmode: int, file_index: int, detshape: tup
                    progress: float, fname: str, data: int, complete: int, frame_number: int,
                    packet_number: int, timestamp: int, det_type: int,
                    add_json_header: Mapping[str, str] | None,
-                   rx_roi: tuple[int, int, int, int]) -> list[tuple[str, Any]]:
+                   rx_roi: tuple[int, int, int, int], mod_id: int = 0, row: int = 0,
+                   column: int = 0) -> list[tuple[str, Any]]:
     spec = ("detSpec1", "detSpec2", "detSpec3", "detSpec4") if version >= 5 else (
         "bunchId", "reserved", "debug", "roundRNumber")
     fields: list[tuple[str, Any]] = [
@@ -133,7 +134,8 @@ def _header_fields(*, version: int, bitmode: int, file_index: int, detshape: tup
         ("acqIndex", acq_index), ("frameIndex", frame_index), ("progress", progress),
         ("fname", fname), ("data", data), ("completeImage", complete),
         ("frameNumber", frame_number), ("expLength", 0), ("packetNumber", packet_number),
-        (spec[0], 0), ("timestamp", timestamp), ("modId", 0), ("row", 0), ("column", 0),
+        (spec[0], 0), ("timestamp", timestamp), ("modId", mod_id), ("row", row),
+        ("column", column),
         (spec[1], 0), (spec[2], 0), (spec[3], 0), ("detType", det_type), ("version", 1),
         ("flipRows", 0), ("quad", 0),
     ]
@@ -148,8 +150,14 @@ def encode_image(frame_index: int, pixels: npt.NDArray[Any], *, version: int = 5
                  file_index: int = 0, first_frame_number: int = 1, fname: str = "run",
                  total_frames: int = 0, det_type: str = "moench", packets: int = 50,
                  complete: bool = True, timestamp: int = 0,
-                 add_json_header: Mapping[str, str] | None = None) -> list[bytes | memoryview]:
-    """Encode one frame as ``[header, payload]``; the payload is a zero-copy view of ``pixels``."""
+                 add_json_header: Mapping[str, str] | None = None,
+                 module: tuple[int, int] = (0, 0), modules: tuple[int, int] = (1, 1),
+                 ) -> list[bytes | memoryview]:
+    """Encode one frame as ``[header, payload]``; the payload is a zero-copy view of ``pixels``.
+
+    ``module`` = (row, column) of this stream's part in a detector of ``modules`` = (rows,
+    columns) parts: the header's ``row``, ``column``, ``modId`` (row-major) and ``detshape``
+    (``[ndetx, ndety]`` = [columns, rows]), as a multi-module slsReceiver sends them."""
     bitmode = pixels.dtype.itemsize * 8
     if pixels.ndim != 2 or pixels.dtype.kind != "u" or bitmode not in BITMODE_DTYPES:
         raise ValueError(f"sls frames are 2-D uint8/16/32, got {pixels.dtype} {pixels.shape}")
@@ -157,13 +165,15 @@ def encode_image(frame_index: int, pixels: npt.NDArray[Any], *, version: int = 5
     data = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<"))
     progress = 100.0 * (frame_index + 1) / total_frames if total_frames else 100.0
     header = _format_header(_header_fields(
-        version=version, bitmode=bitmode, file_index=file_index, detshape=(1, 1),
+        version=version, bitmode=bitmode, file_index=file_index,
+        detshape=(modules[1], modules[0]),
         shape=(cols, rows), size=data.nbytes, acq_index=first_frame_number + frame_index,
         frame_index=frame_index, progress=progress, fname=fname, data=1, complete=int(complete),
         frame_number=first_frame_number + frame_index,
         packet_number=packets if complete else packets - 1, timestamp=timestamp,
         det_type=DET_TYPES[det_type], add_json_header=add_json_header,
-        rx_roi=(0, cols - 1, 0, rows - 1)))
+        rx_roi=(0, cols - 1, 0, rows - 1), mod_id=module[0] * modules[1] + module[1],
+        row=module[0], column=module[1]))
     return [header, data.data.cast("B")]
 
 

@@ -1,0 +1,138 @@
+"""Multi-module events: the layout from slsDetector headers, ranges, the event builder and
+the assembled frames (against numpy on known frames)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from actors.core.modules import (
+    EventBuilder,
+    ModuleLayout,
+    ModulePart,
+    assemble,
+    missing_counts,
+    range_length,
+    range_of,
+)
+from actors.wire import sls
+from actors.wire.model import Image
+
+GRID = (2, 2)  # rows, columns of modules
+PART = (3, 4)  # rows, cols of each module
+
+
+def headers() -> dict[str, dict[str, object]]:
+    out = {}
+    for r in range(GRID[0]):
+        for c in range(GRID[1]):
+            image = sls.decode(sls.encode_image(0, np.zeros(PART, np.uint16), module=(r, c),
+                                                modules=GRID, det_type="jungfrau"))
+            assert isinstance(image, Image)
+            out[f"m{r}{c}"] = dict(image.header)
+    return out
+
+
+def layout() -> ModuleLayout:
+    h = headers()
+    return ModuleLayout.from_headers(h, {s: PART for s in h})
+
+
+def test_the_layout_comes_from_the_headers() -> None:
+    lay = layout()
+    assert lay.shape == (6, 8)
+    assert lay.part("m01") == ModulePart("m01", 0, 4, 3, 4)
+    assert lay.part("m10") == ModulePart("m10", 3, 0, 3, 4)
+    assert headers()["m11"]["modId"] == 3 and headers()["m11"]["detshape"] == [2, 2]
+
+
+def test_a_bad_layout_is_named() -> None:
+    h = headers()
+    h["m11"] = {**h["m11"], "row": 0, "column": 0}
+    with pytest.raises(ValueError, match="overlap"):
+        ModuleLayout.from_headers(h, {s: PART for s in h})
+    h = headers()
+    h["m11"] = {**h["m11"], "row": 5}
+    with pytest.raises(ValueError, match="m11.*outside"):
+        ModuleLayout.from_headers(h, {s: PART for s in h})
+    with pytest.raises(ValueError, match="differ in shape"):
+        ModuleLayout.from_headers(headers(), {**{s: PART for s in headers()}, "m00": (3, 5)})
+    with pytest.raises(ValueError, match="does not fit"):
+        ModuleLayout(4, 4, (ModulePart("a", 2, 0, 3, 4),))
+
+
+def test_ranges_respect_the_pedestal_epochs() -> None:
+    assert [range_of(f, 8) for f in (0, 7, 8, 17)] == [0, 0, 1, 2]
+    assert range_length(32, []) == 32
+    assert range_length(32, [100, None]) == 25  # 25 divides the epoch of 100
+    assert range_length(32, [100, 30]) == 10
+
+
+def test_assembled_frames_equal_the_full_frames() -> None:
+    lay = layout()
+    rng = np.random.default_rng(0)
+    full = rng.integers(0, 60000, (5, 6, 8), dtype=np.uint16)
+    numbers = np.arange(10, 15, dtype=np.int64)
+    parts = {p.source: (numbers, full[:, p.slices[0], p.slices[1]]) for p in lay.parts}
+    out = assemble(lay, parts)
+    np.testing.assert_array_equal(out.frames, full)
+    np.testing.assert_array_equal(out.frame_numbers, numbers)
+    assert out.incomplete == {} and out.masked is None
+
+
+@pytest.mark.parametrize("policy", ["drop", "mask"])
+def test_a_frame_a_module_lost_is_incomplete_and_names_it(policy: str) -> None:
+    lay = layout()
+    full = np.arange(4 * 6 * 8, dtype=np.uint16).reshape(4, 6, 8)
+    numbers = np.arange(4, dtype=np.int64)
+    parts = {p.source: (numbers, full[:, p.slices[0], p.slices[1]]) for p in lay.parts}
+    keep = np.array([0, 2, 3])  # m10 lost frame 1
+    parts["m10"] = (numbers[keep], parts["m10"][1][keep])
+    out = assemble(lay, parts, policy=policy)  # type: ignore[arg-type]
+    assert out.incomplete == {1: ("m10",)} and missing_counts(out.incomplete) == {"m10": 1}
+    if policy == "drop":
+        np.testing.assert_array_equal(out.frame_numbers, [0, 2, 3])
+        np.testing.assert_array_equal(out.frames, full[[0, 2, 3]])
+    else:
+        np.testing.assert_array_equal(out.frame_numbers, numbers)
+        want = full.copy()
+        want[1, 3:6, 0:4] = 0
+        np.testing.assert_array_equal(out.frames, want)
+        assert out.masked is not None and out.masked.sum() == 12
+        assert out.masked[1, 3:6, 0:4].all()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_events_leave_in_order_once_every_source_has_delivered() -> None:
+    clock = Clock()
+    b: EventBuilder[str] = EventBuilder(("a", "b"), timeout=1.0, clock=clock)
+    assert b.add("a", 0, "a0") == (True, [])
+    assert b.add("a", 1, "a1") == (True, [])
+    ok, events = b.add("b", 0, "b0")
+    assert ok and [(e.index, e.parts, e.missing) for e in events] == \
+        [(0, {"a": "a0", "b": "b0"}, ())]
+    ok, events = b.add("b", 2, "b2")  # b skipped range 1 (all its frames lost)
+    assert [(e.index, e.missing) for e in events] == [(1, ("b",))]
+    assert b.add("a", 0, "late") == (False, [])  # range 0 is out: late
+    assert [(e.index, e.missing) for e in b.end("a", 1)] == [(2, ("a",))]
+
+
+def test_a_silent_source_is_named_after_the_timeout() -> None:
+    clock = Clock()
+    b: EventBuilder[int] = EventBuilder(("a", "b", "c"), timeout=0.5, clock=clock)
+    b.add("a", 0, 1)
+    b.add("b", 0, 2)
+    assert b.due() == [] and b.wake_in() == 0.5
+    clock.t = 0.6
+    (event,) = b.due()
+    assert event.index == 0 and event.missing == ("c",)
+    assert b.add("c", 0, 3) == (False, [])  # too late: counted by the caller
+    b.add("a", 1, 4)
+    assert [e.index for e in b.flush()] == [1] and b.waiting == 0
