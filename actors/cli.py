@@ -65,8 +65,34 @@ def _add_simulate(sub: Any) -> None:
                    help="PUB: wait for this many subscribers before sending (0 = don't)")
     p.add_argument("--lossless", action="store_true",
                    help="PUB: block instead of dropping frames for slow subscribers")
+    p.add_argument("--modules", type=_grid, metavar="ROWSxCOLS",
+                   help="sls: a multi-module detector, one PUB stream per module (e.g. 2x2; "
+                   "streams bind the endpoint's port and the next ones)")
+    p.add_argument("--lose", action="append", default=[], metavar="MODULE:FRAME[,FRAME]",
+                   help="with --modules: frames a module does not send (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=cmd_simulate)
+
+
+def _grid(text: str) -> tuple[int, int]:
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ROWSxCOLS, e.g. 2x2") from None
+    if rows < 1 or cols < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least one row and one column")
+    return rows, cols
+
+
+def _losses(items: list[str]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for item in items:
+        module, _, frames = item.partition(":")
+        try:
+            out.setdefault(int(module), []).extend(int(f) for f in frames.split(",") if f)
+        except ValueError:
+            raise ValueError(f"--lose {item!r} is not MODULE:FRAME[,FRAME]") from None
+    return out
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -87,6 +113,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             v1_encoding=args.v1_encoding, header_detail=args.header_detail,
             reorder=args.reorder, wait_subscribers=args.wait_subscribers if series == 0 else 0,
             lossless=args.lossless)
+        if args.modules is not None:
+            _simulate_modules(settings, args, series)
+            continue
+        if args.lose:
+            raise ValueError("--lose needs --modules")
         with Simulator(settings) as sim:
             if series == 0:
                 print(f"simulate: {protocol} {detector} {sim.geometry.rows}x"
@@ -96,6 +127,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             total += sim.run(progress)
             progress.finish()
     return 0
+
+
+def _simulate_modules(settings: Any, args: argparse.Namespace, series: int) -> None:
+    from actors.sim.modules import ModuleSettings, ModuleSimulator
+
+    if settings.protocol is not Protocol.SLS:
+        raise ValueError("--modules needs --protocol sls")
+    with ModuleSimulator(ModuleSettings(settings, args.modules, _losses(args.lose))) as sim:
+        if series == 0:
+            print(f"simulate: {settings.detector} {args.modules[0]}x{args.modules[1]} modules "
+                  f"of {sim.part_shape[0]}x{sim.part_shape[1]} on "
+                  f"{' '.join(sim.endpoints)}", file=sys.stderr, flush=True)
+        progress = Progress(f"series {series + 1}", enabled=not args.no_progress)
+        sim.run(progress)
+        progress.finish()
 
 
 # -- receive --------------------------------------------------------------------------------

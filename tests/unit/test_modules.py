@@ -136,3 +136,4 @@ def test_a_silent_source_is_named_after_the_timeout() -> None:
     assert b.add("c", 0, 3) == (False, [])  # too late: counted by the caller
     b.add("a", 1, 4)
     assert [e.index for e in b.flush()] == [1] and b.waiting == 0
+
