@@ -151,11 +151,18 @@ class BatchAssembler:
     (``ray.put``, or the copy into a shared-memory slot, then makes the only copy); compressed
     payloads are concatenated when the batch closes. ``add`` returns the batch it had to
     close (a cut or a full batch), if any.
+
+    With ``ranges`` (one stream of a multi-module detector) a batch is a range of frame
+    numbers instead: batch ``k`` holds this stream's frames ``k*ranges .. (k+1)*ranges - 1``
+    (:func:`actors.core.modules.range_of`), whatever arrived of them, so the batches of every
+    module for one range can be assembled together; it closes when a frame of a later range
+    arrives or on :meth:`flush`, and ranges with no frame are skipped (no batch).
     """
 
     def __init__(self, acquisition: int, geometry: Geometry, max_frames: int,
                  epochs: list[int | None] | None = None, channel: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, ranges: int | None = None
+                 ) -> None:
         self.acquisition = acquisition
         self.clock = clock
         self.geometry = geometry
@@ -164,6 +171,10 @@ class BatchAssembler:
         self._cutter = BatchCutter(epochs or [])
         self._open: _Open | None = None
         self.next_index = 0
+        if ranges is not None and ranges < 1:
+            raise ValueError(f"ranges must be >= 1 frame, got {ranges}")
+        self.ranges = ranges
+        self._range: int | None = None  # the range of the open batch
 
     @property
     def pending(self) -> int:
@@ -191,6 +202,8 @@ class BatchAssembler:
 
     def add(self, image: Image) -> FrameBatch | None:
         """Add one image (frame numbers must increase); may return a closed batch."""
+        if self.ranges is not None:
+            return self._add_ranged(image)
         closed = None
         if self._open is not None and self._cutter.must_cut(image.frame):
             closed = self.flush()
@@ -204,6 +217,14 @@ class BatchAssembler:
             self._open = _Open(encoding=payload.encoding, opened=self.clock())
         self._cutter.add(image.frame)
         op = self._open
+        self._append(op, image, payload)
+        if len(op.frame_numbers) >= self.max_frames:
+            if closed is not None:  # max_frames >= 1 and a cut leaves 1 frame: impossible
+                raise AssertionError("two closed batches at once")
+            closed = self.flush()
+        return closed
+
+    def _append(self, op: _Open, image: Image, payload: Payload) -> None:
         if payload.encoding is Encoding.RAW:
             pixels = np.frombuffer(payload.data, dtype=self.geometry.dtype).reshape(
                 self.geometry.shape)
@@ -211,10 +232,26 @@ class BatchAssembler:
         else:
             op.blobs.append(payload.data)
         op.frame_numbers.append(image.frame)
-        if len(op.frame_numbers) >= self.max_frames:
-            if closed is not None:  # max_frames >= 1 and a cut leaves 1 frame: impossible
-                raise AssertionError("two closed batches at once")
+
+    def _add_ranged(self, image: Image) -> FrameBatch | None:
+        assert self.ranges is not None
+        index = image.frame // self.ranges
+        if index < self.next_index or (self._range is not None and index < self._range):
+            raise ValueError(f"frame {image.frame} belongs to range {index}, which has "
+                             "closed")
+        payload = self.payload_of(image)
+        closed = None
+        if self._open is not None and index == self._range and \
+                payload.encoding is not self._open.encoding:
+            raise ValueError(f"frame {image.frame}: {payload.encoding} inside a range of "
+                             f"{self._open.encoding} frames")
+        if self._open is not None and index != self._range:
             closed = self.flush()
+        if self._open is None:
+            self._open = _Open(encoding=payload.encoding, opened=self.clock())
+            self._range = index
+            self.next_index = index  # ranges nobody sent are skipped
+        self._append(self._open, image, payload)
         return closed
 
     def flush(self) -> FrameBatch | None:
@@ -223,6 +260,7 @@ class BatchAssembler:
         if op is None or not op.frame_numbers:
             return None
         self._open = None
+        self._range = None
         self._cutter.close()
         n = len(op.frame_numbers)
         numbers = np.asarray(op.frame_numbers, dtype=np.int64)

@@ -30,6 +30,9 @@ from typing import Any, Generic, Literal, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from actors.core.batch import FrameBatch
+from actors.wire.model import Encoding, Geometry
+
 Policy = Literal["drop", "mask"]
 T = TypeVar("T")
 
@@ -314,3 +317,40 @@ def missing_counts(incomplete: Mapping[int, Sequence[str]]) -> dict[str, int]:
         for source in sources:
             counts[source] = counts.get(source, 0) + 1
     return counts
+
+
+def assemble_batches(layout: ModuleLayout, parts: Mapping[str, FrameBatch], *, index: int,
+                     policy: Policy = "drop") -> tuple[FrameBatch | None, dict[str, int],
+                                                       dict[int, tuple[str, ...]]]:
+    """One event's module batches → the full-frame batch a worker reduces (the one
+    assembling copy, in the worker), the frames it dropped by reason, and the incomplete
+    frames with the sources they lack.
+
+    A module frame that does not decode counts as missing from that source. With ``drop``
+    an incomplete frame is dropped as ``incomplete``; with ``mask`` it is reduced with the
+    missing pixels at 0. None when no frame is left.
+    """
+    decoded: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[Any]]] = {}
+    acquisition = next(iter(parts.values())).acquisition
+    for source, batch in parts.items():
+        frames, bad = batch.decoded()
+        numbers = np.delete(batch.frame_numbers, list(bad)) if bad else batch.frame_numbers
+        decoded[source] = (numbers, frames)
+    out = assemble(layout, decoded, policy=policy)
+    dropped = {"incomplete": len(out.incomplete)} if policy == "drop" and out.incomplete \
+        else {}
+    if not len(out.frame_numbers):
+        return None, dropped, out.incomplete
+    dtype = str(out.frames.dtype)
+    batch = FrameBatch(acquisition, index, out.frame_numbers,
+                       Geometry(layout.rows, layout.cols, dtype), Encoding.RAW,
+                       pixels=out.frames)
+    return batch, dropped, out.incomplete
+
+
+def event_frames(frame_numbers: Iterable[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
+    """The frame numbers of an event: every number any of its module batches holds."""
+    arrays = [np.asarray(a, dtype=np.int64) for a in frame_numbers]
+    if not arrays:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate(arrays))

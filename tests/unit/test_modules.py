@@ -137,3 +137,63 @@ def test_a_silent_source_is_named_after_the_timeout() -> None:
     b.add("a", 1, 4)
     assert [e.index for e in b.flush()] == [1] and b.waiting == 0
 
+
+
+def test_a_module_stream_is_batched_on_frame_number_ranges() -> None:
+    """Batch k holds the frames k*L .. (k+1)*L - 1 that arrived; a range with none is
+    skipped, a frame of a closed range is refused, whatever max_frames says."""
+    from actors.core.batch import BatchAssembler
+    from actors.wire.model import Geometry
+
+    frames = np.arange(20 * 2 * 3, dtype=np.uint16).reshape(20, 2, 3)
+    images = {i: sls.decode(sls.encode_image(i, frames[i])) for i in range(20)}
+    asm = BatchAssembler(0, Geometry(2, 3, "uint16"), max_frames=2, ranges=4)
+    closed = []
+    for i in [0, 1, 3, 5, 6, 7, 13]:  # 2, 4, 8..12 lost
+        image = images[i]
+        assert isinstance(image, Image)
+        if (batch := asm.add(image)) is not None:
+            closed.append(batch)
+    assert [(b.index, list(b.frame_numbers)) for b in closed] == [(0, [0, 1, 3]),
+                                                                  (1, [5, 6, 7])]
+    late = images[9]
+    assert isinstance(late, Image)
+    with pytest.raises(ValueError, match="range 2, which has closed"):
+        asm.add(late)
+    last = asm.flush()
+    assert last is not None and last.index == 3 and list(last.frame_numbers) == [13]
+    np.testing.assert_array_equal(last.frames(), frames[[13]])
+    assert asm.next_index == 4
+
+
+@pytest.mark.parametrize("policy", ["drop", "mask"])
+def test_module_batches_assemble_into_the_batch_a_worker_reduces(policy: str) -> None:
+    """4 module batches of one range (module m11 lost frame 6): the full-frame batch, its
+    drop count and the incomplete frame, named; the event has 4 frames."""
+    from actors.core.batch import FrameBatch
+    from actors.core.modules import assemble_batches, event_frames
+    from actors.wire.model import Encoding, Geometry
+
+    lay = layout()
+    full = np.arange(4 * 6 * 8, dtype=np.uint16).reshape(4, 6, 8)
+    numbers = np.arange(4, 8, dtype=np.int64)
+    parts = {}
+    for p in lay.parts:
+        keep = [0, 1, 3] if p.source == "m11" else [0, 1, 2, 3]
+        parts[p.source] = FrameBatch(5, 1, numbers[keep], Geometry(3, 4, "uint16"),
+                                     Encoding.RAW,
+                                     pixels=full[keep][:, p.slices[0], p.slices[1]])
+    assert list(event_frames(b.frame_numbers for b in parts.values())) == [4, 5, 6, 7]
+    batch, dropped, incomplete = assemble_batches(lay, parts, index=9,
+                                                  policy=policy)  # type: ignore[arg-type]
+    assert incomplete == {6: ("m11",)}
+    assert batch is not None and batch.index == 9 and batch.acquisition == 5
+    assert batch.geometry == Geometry(6, 8, "uint16")
+    if policy == "drop":
+        assert dropped == {"incomplete": 1}
+        np.testing.assert_array_equal(batch.frames(), full[[0, 1, 3]])
+    else:
+        assert dropped == {} and batch.n == 4
+        want = full.copy()
+        want[2, 3:6, 4:8] = 0
+        np.testing.assert_array_equal(batch.frames(), want)
