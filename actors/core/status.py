@@ -78,6 +78,8 @@ class Ledger(Record):
     dropped: Mapping[str, int] = field(default_factory=dict)
     lost: int = 0
     rejected: Mapping[str, int] = field(default_factory=dict)
+    #: a multi-module detector: each module's own ledger (its frames, losses, rejections)
+    sources: Mapping[str, Ledger] = field(default_factory=dict)
 
     @property
     def dropped_total(self) -> int:

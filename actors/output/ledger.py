@@ -32,6 +32,10 @@ def ledger_view(ledger: Mapping[str, Any], duration: float) -> dict[str, Any]:
     """The ledger with per-reason mappings split into a total and ``<key>_by_reason``."""
     out: dict[str, Any] = {}
     for key, value in ledger.items():
+        if key == "sources":  # a multi-module detector: one sub-collection per module
+            if value:
+                out[key] = {str(k): ledger_view(v, duration) for k, v in value.items()}
+            continue
         if isinstance(value, Mapping) and _counts(value):
             out[key] = int(ledger.get(f"{key}_total", sum(value.values())))
             out[f"{key}_by_reason"] = {str(k): int(v) for k, v in value.items()}
