@@ -8,6 +8,8 @@ worker rebuilds everything from the setup that travels with each batch.
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,7 @@ import numpy.typing as npt
 
 from actors.core.batch import FrameBatch
 from actors.core.chain import Partials, ReducerChain
+from actors.core.modules import ModuleLayout, Policy, assemble_batches
 from actors.core.setup import DROPPED_KEY, FRAMES_KEY, ChainSetup
 from actors.reduce.base import Batch
 from actors.wire.model import Geometry
@@ -87,4 +90,21 @@ class Worker:
             if batch.views is not None:  # a view through the batch's buffers: own a copy
                 frames = np.array(frames)
             partials[FRAMES_KEY] = (frames, reducer_batch.frame_numbers)
+        return partials
+
+    def process_event(self, parts: Mapping[str, FrameBatch], layout: ModuleLayout,
+                      policy: Policy, index: int, states: dict[str, dict[int, Any]] | None,
+                      setup: ChainSetup) -> Partials:
+        """One range of a multi-module detector: its modules' batches are assembled into
+        full frames here (the one assembling copy), then reduced as one batch; frames a
+        module lacks are dropped as ``incomplete`` or reduced masked (``policy``)."""
+        batch, dropped, _ = assemble_batches(layout, parts, index=index, policy=policy)
+        if batch is None:
+            partials = self.chain_for(setup).chain.empty()
+        else:
+            partials = self.process(batch, states, setup)
+        if dropped:
+            counts: Counter[str] = Counter(partials.get(DROPPED_KEY, {}))
+            counts.update(dropped)
+            partials[DROPPED_KEY] = dict(counts)
         return partials

@@ -197,3 +197,38 @@ def test_module_batches_assemble_into_the_batch_a_worker_reduces(policy: str) ->
         want = full.copy()
         want[2, 3:6, 4:8] = 0
         np.testing.assert_array_equal(batch.frames(), want)
+
+
+def test_a_worker_reduces_an_event_like_the_full_frames() -> None:
+    """The worker's event path equals the same worker on the full frames, with the frame a
+    module lacks dropped as incomplete."""
+    from actors.core.batch import FrameBatch
+    from actors.core.setup import DROPPED_KEY, ChainSetup
+    from actors.process.worker import Worker
+    from actors.wire.model import Encoding, Geometry
+
+    lay = layout()
+    rng = np.random.default_rng(3)
+    full = rng.integers(0, 1000, (6, 6, 8), dtype=np.uint16)
+    numbers = np.arange(6, dtype=np.int64)
+    parts = {}
+    for p in lay.parts:
+        keep = [0, 1, 2, 4, 5] if p.source == "m00" else list(range(6))
+        parts[p.source] = FrameBatch(1, 0, numbers[keep], Geometry(3, 4, "uint16"),
+                                     Encoding.RAW,
+                                     pixels=full[keep][:, p.slices[0], p.slices[1]])
+    setup = ChainSetup(1, 0, ({"type": "sum"}, {"type": "total"}), Geometry(6, 8, "uint16"))
+    worker = Worker()
+    got = worker.process_event(parts, lay, "drop", 0, None, setup)
+    kept = [0, 1, 2, 4, 5]
+    want = worker.process(FrameBatch(1, 0, numbers[kept], setup.geometry, Encoding.RAW,
+                                     pixels=full[kept]), None, setup)
+    assert got[DROPPED_KEY] == {"incomplete": 1}
+    assert set(got) - {DROPPED_KEY} == set(want)
+    import dataclasses
+
+    def plain(x: object) -> object:  # partials are dataclasses: compare their fields
+        return dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x  # type: ignore[arg-type]
+
+    for name in want:
+        np.testing.assert_equal(plain(got[name]), plain(want[name]))
