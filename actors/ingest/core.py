@@ -39,6 +39,7 @@ from actors.core.batch import BatchAssembler, FrameBatch
 from actors.core.chain import ReducerChain, reconfigure_specs, runtime_parameters
 from actors.core.events import Aborted, Action, Announce, Begin, Checkpoint, End, HandOn, Skip
 from actors.core.merger import BatchInfo
+from actors.core.modules import range_length
 from actors.core.rates import RateMeter
 from actors.core.setup import ChainSetup
 from actors.core.status import IngestStatus, Ledger, State
@@ -94,8 +95,12 @@ class IngestCore:
 
     def __init__(self, config: PipelineConfig, *, store_budget: int | None = None,
                  receiver: Callable[[], Counts] = dict,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, module: bool = False) -> None:
+        """``module``: this ingest reads one module of a multi-module detector; its batches
+        are frame-number ranges (:mod:`actors.core.modules`), closed when a later range
+        begins or the acquisition ends, never on ``batch.max_delay``."""
         self.config = config
+        self.module = module
         self.receiver = receiver  # the receiver's counters now (lost, rejected, received)
         self.store_budget = store_budget
         self.clock = clock
@@ -317,14 +322,14 @@ class IngestCore:
         """Close the open batch if it has waited ``batch.max_delay``."""
         acq = self.acq
         if acq is None or acq.assembler is None or not acq.assembler.pending or \
-                acq.assembler.age < self.config.batch.max_delay:
+                acq.assembler.age < self.config.batch.max_delay or self.module:
             return []
         return self._close(acq, acq.assembler.flush())
 
     def flush_in(self) -> float | None:
         """Seconds until the open batch must close (None: no open batch)."""
         acq = self.acq
-        if acq is None or acq.assembler is None or not acq.assembler.pending:
+        if acq is None or acq.assembler is None or not acq.assembler.pending or self.module:
             return None
         return max(0.0, self.config.batch.max_delay - acq.assembler.age)
 
@@ -391,9 +396,11 @@ class IngestCore:
                            src.reorder, mask,
                            keep_frames=self.config.output.enabled and self.config.output.frames)
         acq.setup, acq.chain = setup, setup.build()
-        acq.assembler = BatchAssembler(acq.acquisition, geometry,
-                                       self._batch_frames(geometry.nbytes),
-                                       acq.chain.epochs, src.channel, clock=self.clock)
+        frames = self._batch_frames(geometry.nbytes)
+        acq.assembler = BatchAssembler(
+            acq.acquisition, geometry, frames, acq.chain.epochs, src.channel,
+            clock=self.clock,
+            ranges=range_length(frames, acq.chain.epochs) if self.module else None)
         return Begin(setup, describe(first.protocol, first, self.series_start, geometry))
 
     def _batch_frames(self, frame_bytes: int) -> int:

@@ -310,3 +310,26 @@ def test_a_failure_downstream_fails_the_running_acquisition() -> None:
     assert isinstance(failed, Aborted) and failed.error == "the results stage died"
     assert failed.ledger.dropped == {"stage_failed": 6}
     assert core.status().state == "idle" and core.start() == 2
+
+
+def test_a_module_ingest_batches_on_frame_number_ranges_and_never_on_delay() -> None:
+    """One module of a multi-module detector: batch k is range k (4 frames here); a range
+    with no frame is skipped, a range waits for its later frames however long it takes."""
+    cfg = parse_config({"source": {"protocol": "dectris-v2"}, "reducers": [{"type": "sum"}],
+                        "batch": {"max_frames": 4, "max_delay": 0.5}, "max_inflight": 8,
+                        "workers": 1})
+    clock = Clock()
+    core = IngestCore(cfg, receiver=lambda: {"received": 0, "lost": 0, "rejected": {}},
+                      clock=clock, module=True)
+    core.start()
+    out = feed(core, range(3))
+    clock.now += 10.0  # far beyond max_delay
+    assert core.flush_due() == [] and core.flush_in() is None
+    out += feed(core, range(3, 4)) + feed(core, range(9, 11))  # 4..8 never came
+    assert [(h.batch.index, list(h.batch.frame_numbers)) for h in handons(out)] == \
+        [(0, [0, 1, 2, 3])]
+    end = core.message(dectris_v2.decode(dectris_v2.encode_end(1)))  # type: ignore[arg-type]
+    (last,) = handons(end)
+    assert (last.batch.index, list(last.batch.frame_numbers)) == (2, [9, 10])
+    (done,) = [a for a in end if isinstance(a, End)]
+    assert done.batches == 3
