@@ -86,6 +86,10 @@ class SourceConfig(_Model):
         256 * 1024 * 1024, gt=0, description="bytes of frames the receive queue may hold: "
         "its high-water mark is this over the frame size of `geometry`, else over the largest "
         "message allowed (at least 4 messages)")
+    name: str | None = Field(None, description="the source's name in ledgers, Tango and "
+                             "files (default: source0, source1, ... in list order)")
+    node: str | None = Field(None, description="Ray: the IP address of the node whose "
+                             "network interface receives this stream (its ingest runs there)")
 
     @property
     def socket_kind(self) -> Literal["sub", "pull"]:
@@ -108,6 +112,16 @@ class SourceConfig(_Model):
         if not v.startswith(("tcp://", "ipc://", "inproc://")):
             raise ValueError("must be a ZMQ endpoint such as tcp://host:port or ipc:///path")
         return v
+
+
+class ModulesConfig(_Model):
+    """A detector sending one stream per module (``sources`` with several entries)."""
+
+    timeout: float = Field(1.0, gt=0, description="how long a frame-number range waits for "
+                           "a module that sent nothing of it, before it goes without it")
+    incomplete: Literal["drop", "mask"] = Field(
+        "drop", description="a frame a module lacks: drop it (counted incomplete) or "
+        "process it with that module's pixels at 0")
 
 
 class RayConfig(_Model):
@@ -190,6 +204,11 @@ class PipelineConfig(_Model):
     """The whole pipeline."""
 
     source: SourceConfig = SourceConfig()
+    sources: list[SourceConfig] | None = Field(
+        None, description="a detector sending several streams, one per module (slsDetector: "
+        "one ingest per stream, frames assembled by the workers); `source` is the shorthand "
+        "for one stream")
+    modules: ModulesConfig = ModulesConfig()
     backend: Literal["ray", "local"] = Field("ray", description="ray or local "
                                              "(multiprocessing shared memory)")
     ray: RayConfig = RayConfig()
@@ -247,6 +266,54 @@ class PipelineConfig(_Model):
                 isinstance(data.get("workers"), int) and not isinstance(data["workers"], bool):
             data = {**data, "max_inflight": max(4, data["workers"])}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_or_several_sources(cls, data: Any) -> Any:
+        """``sources`` given: ``source`` is its first entry (the primary stream)."""
+        if isinstance(data, dict) and data.get("sources") is not None:
+            if "source" in data:
+                raise ValueError("give either source (one stream) or sources (several), "
+                                 "not both")
+            sources = data["sources"]
+            if not isinstance(sources, list) or not sources:
+                raise ValueError("sources: a non-empty list of sources")
+            data = {**data, "source": sources[0]}
+        return data
+
+    @model_validator(mode="after")
+    def _sources(self) -> PipelineConfig:
+        if self.sources is None:
+            return self
+        names = self.source_names
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"sources: names must be unique; repeated: {sorted(dup)}")
+        if len(self.sources) > 1:
+            others = [s.protocol for s in self.sources if s.protocol is not Protocol.SLS]
+            if others:
+                raise ValueError("sources: several streams are the modules of an "
+                                 "slsDetector (protocol sls); DECTRIS streams read by "
+                                 "several clients are not supported yet")
+            if self.overflow != "block":
+                raise ValueError("sources: a multi-module detector needs overflow: block "
+                                 "(a dropped batch of one module would leave the others "
+                                 "incomplete)")
+        return self
+
+    @property
+    def all_sources(self) -> list[SourceConfig]:
+        """Every stream, in order (the first is ``source``)."""
+        return list(self.sources) if self.sources is not None else [self.source]
+
+    @property
+    def source_names(self) -> list[str]:
+        return [s.name or f"source{i}" for i, s in enumerate(self.all_sources)]
+
+    @property
+    def modular(self) -> bool:
+        """Several streams, one per module."""
+        return len(self.all_sources) > 1
 
     @model_validator(mode="after")
     def _inflight(self) -> PipelineConfig:

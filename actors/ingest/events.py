@@ -125,8 +125,18 @@ class ModuleEvents(Generic[S]):
             self._refuse(acq, part)
         return self._events(acq, events)
 
+    def discard(self, acquisition: int) -> None:
+        """The acquisition failed elsewhere (a stage died): nothing more comes out of it;
+        parts still arriving are refused."""
+        acq = self._acq(acquisition)
+        acq.done = True
+        self.refused += acq.held
+        acq.held.clear()
+
     def end(self, source: str, event: End) -> list[Out]:
         acq = self._acq(event.acquisition)
+        if acq.done:
+            return []
         acq.ended[source] = event
         if event.error and acq.error is None:
             acq.error = f"module {source}: {event.error}"
@@ -140,9 +150,11 @@ class ModuleEvents(Generic[S]):
 
     def aborted(self, source: str, event: Aborted) -> list[Out]:
         acq = self._acq(event.acquisition)
-        acq.aborted[source] = event
-        if len(acq.aborted) < len(self.sources) or acq.done:
+        if acq.done:
             return []
+        acq.aborted[source] = event
+        if len(acq.aborted) + len(acq.ended) < len(self.sources):
+            return []  # (a module that ended before the abort reached it counts as done)
         acq.done = True
         self.refused += acq.held
         acq.held.clear()

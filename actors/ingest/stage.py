@@ -55,12 +55,13 @@ class IngestStage:
     """Receive loop, commands and the transport's callbacks (see the module doc)."""
 
     def __init__(self, config: PipelineConfig, transport: Transport, *,
-                 store_budget: int | None = None, receiver: Receiver | None = None) -> None:
+                 store_budget: int | None = None, receiver: Receiver | None = None,
+                 module: bool = False) -> None:
         self.config = config
         self.transport = transport
         self.receiver = receiver or receiver_for(config)
         self.core = IngestCore(config, store_budget=store_budget,
-                               receiver=self.receiver.ledger.snapshot)
+                               receiver=self.receiver.ledger.snapshot, module=module)
         self._lock = asyncio.Lock()
         self._room = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None

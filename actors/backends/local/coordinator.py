@@ -35,6 +35,7 @@ from actors.backends.local.messages import (
     Fault,
     Finished,
     Free,
+    ModuleBatch,
     Ready,
     Reply,
     ResultFree,
@@ -53,6 +54,7 @@ from actors.core.events import Aborted, Announce, Begin, Checkpoint, End, Skip
 from actors.core.setup import ChainSetup
 from actors.core.status import DispatchCounts, Ledger
 from actors.dispatch.dispatcher import Dispatcher, GiveUp, Job
+from actors.ingest.events import EventHandOn, ModuleEvents, ModulePart
 from actors.results.stage import ResultsStage
 
 logger = logging.getLogger(__name__)
@@ -84,15 +86,29 @@ class IngestHandle:
     calls: Calls = field(default_factory=Calls)
     ready: threading.Event = field(default_factory=threading.Event)
     fault: str | None = None
+    source: str = "source0"  # the stream it reads
+
+
+#: ingest epochs of the i-th source start at i * SOURCE_EPOCHS: the ring generations of the
+#: ingests of a multi-module detector never meet
+SOURCE_EPOCHS = 1000
 
 
 def start_ingest(config: PipelineConfig, manager: ManagerAddress, log_level: int,
-                 recall: Recall = (None, True), epoch: int = 0) -> IngestHandle:
+                 recall: Recall = (None, True), epoch: int = 0, *, module: bool = False,
+                 source: str = "source0") -> IngestHandle:
     parent, child = processes.context().Pipe(duplex=True)
-    process = processes.start(ingest_main, (config, child, manager, log_level, recall, epoch),
-                              "rayline-ingest")
+    process = processes.start(ingest_main, (config, child, manager, log_level, recall, epoch,
+                                            module),
+                              f"rayline-ingest-{source}" if module else "rayline-ingest")
     child.close()
-    return IngestHandle(process, parent, Outbox(parent, "ingest"), epoch)
+    return IngestHandle(process, parent, Outbox(parent, f"ingest {source}"), epoch,
+                        source=source)
+
+
+def source_config(config: PipelineConfig, index: int) -> PipelineConfig:
+    """The configuration the ingest of the ``index``-th source runs with."""
+    return config.model_copy(update={"source": config.all_sources[index]})
 
 
 def start_worker(index: int, manager: ManagerAddress, log_level: int) -> WorkerHandle:
@@ -111,12 +127,25 @@ class Coordinator:
         self.results = results
         self.config = config
         manager = slots.where()
-        self.ingest = start_ingest(config, manager, log_level)
+        self.names = config.source_names
+        modular = config.modular
+        self.modules: ModuleEvents[SlotBatch] | None = ModuleEvents(
+            tuple(self.names), timeout=config.modules.timeout,
+            policy=config.modules.incomplete) if modular else None
+        self.ingest = start_ingest(config, manager, log_level, module=modular,
+                                   source=self.names[0])
+        #: the other modules' ingests (a multi-module detector); the first source's is
+        #: ``ingest``, which numbers the acquisitions and keeps the checkpoint
+        self.secondaries: dict[str, IngestHandle] = {
+            name: start_ingest(source_config(config, i), manager, log_level,
+                               epoch=i * SOURCE_EPOCHS, module=True, source=name)
+            for i, name in enumerate(self.names) if i > 0}
         workers = [start_worker(i, manager, log_level) for i in range(config.workers)]
         self.workers = {w.index: w for w in workers}
         self.slots = slots
         self.log_level = log_level
-        self.dispatcher: Dispatcher[SlotBatch] = Dispatcher(len(workers), per_worker=PER_WORKER)
+        self.dispatcher: Dispatcher[SlotBatch | ModuleBatch] = Dispatcher(
+            len(workers), per_worker=PER_WORKER)
         self.setups: dict[SetupKey, ChainSetup] = {}
         self.startup_failures: Counter[int] = Counter()
         self.restarts = 0  # worker processes started to replace dead ones
@@ -152,6 +181,9 @@ class Coordinator:
             watched: list[Any] = [self._wake_r]
             if self.ingest_alive:
                 watched += [self.ingest.conn, self.ingest.process.sentinel]
+            for h in self.secondaries.values():
+                if not h.conn.closed:
+                    watched += [h.conn, h.process.sentinel]
             for w in self.workers.values():
                 watched += [w.conn, w.process.sentinel]
             ready = wait(watched, timeout=1.0)
@@ -171,10 +203,17 @@ class Coordinator:
         """Read every complete message, then handle exits, then dispatch and finish."""
         if self.ingest_alive:
             self._drain(self.ingest.conn, self._on_ingest)
+        for h in list(self.secondaries.values()):
+            self._drain(h.conn, partial(self._on_secondary, h))
         for w in list(self.workers.values()):
             self._drain(w.conn, partial(self._on_worker, w))
         if self.ingest_alive and not self.ingest.process.is_alive():
             self._ingest_lost()
+        for h in list(self.secondaries.values()):
+            if not h.conn.closed and not h.process.is_alive():
+                self._secondary_lost(h)
+        if self.modules is not None:
+            self._module_events(self.modules.due())
         for w in list(self.workers.values()):
             if not w.process.is_alive():
                 self._worker_died(w)
@@ -240,6 +279,10 @@ class Coordinator:
                 self.dispatcher.ending(checkpoint.running):
             return
         running = checkpoint.running
+        if self.modules is not None:
+            self.modules.discard(running)
+            for part in self.modules.take_refused():
+                self._free_slot(part.stored)
         event, released = self.dispatcher.route(
             Aborted(running, checkpoint.ledger or Ledger(running), why))
         for job in released:
@@ -250,7 +293,7 @@ class Coordinator:
     def _release_dead_rings(self) -> None:
         """Unlink a dead ingest's ring once no batch in it is left to read."""
         for generation in list(self.dead_rings):
-            if not any(j.payload.generation == generation for j in self.dispatcher.jobs()):
+            if not any(generation in _generations(j.payload) for j in self.dispatcher.jobs()):
                 for name in self.dead_rings.pop(generation):
                     try:
                         self.slots.release(name)
@@ -258,7 +301,12 @@ class Coordinator:
                         logger.debug("ring block %s not released: %s", name, exc)
 
     def _on_ingest(self, msg: object) -> None:
-        if isinstance(msg, Closed):
+        if self.modules is not None and isinstance(msg, Closed | Begin | End | Aborted):
+            self._on_module(self.ingest, msg)
+        elif self.modules is not None and isinstance(msg, Announce):
+            logger.debug("module ingest: %s (runtime parameters apply between "
+                         "acquisitions)", msg)
+        elif isinstance(msg, Closed):
             self._on_closed(msg.batch)
         elif isinstance(msg, Reply):
             self.ingest.calls.resolve(msg)
@@ -281,6 +329,83 @@ class Coordinator:
         else:
             logger.error("coordinator: unexpected message from the ingest: %r", msg)
 
+    # -- a multi-module detector -----------------------------------------------------------------
+    def _on_secondary(self, h: IngestHandle, msg: object) -> None:
+        if isinstance(msg, Closed | Begin | End | Aborted):
+            self._on_module(h, msg)
+        elif isinstance(msg, Reply):
+            h.calls.resolve(msg)
+        elif isinstance(msg, Ring):
+            self.rings[msg.generation] = msg.names
+        elif isinstance(msg, Ready):
+            h.ready.set()
+        elif isinstance(msg, Fault):
+            h.fault = msg.error
+            h.ready.set()
+        elif not isinstance(msg, Checkpoint | Announce):  # the first source's count
+            logger.error("coordinator: unexpected message from ingest %s: %r", h.source, msg)
+
+    def _on_module(self, h: IngestHandle, msg: Closed | Begin | End | Aborted) -> None:
+        """A module's ingest action, through the event stage (:class:`ModuleEvents`)."""
+        m = self.modules
+        assert m is not None
+        if isinstance(msg, Closed):
+            b = msg.batch
+            out = m.hand_on(ModulePart(h.source, b.index, b.frame_numbers, b,
+                                       b.setup_version), b.acquisition)
+        elif isinstance(msg, Begin):
+            out = m.begin(h.source, msg)
+        elif isinstance(msg, End):
+            out = m.end(h.source, msg)
+        else:
+            out = m.aborted(h.source, msg)
+        self._module_events(out)
+
+    def _module_events(self, events: list[Any]) -> None:
+        m = self.modules
+        assert m is not None
+        for event in events:
+            if isinstance(event, EventHandOn):
+                self._on_closed(ModuleBatch(event.acquisition, event.info.index,
+                                            event.setup_version, event.info,
+                                            dict(event.parts), event.layout, event.policy))
+                continue
+            if isinstance(event, Begin):
+                self._add_setup(event)
+            routed, released = self.dispatcher.route(event)
+            for job in released:
+                self._free(job)
+            if routed is not None:
+                self.results.apply(routed)
+        for part in m.take_refused():  # late, or of a failed acquisition: its slot is back
+            self._free_slot(part.stored)
+
+    def _handle(self, source: str) -> IngestHandle:
+        return self.secondaries.get(source, self.ingest)
+
+    def _secondary_lost(self, h: IngestHandle) -> None:
+        """A module's ingest died: the running acquisition fails (naming it), and it is
+        started again for the next one."""
+        self._drain(h.conn, partial(self._on_secondary, h))
+        code = processes.stop(h.process, 0.1)
+        why = (f"the ingest process of module {h.source} died (exit code {code}); the "
+               "acquisition cannot be assembled")
+        h.fault = h.fault or why
+        h.ready.set()
+        h.outbox.close(timeout=1.0)
+        if not h.conn.closed:
+            h.conn.close()
+        h.calls.fail_all(StageDied(h.fault))
+        if self._stop.is_set() or self.closing:
+            return
+        logger.error("%s: restarting it", why)
+        self._fail_running(why)
+        index = self.names.index(h.source)
+        self.secondaries[h.source] = start_ingest(
+            source_config(self.config, index), self.slots.where(), self.log_level,
+            epoch=h.epoch + 1, module=True, source=h.source)
+        self.ingest_restarts += 1
+
     def _add_setup(self, event: Begin | Announce) -> None:
         setup = event.setup
         if isinstance(event, Begin):  # forget the setups nothing in flight uses
@@ -292,7 +417,7 @@ class Coordinator:
             w.outbox.send(SetupMsg(setup))
             w.setups.add(key)
 
-    def _on_closed(self, batch: SlotBatch) -> None:
+    def _on_closed(self, batch: SlotBatch | ModuleBatch) -> None:
         job = Job(batch.acquisition, batch.info, batch, needs_states=bool(batch.info.keys))
         if not self.results.register(batch.acquisition, batch.info):
             self._free(job)  # aborted meanwhile
@@ -381,10 +506,12 @@ class Coordinator:
                 w.setups.add(key)
             w.outbox.send(Task(job.payload, job.states, job.attempts))
         for end in self.dispatcher.ended():
-            self.ingest.outbox.send(Finished(end.acquisition))  # idle before the result
+            for h in [self.ingest, *self.secondaries.values()]:
+                h.outbox.send(Finished(end.acquisition))  # idle before the result
             self.results.apply(end)
 
-    def _settle(self, out: GiveUp[SlotBatch] | Job[SlotBatch]) -> None:
+    def _settle(self, out: GiveUp[SlotBatch | ModuleBatch] | Job[SlotBatch | ModuleBatch]
+                ) -> None:
         """A job that leaves without a merge: given up (merged as empty) or aborted."""
         if isinstance(out, GiveUp):
             logger.error("batch %d of acquisition %d (frames %d..%d) given up: %s",
@@ -394,9 +521,18 @@ class Coordinator:
             out = out.job
         self._free(out)
 
-    def _free(self, job: Job[SlotBatch]) -> None:
+    def _free(self, job: Job[SlotBatch | ModuleBatch]) -> None:
         b = job.payload
-        self.ingest.outbox.send(Free(b.generation, b.slot, b.acquisition, b.index))
+        if isinstance(b, ModuleBatch):
+            for source, part in b.parts.items():
+                self._free_slot(part, source)
+        else:
+            self._free_slot(b)
+
+    def _free_slot(self, b: SlotBatch, source: str | None = None) -> None:
+        """The batch has left: its slot (and room) go back to the ingest that filled it."""
+        h = self.ingest if source is None else self._handle(source)
+        h.outbox.send(Free(b.generation, b.slot, b.acquisition, b.index))
 
     # -- queries (API threads) -------------------------------------------------------------------
     def counts(self, acquisition: int | None) -> DispatchCounts:
@@ -425,3 +561,8 @@ class Coordinator:
                 w.conn.close()
         self.workers = {}
         self.result_blocks.close()  # the manager unlinks the blocks at shutdown
+
+
+def _generations(payload: SlotBatch | ModuleBatch) -> frozenset[int]:
+    return payload.generations if isinstance(payload, ModuleBatch) else frozenset(
+        [payload.generation])

@@ -116,12 +116,12 @@ class SlotTransport:
 
 
 async def _serve(config: PipelineConfig, conn: Connection, manager: ManagerAddress,
-                 recall: Recall, epoch: int) -> None:
+                 recall: Recall, epoch: int, module: bool) -> None:
     link = DriverLink(conn)
     slots = IngestSlots(manager.client(), lambda generation, names: link.send(
         Ring(generation, names)), first_generation=epoch * GENERATIONS_PER_EPOCH)
     transport = SlotTransport(link, config, slots)
-    stage = IngestStage(config, transport)
+    stage = IngestStage(config, transport, module=module)
     # the ingest's commands, by the names the driver calls them
     commands: dict[str, Callable[..., Any]] = {
         "start": stage.start, "stop": stage.stop, "abort": stage.abort, "set": stage.set,
@@ -176,14 +176,17 @@ async def _serve(config: PipelineConfig, conn: Connection, manager: ManagerAddre
 
 
 def ingest_main(config: PipelineConfig, conn: Connection, manager: ManagerAddress,
-                log_level: int, recall: Recall = (None, True), epoch: int = 0) -> None:
+                log_level: int, recall: Recall = (None, True), epoch: int = 0,
+                module: bool = False) -> None:
     """Entry point of the ingest process (``spawn``); a restarted one resumes from
-    ``recall`` (its predecessor's checkpoint) with ring generations of a new ``epoch``."""
+    ``recall`` (its predecessor's checkpoint) with ring generations of a new ``epoch``
+    (epochs of the several ingests of a multi-module detector never meet: each has its
+    own range of them). ``module``: it reads one module's stream (range batches)."""
     leave_signals_to_driver()
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: "
                                "%(message)s")
     try:
-        asyncio.run(_serve(config, conn, manager, recall, epoch))
+        asyncio.run(_serve(config, conn, manager, recall, epoch, module))
     finally:
         conn.close()

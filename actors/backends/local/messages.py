@@ -23,6 +23,7 @@ import numpy.typing as npt
 from actors.core.batch import FrameBatch
 from actors.core.chain import Partials
 from actors.core.merger import BatchInfo
+from actors.core.modules import ModuleLayout, Policy
 from actors.core.setup import ChainSetup
 from actors.wire.model import Encoding, Geometry
 
@@ -78,6 +79,32 @@ class SlotBatch:
             blobs.flags.writeable = False
         return FrameBatch(self.acquisition, self.index, self.frame_numbers, g, self.encoding,
                           blobs=blobs, offsets=self.offsets)
+
+
+@dataclass(frozen=True)
+class ModuleBatch:
+    """One frame-number range of a multi-module detector: each module's closed batch (in
+    its own ingest's ring), assembled into full frames by the worker."""
+
+    acquisition: int
+    index: int  # the event's batch index (0, 1, ... in range order)
+    setup_version: int
+    info: BatchInfo
+    parts: dict[str, SlotBatch]
+    layout: ModuleLayout
+    policy: Policy
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.acquisition, self.index)
+
+    @property
+    def setup_key(self) -> SetupKey:
+        return (self.acquisition, self.setup_version)
+
+    @property
+    def generations(self) -> frozenset[int]:
+        return frozenset(p.generation for p in self.parts.values())
 
 
 # -- both ways ---------------------------------------------------------------------------------
@@ -152,7 +179,7 @@ class SetupMsg:
 
 @dataclass(frozen=True)
 class Task:
-    batch: SlotBatch
+    batch: SlotBatch | ModuleBatch
     states: States | None
     attempt: int
 

@@ -49,28 +49,44 @@ class IngestCalls:
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator
 
-    def _call(self, method: str, *args: Any) -> Any:
-        handle = self.coordinator.ingest
+    def _call(self, method: str, *args: Any, source: str | None = None) -> Any:
+        """Call the ingest of the first source (or of module ``source``)."""
+        c = self.coordinator
+        handle = c.ingest if source is None else c.secondaries[source]
         call, future = handle.calls.new(method, *args)
         handle.outbox.send(call)
         try:
             return future.result(CALL_TIMEOUT)
         except StageDied:
-            if method != "status" or self.coordinator.ingest is handle:
+            again = c.ingest if source is None else c.secondaries.get(source)
+            if method != "status" or again is handle:
                 raise
-        return self._call(method, *args)  # a query, asked again of the new ingest
+        return self._call(method, *args, source=source)  # asked again of the new ingest
+
+    def _modules(self, method: str, *args: Any) -> None:
+        """The same command to every other module's ingest (a multi-module detector)."""
+        for source in list(self.coordinator.secondaries):
+            self._call(method, *args, source=source)
 
     def start(self) -> int:
-        return int(self._call("start"))
+        acquisition = int(self._call("start"))
+        self._modules("start", acquisition)  # the first source numbers the acquisitions
+        return acquisition
 
     def stop(self, acquisition: int) -> None:
         self._call("stop", acquisition)
+        self._modules("stop", acquisition)
 
     def abort(self, acquisition: int) -> None:
         self._call("abort", acquisition)
+        self._modules("abort", acquisition)
 
     def set(self, changes: dict[str, Any]) -> int | None:
+        if self.coordinator.secondaries and self.status().state != "idle":
+            raise RuntimeError("the runtime parameters of a multi-module detector apply "
+                               "between acquisitions: stop the running one first")
         first = self._call("set", changes)
+        self._modules("set", changes)
         return None if first is None else int(first)
 
     def status(self) -> IngestStatus:
@@ -118,17 +134,20 @@ class LocalPipeline(PipelineBase):
         except BaseException:
             self.close()
             raise
-        logger.info("local pipeline open: %d worker processes, source %s", cfg.workers,
-                    cfg.source.endpoint)
+        logger.info("local pipeline open: %d worker processes, %s %s", cfg.workers,
+                    "modules" if cfg.modular else "source",
+                    ", ".join(s.endpoint for s in cfg.all_sources))
 
     def _wait_ready(self) -> None:
         assert self.coordinator is not None
-        ingest = self.coordinator.ingest
         deadline = time.monotonic() + READY_TIMEOUT
-        if not ingest.ready.wait(READY_TIMEOUT):
-            raise RuntimeError(f"the ingest process did not start within {READY_TIMEOUT:.0f} s")
-        if ingest.fault is not None:
-            raise RuntimeError(f"the ingest process could not start: {ingest.fault}")
+        for ingest in [self.coordinator.ingest, *self.coordinator.secondaries.values()]:
+            what = "the ingest process" if ingest is self.coordinator.ingest else \
+                f"the ingest process of module {ingest.source}"
+            if not ingest.ready.wait(max(0.0, deadline - time.monotonic())):
+                raise RuntimeError(f"{what} did not start within {READY_TIMEOUT:.0f} s")
+            if ingest.fault is not None:
+                raise RuntimeError(f"{what} could not start: {ingest.fault}")
         if not self.coordinator.ready(max(0.0, deadline - time.monotonic())):
             raise RuntimeError(f"{self.config.workers} worker processes did not start within "
                                f"{READY_TIMEOUT:.0f} s: {self.coordinator.fault or 'timeout'}")
@@ -151,11 +170,14 @@ class LocalPipeline(PipelineBase):
         if c is not None:
             c.closing = True
             c.stop()  # from here on this thread alone touches the processes
-        ing = c.ingest if c is not None else None  # (the one of the moment)
-        if ing is not None:
-            if c is None or c.ingest_alive:
+        ingests = [] if c is None else [c.ingest, *c.secondaries.values()]  # of the moment
+        for ing in ingests:
+            assert c is not None
+            alive = c.ingest_alive if ing is c.ingest else not ing.conn.closed
+            if alive:
                 call, _ = ing.calls.new("close")
                 ing.outbox.send(call)
+        for ing in ingests:
             processes.stop(ing.process, JOIN_TIMEOUT)
             ing.calls.fail_all(RuntimeError("the pipeline is closed"))
             ing.outbox.close(timeout=1.0)

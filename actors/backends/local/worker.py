@@ -24,6 +24,7 @@ from multiprocessing.shared_memory import SharedMemory
 from actors.backends.local.messages import (
     Done,
     Failed,
+    ModuleBatch,
     Ready,
     ResultFree,
     SetupKey,
@@ -57,8 +58,8 @@ class WorkerLoop:
         self.manager = manager
         self.worker = Worker()
         self.setups: dict[SetupKey, ChainSetup] = {}
-        self.blocks = Attachments()  # the slots of the current ring
-        self.generation = 0
+        self.blocks = Attachments()  # the slots of the current ring(s)
+        self.generations: frozenset[int] = frozenset()
         self.batches = 0
         self.result: SharedMemory | None = None
         self.result_free = True
@@ -82,14 +83,19 @@ class WorkerLoop:
     def process(self, task: Task) -> Done | Failed:
         b = task.batch
         t0 = time.perf_counter()
-        if b.generation != self.generation:  # a new ring: the old one's slots are gone
+        generations = b.generations if isinstance(b, ModuleBatch) else frozenset(
+            [b.generation])
+        if generations != self.generations:  # new rings: the old ones' slots are gone
             self.blocks.close()
-            self.generation = b.generation
+            self.generations = generations
         try:
             setup = self.setups[b.setup_key]
-            buffer = None if b.inline is not None else self.blocks.get(b.segment).buf
-            partial = self.worker.process(b.frame_batch(buffer), task.states, setup)
-            del buffer
+            if isinstance(b, ModuleBatch):
+                partial = self._process_event(b, task, setup)
+            else:
+                buffer = None if b.inline is not None else self.blocks.get(b.segment).buf
+                partial = self.worker.process(b.frame_batch(buffer), task.states, setup)
+                del buffer
         except Exception as exc:
             logger.error("worker %d: batch %d of acquisition %d failed: %s", self.index,
                          b.index, b.acquisition, exc)
@@ -97,6 +103,14 @@ class WorkerLoop:
                           "".join(traceback.format_exception_only(exc)).strip())
         self.batches += 1
         return self.pack(b.acquisition, b.index, partial, time.perf_counter() - t0)
+
+    def _process_event(self, b: ModuleBatch, task: Task, setup: ChainSetup) -> Partials:
+        """The modules' batches of one range, read in place from their rings."""
+        parts = {source: part.frame_batch(None if part.inline is not None else
+                                          self.blocks.get(part.segment).buf)
+                 for source, part in b.parts.items()}
+        return self.worker.process_event(parts, b.layout, b.policy, b.index, task.states,
+                                         setup)
 
     def pack(self, acquisition: int, index: int, partial: Partials, seconds: float) -> Done:
         """The partial's arrays go into the result block when it is free (one copy here,

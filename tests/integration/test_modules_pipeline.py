@@ -1,0 +1,79 @@
+"""A multi-module detector end to end: one stream per module (real PUB sockets), one ingest
+per stream, the frames assembled by the workers; sums and per-frame totals equal numpy on
+the detector's frames; a module that loses frames makes exactly those frames incomplete,
+named in its own ledger."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actors import Pipeline
+from actors.config import parse_config
+from actors.reduce.base import Series
+from actors.sim.modules import ModuleSettings, ModuleSimulator
+from actors.sim.simulator import SimulatorSettings
+
+pytestmark = [pytest.mark.slow]
+
+N = 60
+SCENE = {"rows": 32, "cols": 64}  # 2 x 2 modules of 16 x 32
+
+
+def config(endpoints: list[str], tmp_path: Path, **extra: object) -> dict[str, object]:
+    return {"backend": "local", "workers": 2, "tango": {"enabled": False},
+            "sources": [{"endpoint": ep, "protocol": "sls", "name": f"m{i}"}
+                        for i, ep in enumerate(endpoints)],
+            "reducers": [{"type": "sum"}, {"type": "total"}],
+            "batch": {"max_frames": 8}, "modules": {"timeout": 2.0},
+            "output": {"directory": str(tmp_path)}, **extra}
+
+
+@pytest.mark.parametrize("lose", [{}, {2: [3, 4, 17]}, {1: list(range(8, 16))}],
+                         ids=["whole", "module 2 loses 3", "module 1 loses a whole range"])
+def test_four_module_streams_assemble_into_the_detector_s_frames(
+        tmp_path: Path, lose: dict[int, list[int]]) -> None:
+    settings = ModuleSettings(SimulatorSettings(detector="jungfrau", frames=N, lossless=True,
+                                                seed=4, scene=SCENE),
+                              modules=(2, 2), lose=lose)
+    with ModuleSimulator(settings) as sim, \
+            Pipeline(parse_config(config(sim.endpoints, tmp_path))) as pipe:
+        pipe.start_acquisition()
+        sender = threading.Thread(target=sim.run)
+        sender.start()
+        result = pipe.wait_acquisition(timeout=120)  # every module's end of series ends it
+        sender.join(60)
+    lost = {f for frames in lose.values() for f in frames}
+    (module,) = lose or [None]
+    kept = [i for i in range(N) if i not in lost]
+    frames = np.stack([sim.scene.frame(i) for i in kept]).astype(np.int64)
+    assert result.outcome == "finished", result.error
+    np.testing.assert_array_equal(result.outputs["sum"], frames.sum(axis=0))
+    total = result.outputs["total"]
+    assert isinstance(total, Series)
+    np.testing.assert_array_equal(total.frame_numbers, kept)
+    np.testing.assert_array_equal(total.values, frames.sum(axis=(1, 2)))
+    led = result.ledger
+    assert (led.received, led.processed, led.lost) == (N, N - len(lost), 0)
+    assert led.dropped == ({"incomplete": len(lost)} if lost else {})
+    assert sorted(led.sources) == ["m0", "m1", "m2", "m3"]
+    for m in range(4):
+        assert led.sources[f"m{m}"].received == N - (len(lost) if m == module else 0)
+    assert result.file is not None
+    from actors.output import read_ledger
+
+    written = read_ledger(result.file)
+    assert written["sources"][f"m{module or 0}"]["received"] == led.sources[
+        f"m{module or 0}"].received
+    assert result.outputs["sum"].shape == (32, 64)
+    assert result.detector is not None and result.detector.module_grid == (2, 2)
+
+
+def test_ray_refuses_several_sources_with_one_line(tmp_path: Path) -> None:
+    cfg = parse_config({**config(["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"], tmp_path),
+                        "backend": "ray"})
+    with pytest.raises(RuntimeError, match="not yet on Ray"):
+        Pipeline(cfg).open()
