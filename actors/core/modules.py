@@ -221,6 +221,12 @@ class EventBuilder(Generic[T]):
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def discard(self) -> list[T]:
+        """Every part still waiting, taken out (the acquisition is given up)."""
+        parts = [p for w in self._waiting.values() for p in w.parts.values()]
+        self._waiting.clear()
+        return parts
+
     def _complete(self, index: int) -> bool:
         waiting = self._waiting.get(index)
         have = set(waiting.parts) if waiting else set()

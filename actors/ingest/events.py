@@ -132,6 +132,8 @@ class ModuleEvents(Generic[S]):
         acq.done = True
         self.refused += acq.held
         acq.held.clear()
+        if acq.builder is not None:
+            self.refused += acq.builder.discard()
 
     def end(self, source: str, event: End) -> list[Out]:
         acq = self._acq(event.acquisition)
@@ -158,6 +160,8 @@ class ModuleEvents(Generic[S]):
         acq.done = True
         self.refused += acq.held
         acq.held.clear()
+        if acq.builder is not None:
+            self.refused += acq.builder.discard()
         return [Aborted(acq.acquisition, self._ledger(acq), event.error)]
 
     def due(self) -> list[Out]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -113,14 +113,20 @@ class ModuleSimulator:
         pr, pc = self.part_shape
         return frame[r * pr:(r + 1) * pr, c * pc:(c + 1) * pc]
 
+    def wait_for_subscribers(self, modules: Iterable[int] | None = None, count: int = 1
+                             ) -> None:
+        """Block until ``count`` new subscriptions reached each of ``modules`` (all)."""
+        d = self.settings.detector
+        for m in range(self.count) if modules is None else modules:
+            wait_for_subscribers(self._socks[m], count, d.subscriber_timeout)
+
     def run(self, progress: Progress | None = None) -> list[int]:
         """Send the series on every stream; returns the frames each module sent."""
         if not self._socks:
             self.bind()
         d = self.settings.detector
         if d.wait_subscribers > 0:
-            for sock in self._socks:
-                wait_for_subscribers(sock, d.wait_subscribers, d.subscriber_timeout)
+            self.wait_for_subscribers(count=d.wait_subscribers)
         lost = {m: set(frames) for m, frames in self.settings.lose.items()}
         grid = self.settings.modules
         t0 = time.monotonic()

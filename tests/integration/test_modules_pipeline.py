@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -77,3 +78,53 @@ def test_ray_refuses_several_sources_with_one_line(tmp_path: Path) -> None:
                         "backend": "ray"})
     with pytest.raises(RuntimeError, match="not yet on Ray"):
         Pipeline(cfg).open()
+
+
+@pytest.mark.parametrize("module", ["m3", "m0"], ids=["a module", "the first module"])
+def test_a_killed_module_ingest_fails_the_acquisition_by_name_and_the_next_one_is_exact(
+        tmp_path: Path, module: str) -> None:
+    """SIGKILL of one module's ingest process mid-acquisition: the acquisition ends failed,
+    naming the module, with its ledger accounted; the module's ingest comes back and the
+    next acquisition assembles every frame."""
+    import os
+    import signal
+
+    from tests.helpers import wait_until
+
+    settings = ModuleSettings(SimulatorSettings(detector="jungfrau", frames=400, rate=200.0,
+                                                lossless=True, seed=4, scene=SCENE),
+                              modules=(2, 2))
+    with ModuleSimulator(settings) as sim, \
+            Pipeline(parse_config(config(sim.endpoints, tmp_path))) as pipe:
+        pipe.start_acquisition()
+        sender = threading.Thread(target=sim.run)
+        sender.start()
+        wait_until(lambda: pipe.status().processed >= 40, 60, pipe.status)
+        c = pipe.coordinator
+
+        def handle() -> Any:
+            return c.ingest if module == "m0" else c.secondaries[module]
+
+        victim = handle()
+        os.kill(victim.process.pid, signal.SIGKILL)
+        failed = pipe.wait_acquisition(timeout=60)
+        assert failed.outcome == "failed", failed.error
+        if module != "m0":  # (the first module's ingest keeps the acquisition's checkpoint)
+            assert f"module {module}" in str(failed.error), failed.error
+        led = failed.ledger
+        assert led.received == led.processed + led.dropped_total, led
+        sender.join(60)
+        wait_until(lambda: handle() is not victim and handle().ready.is_set(), 60,
+                   "the module's ingest to come back")
+        wait_until(lambda: pipe.status().state == "idle", 60, pipe.status)
+        sim.wait_for_subscribers([int(module[1])])  # the new ingest has subscribed
+        sim.settings = ModuleSettings(
+            SimulatorSettings(detector="jungfrau", frames=N, lossless=True, seed=5,
+                              scene=SCENE, wait_subscribers=0), modules=(2, 2))
+        pipe.start_acquisition()
+        sender = threading.Thread(target=sim.run)
+        sender.start()
+        result = pipe.wait_acquisition(timeout=120)
+        sender.join(60)
+    assert result.outcome == "finished", result.error
+    assert (result.ledger.received, result.ledger.processed) == (N, N)

@@ -113,3 +113,15 @@ def test_an_abort_reaches_the_results_once_every_module_aborted() -> None:
 def test_sources_must_be_distinct() -> None:
     with pytest.raises(ValueError, match="distinct"):
         ModuleEvents(("a", "a"), timeout=1.0)
+
+
+def test_a_discarded_acquisition_gives_back_every_part_it_holds() -> None:
+    ev: ModuleEvents[str] = ModuleEvents(SOURCES, timeout=10.0)
+    ev.begin("m0", begin("m0"))
+    ev.begin("m1", begin("m1"))
+    ev.hand_on(part("m0", 0, [0, 1]), 1)  # waits for m1
+    ev.discard(1)
+    assert [p.stored for p in ev.take_refused()] == ["m0/0"]
+    assert ev.hand_on(part("m1", 0, [0, 1]), 1) == []
+    assert [p.stored for p in ev.take_refused()] == ["m1/0"]
+    assert ev.end("m0", End(1, 1, Ledger(1))) == []  # nothing more comes out of it

@@ -27,7 +27,7 @@ from typing import Any
 
 from actors.backends.local import processes
 from actors.backends.local.channel import Calls, Outbox
-from actors.backends.local.ingest import Recall, ingest_main
+from actors.backends.local.ingest import GENERATIONS_PER_EPOCH, Recall, ingest_main
 from actors.backends.local.messages import (
     Closed,
     Done,
@@ -246,8 +246,7 @@ class Coordinator:
         old.outbox.close(timeout=1.0)
         if not old.conn.closed:
             old.conn.close()
-        self.dead_rings.update(self.rings)
-        self.rings = {}
+        self._rings_died(old)
         try:
             self._restart_ingest(old, why, started)
         finally:
@@ -268,7 +267,8 @@ class Coordinator:
         logger.error("%s: restarting it", why)
         checkpoint, _ = self.results.recall()
         self.ingest = start_ingest(self.config, self.slots.where(), self.log_level,
-                                   (checkpoint, True), old.epoch + 1)
+                                   (checkpoint, True), old.epoch + 1,
+                                   module=self.config.modular, source=self.names[0])
         self.ingest_restarts += 1
 
     def _fail_running(self, why: str) -> None:
@@ -279,10 +279,14 @@ class Coordinator:
                 self.dispatcher.ending(checkpoint.running):
             return
         running = checkpoint.running
-        if self.modules is not None:
+        if self.modules is not None:  # the other modules' ingests let it go (idle again)
             self.modules.discard(running)
             for part in self.modules.take_refused():
-                self._free_slot(part.stored)
+                self._free_slot(part.stored, part.source)
+            for h in [self.ingest, *self.secondaries.values()]:
+                if not h.conn.closed:
+                    call, _ = h.calls.new("abort", running)
+                    h.outbox.send(call)
         event, released = self.dispatcher.route(
             Aborted(running, checkpoint.ledger or Ledger(running), why))
         for job in released:
@@ -378,7 +382,13 @@ class Coordinator:
             if routed is not None:
                 self.results.apply(routed)
         for part in m.take_refused():  # late, or of a failed acquisition: its slot is back
-            self._free_slot(part.stored)
+            self._free_slot(part.stored, part.source)
+
+    def _rings_died(self, h: IngestHandle) -> None:
+        """The rings of a dead ingest go once no batch in them is left to read (the other
+        modules' ingests keep theirs)."""
+        for generation in [g for g in self.rings if g // GENERATIONS_PER_EPOCH == h.epoch]:
+            self.dead_rings[generation] = self.rings.pop(generation)
 
     def _handle(self, source: str) -> IngestHandle:
         return self.secondaries.get(source, self.ingest)
@@ -396,6 +406,7 @@ class Coordinator:
         if not h.conn.closed:
             h.conn.close()
         h.calls.fail_all(StageDied(h.fault))
+        self._rings_died(h)
         if self._stop.is_set() or self.closing:
             return
         logger.error("%s: restarting it", why)
@@ -527,12 +538,11 @@ class Coordinator:
             for source, part in b.parts.items():
                 self._free_slot(part, source)
         else:
-            self._free_slot(b)
+            self._free_slot(b, self.names[0])
 
-    def _free_slot(self, b: SlotBatch, source: str | None = None) -> None:
+    def _free_slot(self, b: SlotBatch, source: str) -> None:
         """The batch has left: its slot (and room) go back to the ingest that filled it."""
-        h = self.ingest if source is None else self._handle(source)
-        h.outbox.send(Free(b.generation, b.slot, b.acquisition, b.index))
+        self._handle(source).outbox.send(Free(b.generation, b.slot, b.acquisition, b.index))
 
     # -- queries (API threads) -------------------------------------------------------------------
     def counts(self, acquisition: int | None) -> DispatchCounts:
