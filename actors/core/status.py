@@ -123,6 +123,8 @@ class IngestStatus(Record):
     setup_version: int = 0
     parameters: Mapping[str, Any] = field(default_factory=dict)
     inflight_bytes: int = 0
+    #: a multi-module detector: each module ingest's ledger of the acquisition
+    sources: Mapping[str, Ledger] = field(default_factory=dict)
     peak_inflight_bytes: int = 0
     geometry: Any = None
     dispatch: DispatchCounts | None = None  # when the dispatcher runs with the ingest
@@ -170,6 +172,8 @@ class Status(Record):
     parameters: Mapping[str, Any] = field(default_factory=dict)
     inflight_bytes: int = 0
     peak_inflight_bytes: int = 0
+    #: a multi-module detector: each module's ledger (its own received, lost, rejected)
+    sources: Mapping[str, Ledger] = field(default_factory=dict)
     outcome: str | None = None  # of the last acquisition, once it has ended
     warnings: tuple[str, ...] = ()  # the last acquisition's, once it has ended
     file: str | None = None  # the file the last acquisition wrote, once it has ended
@@ -230,5 +234,6 @@ def pipeline_status(ingest: IngestStatus, results: ResultsStatus,
         idle_dropped=ingest.idle_dropped, fault=ingest.fault or fault, ledger=ledger,
         receiver=ingest.receiver, setup_version=ingest.setup_version,
         parameters=ingest.parameters, inflight_bytes=ingest.inflight_bytes,
-        peak_inflight_bytes=ingest.peak_inflight_bytes, outcome=outcome, warnings=warnings,
-        file=file, writing=writing)
+        peak_inflight_bytes=ingest.peak_inflight_bytes,
+        sources=ledger.sources if outcome is not None and ledger is not None else
+        ingest.sources, outcome=outcome, warnings=warnings, file=file, writing=writing)

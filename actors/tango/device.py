@@ -32,6 +32,8 @@ from actors.tango.session import Session
 logger = logging.getLogger(__name__)
 
 CLASS_NAME = "Rayline"
+#: the most module streams the source_* attributes show
+MAX_SOURCES = 256
 ABORT_TIMEOUT = 10.0
 CLAIM_TIMEOUT = 2.0  # how long a command waits for a start in progress
 
@@ -58,6 +60,16 @@ def refuse(message: str, origin: str, reason: str = "Rayline_Refused") -> NoRetu
 def _counter(field: str) -> Callable[[RaylineDevice], Awaitable[Any]]:
     async def read(self: RaylineDevice) -> Any:
         return self.counter(field)
+    return read
+
+
+def _per_source(field: str) -> Callable[[RaylineDevice], Awaitable[Any]]:
+    async def read(self: RaylineDevice) -> Any:
+        st = self._status
+        sources = {} if st is None else st.sources
+        if field == "name":
+            return list(sources)
+        return [int(getattr(ledger, field)) for ledger in sources.values()]
     return read
 
 
@@ -111,6 +123,20 @@ class RaylineDevice(Device):  # type: ignore[misc]
                                 doc="frames processed per second")
     acquisition = attribute(dtype=int, fget=_counter("acquisition"),
                             doc="number of the current (else last) acquisition; 0 before")
+    source_names = attribute(dtype=(str,), max_dim_x=MAX_SOURCES, fget=_per_source("name"),
+                             doc="a multi-module detector: its modules' stream names, in the "
+                             "order of the source_* counters (empty for one stream)")
+    source_received = attribute(dtype=(int,), max_dim_x=MAX_SOURCES,
+                                fget=_per_source("received"),
+                                doc="frames each module's stream delivered")
+    source_lost = attribute(dtype=(int,), max_dim_x=MAX_SOURCES, fget=_per_source("lost"),
+                            doc="frames missing from each module's numbering")
+    source_rejected = attribute(dtype=(int,), max_dim_x=MAX_SOURCES,
+                                fget=_per_source("rejected_total"),
+                                doc="malformed messages each module's receiver rejected")
+    source_dropped = attribute(dtype=(int,), max_dim_x=MAX_SOURCES,
+                               fget=_per_source("dropped_total"),
+                               doc="frames of each module dropped before assembly (e.g. late)")
 
     filename = attribute(dtype=str, access=_RW, memorized=True, hw_memorized=True,
                          fget=_setting("filename"), fset=_file_setting("filename"),

@@ -27,6 +27,7 @@ from actors.tango.declare import Declarations, declare
 RESERVED = (
     "State", "Status", "Init", "received_frames", "processed_frames", "dropped_frames",
     "lost_frames", "rejected_frames", "frame_rate", "processing_rate", "acquisition",
+    "source_names", "source_received", "source_lost", "source_rejected", "source_dropped",
     "filename", "filepath", "file_index", "previous_file_index", "live_period",
     "stop_timeout", "start_receiver", "stop_receiver", "abort_receiver", "reset_pedestal",
     "update_images_events", "Start", "Stop", "Abort")

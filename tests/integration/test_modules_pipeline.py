@@ -128,3 +128,47 @@ def test_a_killed_module_ingest_fails_the_acquisition_by_name_and_the_next_one_i
         sender.join(60)
     assert result.outcome == "finished", result.error
     assert (result.ledger.received, result.ledger.processed) == (N, N)
+
+
+@pytest.mark.tango
+def test_the_device_shows_each_module_s_counters(tmp_path: Path) -> None:
+    """`rayline run` with four module streams: the Tango device's source_* attributes give
+    each module's counters (module 1 lost two frames) next to the totals."""
+    import sys
+    import time
+
+    import tango
+    import yaml
+
+    from actors.app.service import READY_LINE
+    from tests.helpers import service_process
+
+    settings = ModuleSettings(SimulatorSettings(detector="jungfrau", frames=N, lossless=True,
+                                                seed=4, scene=SCENE),
+                              modules=(2, 2), lose={1: [5, 6]})
+    with ModuleSimulator(settings) as sim:
+        cfg = {**config(sim.endpoints, tmp_path), "tango": {"enabled": True,
+                                                            "database": False}}
+        path = tmp_path / "modules.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        with service_process([sys.executable, "-m", "actors", "run", str(path)]) as (proc,
+                                                                                  lines):
+            ready = lines.wait_for(READY_LINE, 180)
+            dev = tango.DeviceProxy(ready.rsplit("Tango ", 1)[1].strip())
+            dev.set_timeout_millis(20_000)
+            dev.Start()
+            sender = threading.Thread(target=sim.run)
+            sender.start()
+            sender.join(60)
+            deadline = time.monotonic() + 60
+            while str(dev.state()) != "ON" or dev.read_attribute("acquisition").value != 1:
+                assert time.monotonic() < deadline, dev.status()
+                time.sleep(0.05)
+            names = list(dev.read_attribute("source_names").value)
+            received = list(dev.read_attribute("source_received").value)
+            totals = [dev.read_attribute(a).value for a in ("received_frames",
+                                                            "processed_frames",
+                                                            "dropped_frames")]
+    assert names == ["m0", "m1", "m2", "m3"]
+    assert received == [N, N - 2, N, N]
+    assert totals == [N, N - 2, 2]

@@ -91,7 +91,12 @@ class IngestCalls:
 
     def status(self) -> IngestStatus:
         status: IngestStatus = self._call("status")
-        return status
+        if not self.coordinator.secondaries:
+            return status
+        ledgers = {self.coordinator.names[0]: status.ledger}
+        for source in list(self.coordinator.secondaries):
+            ledgers[source] = self._call("status", source=source).ledger
+        return replace(status, sources={k: v for k, v in ledgers.items() if v is not None})
 
 
 class LocalPipeline(PipelineBase):
