@@ -101,6 +101,7 @@ class IngestCore:
         begins or the acquisition ends, never on ``batch.max_delay``."""
         self.config = config
         self.module = module
+        self.detector_shape: tuple[int, int] | None = None  # a module's: the whole frame
         self.receiver = receiver  # the receiver's counters now (lost, rejected, received)
         self.store_budget = store_budget
         self.clock = clock
@@ -247,7 +248,7 @@ class IngestCore:
         first = acq.assembler.next_index
         acq.setup = replace(acq.setup, version=self.params.version, specs=self.params.specs,
                             first_batch=first)
-        acq.chain = acq.setup.build()
+        acq.chain = self._chain(acq.setup)
         logger.info("parameters %s apply from batch %d", dict(changes), first)
         return first, [*actions, Announce(acq.setup), self.checkpoint()]
 
@@ -395,13 +396,23 @@ class IngestCore:
         setup = ChainSetup(acq.acquisition, self.params.version, self.params.specs, geometry,
                            src.reorder, mask,
                            keep_frames=self.config.output.enabled and self.config.output.frames)
-        acq.setup, acq.chain = setup, setup.build()
+        self.detector_shape = _detector_shape(first, geometry) if self.module else None
+        acq.setup, acq.chain = setup, self._chain(setup)
         frames = self._batch_frames(geometry.nbytes)
         acq.assembler = BatchAssembler(
             acq.acquisition, geometry, frames, acq.chain.epochs, src.channel,
             clock=self.clock,
             ranges=range_length(frames, acq.chain.epochs) if self.module else None)
         return Begin(setup, describe(first.protocol, first, self.series_start, geometry))
+
+    def _chain(self, setup: ChainSetup) -> ReducerChain:
+        """The chain this ingest decides batches with: a module's ingest builds it for the
+        whole detector's frame (an ROI may lie beyond its module), not for its part."""
+        if self.detector_shape is None:
+            return setup.build()
+        rows, cols = self.detector_shape
+        return ReducerChain.from_specs(setup.specs, replace(setup.geometry, rows=rows,
+                                                            cols=cols))
 
     def _batch_frames(self, frame_bytes: int) -> int:
         """``batch.max_frames``, or fewer when ``max_inflight`` such batches would not fit
@@ -491,3 +502,13 @@ class IngestCore:
             dropped=dict(+acq.dropped),
             lost=int(receiver.get("lost", 0)) - int(start.get("lost", 0)),
             rejected=dict(+rejected))
+
+
+def _detector_shape(first: Image, geometry: Geometry) -> tuple[int, int]:
+    """The whole detector's frame from a module's header (``detshape`` = [columns, rows] of
+    parts of this module's shape); the module's own shape if the header does not say."""
+    grid = first.header.get("detshape")
+    if isinstance(grid, list) and len(grid) == 2 and all(
+            isinstance(v, int) and v > 0 for v in grid):
+        return geometry.rows * grid[1], geometry.cols * grid[0]
+    return geometry.shape

@@ -28,7 +28,10 @@ def config(endpoints: list[str], tmp_path: Path, **extra: object) -> dict[str, o
     return {"backend": "local", "workers": 2, "tango": {"enabled": False},
             "sources": [{"endpoint": ep, "protocol": "sls", "name": f"m{i}"}
                         for i, ep in enumerate(endpoints)],
-            "reducers": [{"type": "sum"}, {"type": "total"}],
+            "reducers": [{"type": "sum"}, {"type": "total"},
+                         # an ROI across all four modules (beyond any one module's frame)
+                         {"type": "roi", "rois": [{"name": "centre", "row0": 8, "row1": 24,
+                                                   "col0": 16, "col1": 48}]}],
             "batch": {"max_frames": 8}, "modules": {"timeout": 2.0},
             "output": {"directory": str(tmp_path)}, **extra}
 
@@ -57,6 +60,9 @@ def test_four_module_streams_assemble_into_the_detector_s_frames(
     assert isinstance(total, Series)
     np.testing.assert_array_equal(total.frame_numbers, kept)
     np.testing.assert_array_equal(total.values, frames.sum(axis=(1, 2)))
+    centre = result.outputs["roi_centre"]
+    assert isinstance(centre, Series)
+    np.testing.assert_array_equal(centre.values, frames[:, 8:24, 16:48].sum(axis=(1, 2)))
     led = result.ledger
     assert (led.received, led.processed, led.lost) == (N, N - len(lost), 0)
     assert led.dropped == ({"incomplete": len(lost)} if lost else {})
