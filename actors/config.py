@@ -90,6 +90,9 @@ class SourceConfig(_Model):
                              "files (default: source0, source1, ... in list order)")
     node: str | None = Field(None, description="Ray: the IP address of the node whose "
                              "network interface receives this stream (its ingest runs there)")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Ray: custom resources its ingest actor needs "
+        "(e.g. {rx_a: 0.01}, a resource only the receiving node declares)")
 
     @property
     def socket_kind(self) -> Literal["sub", "pull"]:
@@ -309,6 +312,10 @@ class PipelineConfig(_Model):
     @property
     def source_names(self) -> list[str]:
         return [s.name or f"source{i}" for i, s in enumerate(self.all_sources)]
+
+    def for_source(self, index: int) -> PipelineConfig:
+        """The configuration the ingest of the ``index``-th stream runs with."""
+        return self.model_copy(update={"source": self.all_sources[index]})
 
     @property
     def modular(self) -> bool:

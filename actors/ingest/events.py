@@ -53,6 +53,7 @@ class ModulePart(Generic[S]):
     frame_numbers: np.ndarray[Any, Any]
     stored: S
     setup_version: int
+    acquisition: int = 0
 
 
 @dataclass(frozen=True)

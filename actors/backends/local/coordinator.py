@@ -106,10 +106,6 @@ def start_ingest(config: PipelineConfig, manager: ManagerAddress, log_level: int
                         source=source)
 
 
-def source_config(config: PipelineConfig, index: int) -> PipelineConfig:
-    """The configuration the ingest of the ``index``-th source runs with."""
-    return config.model_copy(update={"source": config.all_sources[index]})
-
 
 def start_worker(index: int, manager: ManagerAddress, log_level: int) -> WorkerHandle:
     parent, child = processes.context().Pipe(duplex=True)
@@ -137,7 +133,7 @@ class Coordinator:
         #: the other modules' ingests (a multi-module detector); the first source's is
         #: ``ingest``, which numbers the acquisitions and keeps the checkpoint
         self.secondaries: dict[str, IngestHandle] = {
-            name: start_ingest(source_config(config, i), manager, log_level,
+            name: start_ingest(config.for_source(i), manager, log_level,
                                epoch=i * SOURCE_EPOCHS, module=True, source=name)
             for i, name in enumerate(self.names) if i > 0}
         workers = [start_worker(i, manager, log_level) for i in range(config.workers)]
@@ -356,7 +352,7 @@ class Coordinator:
         if isinstance(msg, Closed):
             b = msg.batch
             out = m.hand_on(ModulePart(h.source, b.index, b.frame_numbers, b,
-                                       b.setup_version), b.acquisition)
+                                       b.setup_version, b.acquisition), b.acquisition)
         elif isinstance(msg, Begin):
             out = m.begin(h.source, msg)
         elif isinstance(msg, End):
@@ -413,7 +409,7 @@ class Coordinator:
         self._fail_running(why)
         index = self.names.index(h.source)
         self.secondaries[h.source] = start_ingest(
-            source_config(self.config, index), self.slots.where(), self.log_level,
+            self.config.for_source(index), self.slots.where(), self.log_level,
             epoch=h.epoch + 1, module=True, source=h.source)
         self.ingest_restarts += 1
 

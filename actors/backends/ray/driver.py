@@ -21,7 +21,7 @@ from actors.backends.ray.client import CALL_TIMEOUT, ClientPipeline
 from actors.backends.ray.ingest import IngestActor
 from actors.backends.ray.processing import ProcessingActor
 from actors.backends.ray.results import ResultsActor, results_options
-from actors.backends.ray.runtime import StageNames, ensure_ray, store_budget
+from actors.backends.ray.runtime import StageNames, ensure_ray, node_strategy, store_budget
 from actors.config import PipelineConfig, as_config
 from actors.wire.model import Protocol
 
@@ -40,6 +40,8 @@ class RayPipeline(ClientPipeline):
         self._started_ray = False
         self.workers: list[Any] = []
         self.placement: list[dict[str, Any]] = []
+        self.module_ingests: list[Any] = []  # the other modules' (a multi-module detector)
+        self.ingest_nodes: list[str] = []  # where each stream's ingest runs
         self.tango: Any = None  # actors.backends.ray.tango.TangoDevice
         self.names = StageNames.new(self.config.workers)
 
@@ -49,9 +51,6 @@ class RayPipeline(ClientPipeline):
 
     def open(self) -> None:
         cfg = self.config
-        if cfg.modular:  # issue 14: the Ray transport of the event stage is not built yet
-            raise RuntimeError(f"{len(cfg.all_sources)} sources (a multi-module detector) "
-                               "run on backend: local in this version, not yet on Ray")
         need = cfg.workers * cfg.ray.worker_cpus
         self._started_ray = ensure_ray(cfg.ray, need)
         try:
@@ -87,9 +86,25 @@ class RayPipeline(ClientPipeline):
         self.placement = self._wait_ready([w.ready.remote() for w in self.workers])
         self._warm_up()
         budget = cfg.ray.inflight_bytes or store_budget(ray.get_runtime_context().get_node_id())
-        ingest = IngestActor.options(scheduling_strategy=here, name=names.ingest).remote(
-            cfg, names, budget)
-        ray.get(ingest.open.remote(), timeout=READY_TIMEOUT)
+        # a multi-module detector: one ingest per module, each on the node of its stream
+        for i, (name, source) in enumerate(zip(cfg.source_names, cfg.all_sources)):
+            if i == 0:
+                continue
+            actor = IngestActor.options(
+                scheduling_strategy=node_strategy(source.node) or (
+                    "DEFAULT" if source.resources else here),
+                resources=source.resources or None,
+                name=names.module_ingest(name)).remote(cfg.for_source(i), names, budget,
+                                                       name)
+            self.module_ingests.append(actor)
+        ingest = IngestActor.options(
+            scheduling_strategy=node_strategy(cfg.source.node) or (
+                "DEFAULT" if cfg.source.resources else here),
+            resources=cfg.source.resources or None, name=names.ingest).remote(
+                cfg, names, budget)
+        opened = ray.get([a.open.remote() for a in [ingest, *self.module_ingests]],
+                         timeout=READY_TIMEOUT)
+        self.ingest_nodes = [o["node_id"] for o in opened]
         self.attach(ingest, results)
         if cfg.tango.enabled:
             from actors.backends.ray.tango import start_tango_actor
@@ -145,9 +160,15 @@ class RayPipeline(ClientPipeline):
                     ray.get(getattr(actor, method).remote(), timeout=CALL_TIMEOUT)
                 except Exception:  # closing anyway
                     logger.exception("%s did not close cleanly", method)
-        for actor in [self.ingest, self.results_actor, *self.workers]:
+        for actor in self.module_ingests:
+            try:
+                ray.get(actor.close.remote(), timeout=CALL_TIMEOUT)
+            except Exception:  # closing anyway
+                logger.exception("a module's ingest did not close cleanly")
+        for actor in [self.ingest, self.results_actor, *self.workers, *self.module_ingests]:
             if actor is not None:
                 ray.kill(actor, no_restart=True)
+        self.module_ingests = []
         self.detach()
         self.workers = []
         if self._started_ray:

@@ -25,9 +25,11 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from actors.backends.ray.runtime import ACTOR_OPTIONS, StageNames, restarted
 from actors.config import PipelineConfig
-from actors.core.events import Action, Announce, Begin, Checkpoint, HandOn
+from actors.core.events import Aborted, Action, Announce, Begin, Checkpoint, End, HandOn
+from actors.core.modules import ModuleLayout, Policy
 from actors.core.status import IngestStatus
 from actors.dispatch.dispatcher import Dispatcher, GiveUp, Job, Key
+from actors.ingest.events import EventHandOn, ModuleEvents, ModulePart
 from actors.ingest.stage import IngestStage
 
 logger = logging.getLogger(__name__)
@@ -50,16 +52,48 @@ class Stored:
     setup: Any  # ObjectRef[ChainSetup]
 
 
+@dataclass
+class StoredEvent:
+    """One range of a multi-module detector: each module's batch in the object store."""
+
+    parts: dict[str, ModuleHandOn]
+    layout: ModuleLayout
+    policy: Policy
+    setup: Any  # ObjectRef[ChainSetup]
+
+
+@dataclass(frozen=True)
+class ModuleHandOn:
+    """A module ingest's batch of one range, stored by that ingest, for the first one."""
+
+    acquisition: int
+    index: int
+    frame_numbers: Any
+    setup_version: int
+    batch: Any  # ObjectRef[FrameBatch]
+
+
 class Ingest:
     """The ingest actor (async): commands, the receive loop, dispatch (module doc)."""
 
     def __init__(self, config: PipelineConfig, names: StageNames,
-                 store_budget: int | None = None) -> None:
+                 store_budget: int | None = None, source: str | None = None) -> None:
+        """``source`` names another module's stream of a multi-module detector (its ingest
+        hands its batches to the first one's); None: the first (or only) stream."""
+        self.names = names
         self.results = names.lookup(names.results)
         self._results_id = self.results._actor_id.hex()
         self.workers = [names.lookup(names.worker(i)) for i in range(names.workers)]
-        self.stage = IngestStage(config, self, store_budget=store_budget)
-        self.dispatcher: Dispatcher[Stored] = Dispatcher(names.workers)
+        self.source = source
+        sources = config.source_names
+        self.own = source or sources[0]
+        self.modules: ModuleEvents[Any] | None = ModuleEvents(
+            tuple(sources), timeout=config.modules.timeout, policy=config.modules.incomplete
+        ) if config.modular and source is None else None
+        self.others = sources[1:] if self.modules is not None else []
+        self.stage = IngestStage(config, self, store_budget=store_budget,
+                                 module=config.modular)
+        self.dispatcher: Dispatcher[Stored | StoredEvent] = Dispatcher(names.workers)
         self.setups: dict[tuple[int, int], Any] = {}  # (acquisition, version) -> ObjectRef
         self._tasks: set[asyncio.Future[Any]] = set()
         # open at once, also when Ray restarts this actor after its process died
@@ -87,44 +121,150 @@ class Ingest:
     # -- commands -----------------------------------------------------------------------------
     async def start(self, acquisition: int | None = None) -> int:
         await self._opening
-        return await self.stage.start(acquisition)
+        number = await self.stage.start(acquisition)
+        for other in self.others:  # the first module's ingest numbers the acquisitions
+            await self._peer(other).start.remote(number)
+        return number
 
     async def stop(self, acquisition: int) -> None:
         await self._opening
         await self.stage.stop(acquisition)
+        for other in self.others:
+            await self._peer(other).stop.remote(acquisition)
 
     async def abort(self, acquisition: int) -> None:
         await self._opening
         await self.stage.abort(acquisition)
+        for other in self.others:
+            await self._peer(other).abort.remote(acquisition)
 
     async def set(self, changes: dict[str, Any]) -> int | None:
         await self._opening
-        return await self.stage.set(changes)
+        if self.others and self.stage.status().state != "idle":
+            raise RuntimeError("the runtime parameters of a multi-module detector apply "
+                               "between acquisitions: stop the running one first")
+        first = await self.stage.set(changes)
+        for other in self.others:
+            await self._peer(other).set.remote(changes)
+        return first
 
     async def status(self) -> IngestStatus:
         await self._opening
         status = self.stage.status()
-        return replace(status, dispatch=self.dispatcher.counts(status.acquisition))
+        status = replace(status, dispatch=self.dispatcher.counts(status.acquisition))
+        if not self.others:
+            return status
+        ledgers = {self.own: status.ledger}
+        for other in self.others:
+            ledgers[other] = (await self._peer(other).status.remote()).ledger
+        return replace(status, sources={k: v for k, v in ledgers.items() if v is not None})
+
+    # -- a multi-module detector ------------------------------------------------------------
+    def _peer(self, source: str) -> Any:
+        """The ingest actor of another module (or, for those, of the first)."""
+        if source == self.names.ingest:
+            return self.names.lookup(self.names.ingest)
+        return self.names.lookup(self.names.module_ingest(source))
+
+    async def module_action(self, source: str, action: Any) -> None:
+        """Another module's ingest action (its batches already in the object store)."""
+        await self._opening
+        await self._module(source, action)
+        self._step()
+
+    async def returned(self, acquisition: int, index: int) -> None:
+        """(A module's ingest) its batch has left the pipeline: its room is back."""
+        self.stage.returned(acquisition, index)
+
+    async def finished(self, acquisition: int) -> None:
+        """(A module's ingest) every batch of the acquisition has settled: idle again."""
+        self.stage.finished(acquisition)
+
+    async def _module(self, source: str, action: Any) -> None:
+        m = self.modules
+        assert m is not None
+        if isinstance(action, ModuleHandOn):
+            out = m.hand_on(ModulePart(source, action.index, action.frame_numbers,
+                                       action, action.setup_version, action.acquisition),
+                            action.acquisition)
+        elif isinstance(action, Begin):
+            out = m.begin(source, action)
+        elif isinstance(action, End):
+            out = m.end(source, action)
+        else:
+            out = m.aborted(source, action)
+        await self._module_events(out)
+
+    async def _module_events(self, events: list[Any]) -> None:
+        m = self.modules
+        assert m is not None
+        for event in events:
+            if isinstance(event, EventHandOn):
+                stored = StoredEvent(
+                    dict(event.parts), event.layout, event.policy,
+                    self.setups[(event.acquisition, event.setup_version)])
+                job: Job[Stored | StoredEvent] = Job(event.acquisition, event.info, stored,
+                                                     needs_states=bool(event.info.keys))
+                self.dispatcher.add(job)
+                if job.needs_states:
+                    self._spawn(self._fetch_states(job))
+            else:
+                await self._route(event)
+        for part in m.take_refused():  # late, or of a failed acquisition
+            self._return_part(part.source, part.stored)
+
+    def _return_part(self, source: str, part: ModuleHandOn) -> None:
+        """A module batch has left: the room goes back to the ingest that stored it."""
+        if source == self.own:
+            self.stage.returned(part.acquisition, part.index)
+        else:
+            self._spawn(self._peer(source).returned.remote(part.acquisition, part.index))
 
     # -- the transport of the ingest stage ----------------------------------------------------
     async def send(self, actions: list[Action]) -> None:
         for action in actions:
+            if self.stage.core.module:  # one module of several: through the event stage
+                await self._send_module(action)
+                continue
             if isinstance(action, HandOn):
                 self._hand_on(action)
                 continue
-            if isinstance(action, Begin | Announce):
-                self._store_setup(action)
-            event, released = self.dispatcher.route(action)
-            for job in released:
-                self._release(job)
-            if isinstance(event, Checkpoint):  # the latest one counts: no need to wait
-                self._spawn(self.results.apply.remote(event))
-            elif event is not None:  # awaited: a setup is in place before its batches merge
-                try:
-                    await self.results.apply.remote(event)
-                except RayActorError as exc:
-                    self._results_lost(exc)
+            await self._route(action)
         self._step()
+
+    async def _route(self, action: Any) -> None:
+        """An action for the dispatcher and the results stage."""
+        if isinstance(action, Begin | Announce):
+            self._store_setup(action)
+        event, released = self.dispatcher.route(action)
+        for job in released:
+            self._release(job)
+        if isinstance(event, Checkpoint):  # the latest one counts: no need to wait
+            self._spawn(self.results.apply.remote(event))
+        elif event is not None:  # awaited: a setup is in place before its batches merge
+            try:
+                await self.results.apply.remote(event)
+            except RayActorError as exc:
+                self._results_lost(exc)
+
+    async def _send_module(self, action: Action) -> None:
+        """This module's action: its batch goes into the object store here (on the node
+        that received it), the rest to the event stage in the first module's ingest."""
+        if isinstance(action, HandOn):
+            batch = action.batch
+            item: Any = ModuleHandOn(batch.acquisition, batch.index, batch.frame_numbers,
+                                     action.setup_version, ray.put(batch))
+        elif isinstance(action, Begin | End | Aborted):
+            item = action
+        elif isinstance(action, Checkpoint) and self.source is None:
+            await self._route(action)  # the first module's ingest keeps the checkpoint
+            return
+        else:  # Announce (parameters apply between acquisitions), a module's checkpoint
+            return
+        if self.source is None:
+            await self._module(self.own, item)
+        else:
+            await self._peer(self.names.ingest).module_action.remote(self.source, item)
 
     def _store_setup(self, action: Begin | Announce) -> None:
         if isinstance(action, Begin):  # forget the setups nothing in flight uses
@@ -138,12 +278,13 @@ class Ingest:
         # the one copy into the object store; the stage keeps no reference to the received
         # messages, so ZMQ frees them now, not when the batch is merged
         stored = Stored(ray.put(batch), self.setups[(batch.acquisition, action.setup_version)])
-        job = Job(batch.acquisition, action.info, stored, needs_states=bool(action.info.keys))
+        job: Job[Stored | StoredEvent] = Job(batch.acquisition, action.info, stored,
+                                             needs_states=bool(action.info.keys))
         self.dispatcher.add(job)
         if job.needs_states:
             self._spawn(self._fetch_states(job))
 
-    async def _fetch_states(self, job: Job[Stored]) -> None:
+    async def _fetch_states(self, job: Job[Stored | StoredEvent]) -> None:
         ref = self.results.states.remote(job.acquisition, job.info, STATES_TIMEOUT)
         try:
             states = await ref
@@ -166,13 +307,20 @@ class Ingest:
         for send in self.dispatcher.dispatch():
             job = send.job
             stored = job.payload
-            partial = self.workers[send.worker].process.remote(stored.batch, job.states,
-                                                               stored.setup)
+            worker = self.workers[send.worker]
+            if isinstance(stored, StoredEvent):
+                partial = worker.process_event.remote(
+                    stored.layout, stored.policy, job.info.index, job.states, stored.setup,
+                    tuple(stored.parts), *(p.batch for p in stored.parts.values()))
+            else:
+                partial = worker.process.remote(stored.batch, job.states, stored.setup)
             ack = asyncio.wrap_future(
                 self.results.merge.remote(job.acquisition, job.info, partial).future())
             ack.add_done_callback(functools.partial(self._answered, job.key))
         for end in self.dispatcher.ended():
             self.stage.finished(end.acquisition)  # idle before the result is visible
+            for other in self.others:
+                self._spawn(self._peer(other).finished.remote(end.acquisition))
             self._spawn(self.results.apply.remote(end))
 
     def _answered(self, key: Key, ack: asyncio.Future[Any]) -> None:
@@ -212,7 +360,7 @@ class Ingest:
                      type(exc).__name__)
         self._spawn(self.stage.fail_running(RESULTS_DIED))
 
-    def _settle(self, out: GiveUp[Stored] | Job[Stored]) -> None:
+    def _settle(self, out: GiveUp[Stored | StoredEvent] | Job[Stored | StoredEvent]) -> None:
         """A job that leaves without a merge: given up (merged as empty) or aborted."""
         if isinstance(out, GiveUp):
             logger.error("batch %d of acquisition %d (frames %d..%d) given up: %s",
@@ -222,11 +370,16 @@ class Ingest:
             out = out.job
         self._release(out)
 
-    def _release(self, job: Job[Stored]) -> None:
+    def _release(self, job: Job[Stored | StoredEvent]) -> None:
         """The batch has left: the object store may free it, the ingest has room again."""
+        stored = job.payload
         job.payload = Stored(None, None)
         job.states = None
-        self.stage.returned(job.acquisition, job.info.index)
+        if isinstance(stored, StoredEvent):  # each module's room, in its own ingest
+            for source, part in stored.parts.items():
+                self._return_part(source, part)
+        else:
+            self.stage.returned(job.acquisition, job.info.index)
 
     def _spawn(self, work: Coroutine[Any, Any, Any] | Any) -> None:
         """Own a background call: failures are logged, and close() cancels it."""

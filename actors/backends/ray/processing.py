@@ -14,6 +14,7 @@ import ray
 from actors.backends.ray.runtime import ACTOR_OPTIONS
 from actors.core.batch import FrameBatch
 from actors.core.chain import Partials
+from actors.core.modules import ModuleLayout, Policy
 from actors.core.setup import ChainSetup
 from actors.process.worker import Worker
 from actors.wire.model import Geometry
@@ -39,6 +40,14 @@ class Processing:
     def process(self, batch: FrameBatch, states: dict[str, dict[int, Any]] | None,
                 setup: ChainSetup) -> Partials:
         return self.worker.process(batch, states, setup)
+
+    def process_event(self, layout: ModuleLayout, policy: Policy, index: int,
+                      states: dict[str, dict[int, Any]] | None, setup: ChainSetup,
+                      sources: tuple[str, ...], *parts: FrameBatch) -> Partials:
+        """One range of a multi-module detector: its modules' batches (read from the
+        object store wherever their ingests put them) assembled here and reduced."""
+        return self.worker.process_event(dict(zip(sources, parts, strict=True)), layout,
+                                         policy, index, states, setup)
 
 
 ProcessingActor: Any = ray.remote(**ACTOR_OPTIONS)(Processing)

@@ -49,6 +49,10 @@ class StageNames:
     def ingest(self) -> str:
         return f"{self.prefix}-ingest"
 
+    def module_ingest(self, source: str) -> str:
+        """The ingest of a multi-module detector's other modules (the first is ``ingest``)."""
+        return f"{self.prefix}-ingest-{source}"
+
     def worker(self, index: int) -> str:
         return f"{self.prefix}-worker-{index}"
 
@@ -168,3 +172,19 @@ def restarted() -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+
+def node_strategy(address: str | None) -> Any:
+    """Run on the Ray node with this IP address (None: no constraint); ValueError names the
+    nodes there are when none has it."""
+    if address is None:
+        return None
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    for node in alive:
+        if node.get("NodeManagerAddress") == address:
+            return NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+    raise ValueError(f"no Ray node at {address}: the cluster's nodes are "
+                     f"{', '.join(sorted(n.get('NodeManagerAddress', '?') for n in alive))}")
