@@ -340,6 +340,14 @@ class IngestCore:
         """A closed batch waits for room: stop reading (``overflow: block``)."""
         return self.acq is not None and bool(self.acq.held)
 
+    def forget_inflight(self) -> list[Action]:
+        """Whoever held this ingest's handed-on batches is gone (the first module's ingest of
+        a multi-module detector died): their room is free again."""
+        actions: list[Action] = []
+        for acquisition, index in list(self.inflight):
+            actions += self.returned(acquisition, index)
+        return actions
+
     def returned(self, acquisition: int, index: int) -> list[Action]:
         """A batch handed on has been processed, given up or discarded: its room is free."""
         nbytes = self.inflight.pop((acquisition, index), None)

@@ -178,6 +178,12 @@ class ModuleEvents(Generic[S]):
             return None
         return acq.builder.wake_in()
 
+    @property
+    def running(self) -> int | None:
+        """The acquisition being assembled (None: none, or it has ended here)."""
+        acq = self.acq
+        return None if acq is None or acq.done else acq.acquisition
+
     def take_refused(self) -> list[ModulePart[S]]:
         """Parts nobody will process (late, or of a failed acquisition): free their storage."""
         out, self.refused = self.refused, []

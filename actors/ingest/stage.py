@@ -128,6 +128,10 @@ class IngestStage:
         """A batch handed on has left the pipeline (processed, given up or discarded)."""
         self._spawn(self._do(lambda: self.core.returned(acquisition, index)))
 
+    def forget_inflight(self) -> None:
+        """The batches handed on will never come back (their holder died): room is free."""
+        self._spawn(self._do(self.core.forget_inflight))
+
     def finished(self, acquisition: int) -> None:
         """Every batch of the ended acquisition has settled: the ingest is idle again."""
         self.core.finished(acquisition)

@@ -95,7 +95,10 @@ class IngestCalls:
             return status
         ledgers = {self.coordinator.names[0]: status.ledger}
         for source in list(self.coordinator.secondaries):
-            ledgers[source] = self._call("status", source=source).ledger
+            try:
+                ledgers[source] = self._call("status", source=source).ledger
+            except StageDied:  # that module's ingest is being restarted: not shown now
+                continue
         return replace(status, sources={k: v for k, v in ledgers.items() if v is not None})
 
 

@@ -27,7 +27,7 @@ from actors.backends.ray.runtime import ACTOR_OPTIONS, StageNames, restarted
 from actors.config import PipelineConfig
 from actors.core.events import Aborted, Action, Announce, Begin, Checkpoint, End, HandOn
 from actors.core.modules import ModuleLayout, Policy
-from actors.core.status import IngestStatus
+from actors.core.status import IngestStatus, Ledger
 from actors.dispatch.dispatcher import Dispatcher, GiveUp, Job, Key
 from actors.ingest.events import EventHandOn, ModuleEvents, ModulePart
 from actors.ingest.stage import IngestStage
@@ -96,14 +96,20 @@ class Ingest:
         self.dispatcher: Dispatcher[Stored | StoredEvent] = Dispatcher(names.workers)
         self.setups: dict[tuple[int, int], Any] = {}  # (acquisition, version) -> ObjectRef
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._letting_go: list[asyncio.Future[Any]] = []  # aborts of a failed acquisition
         # open at once, also when Ray restarts this actor after its process died
         self._opening = asyncio.get_event_loop().create_task(self._open())
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def _open(self) -> None:
         await self.stage.open()
-        if restarted():
+        if restarted() and self.source is not None:  # another module's ingest
+            logger.warning("the ingest actor of module %s was restarted", self.source)
+            self._spawn(self._peer(self.names.ingest).module_restarted.remote(self.source))
+        elif restarted():
             checkpoint, ended = await self.results.recall.remote()
+            for other in self.others:  # what they handed to the dead one never comes back
+                self._spawn(self._peer(other).forget_inflight.remote())
             await self.stage.restore(checkpoint, ended, RESTARTED)
             logger.warning("the ingest actor was restarted; it resumes from acquisition %s",
                            checkpoint.last_acquisition if checkpoint else 0)
@@ -121,6 +127,8 @@ class Ingest:
     # -- commands -----------------------------------------------------------------------------
     async def start(self, acquisition: int | None = None) -> int:
         await self._opening
+        while self._letting_go:  # a failed acquisition's aborts reach every module first
+            await self._letting_go.pop()
         number = await self.stage.start(acquisition)
         for other in self.others:  # the first module's ingest numbers the acquisitions
             await self._peer(other).start.remote(number)
@@ -156,7 +164,10 @@ class Ingest:
             return status
         ledgers = {self.own: status.ledger}
         for other in self.others:
-            ledgers[other] = (await self._peer(other).status.remote()).ledger
+            try:
+                ledgers[other] = (await self._peer(other).status.remote()).ledger
+            except RayActorError:  # that module's ingest is being restarted: not shown now
+                continue
         return replace(status, sources={k: v for k, v in ledgers.items() if v is not None})
 
     # -- a multi-module detector ------------------------------------------------------------
@@ -171,6 +182,46 @@ class Ingest:
         await self._opening
         await self._module(source, action)
         self._step()
+
+    async def module_restarted(self, source: str) -> None:
+        """Another module's ingest died (Ray restarted it, empty): the running acquisition
+        cannot be assembled and fails, naming the module; every ingest lets it go."""
+        await self._opening
+        status = self.stage.status()
+        running = self.modules.running if self.modules is not None else None
+        if running is None and status.state != "idle":
+            running = status.acquisition
+        if running is None:
+            return
+        why = (f"the ingest actor of module {source} died and was restarted; the acquisition "
+               "cannot be assembled")
+        logger.error("acquisition %d failed: %s", running, why)
+        await self._fail_modular(Aborted(running, status.ledger or Ledger(running), why))
+        self._step()
+
+    async def _fail_modular(self, failed: Aborted) -> None:
+        """A module's ingest (or a stage) died: the acquisition fails at once, everything
+        the event stage holds of it goes back, and every module's ingest lets it go."""
+        m = self.modules
+        assert m is not None
+        m.discard(failed.acquisition)
+        for part in m.take_refused():
+            self._return_part(part.source, part.stored)
+        await self._route(failed)
+        # (no-op if this ingest failed it; spawned: this may run inside one of its steps)
+        self._spawn(self.stage.abort(failed.acquisition))
+        # every other module's ingest lets it go (the next start waits for that; not
+        # awaited here: this may run while this actor opens, and their aborts call it)
+        letting_go = asyncio.ensure_future(asyncio.gather(
+            *(self._peer(o).abort.remote(failed.acquisition) for o in self.others),
+            return_exceptions=True))
+        self._letting_go.append(letting_go)
+        self._spawn(letting_go)
+
+    async def forget_inflight(self) -> None:
+        """(A module's ingest) the first module's ingest died with its batches: room."""
+        await self._opening
+        self.stage.forget_inflight()
 
     async def returned(self, acquisition: int, index: int) -> None:
         """(A module's ingest) its batch has left the pipeline: its room is back."""
@@ -191,6 +242,9 @@ class Ingest:
             out = m.begin(source, action)
         elif isinstance(action, End):
             out = m.end(source, action)
+        elif action.error is not None:  # a failure (a stage died), not an abort
+            await self._fail_modular(action)
+            return
         else:
             out = m.aborted(source, action)
         await self._module_events(out)
@@ -263,8 +317,14 @@ class Ingest:
             return
         if self.source is None:
             await self._module(self.own, item)
-        else:
+            return
+        try:
             await self._peer(self.names.ingest).module_action.remote(self.source, item)
+        except (RayActorError, ValueError) as exc:  # the first module's ingest is restarting
+            logger.warning("module %s: the first module's ingest did not take %s (%s)",
+                           self.source, type(item).__name__, type(exc).__name__)
+            if isinstance(item, ModuleHandOn):  # it is not held anywhere: its room is free
+                self.stage.returned(item.acquisition, item.index)
 
     def _store_setup(self, action: Begin | Announce) -> None:
         if isinstance(action, Begin):  # forget the setups nothing in flight uses
