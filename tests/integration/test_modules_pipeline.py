@@ -38,8 +38,10 @@ def config(endpoints: list[str], tmp_path: Path, backend: str = "local",
             "output": {"directory": str(tmp_path)}, **extra}
 
 
-@pytest.mark.parametrize("lose", [{}, {2: [3, 4, 17]}, {1: list(range(8, 16))}],
-                         ids=["whole", "module 2 loses 3", "module 1 loses a whole range"])
+@pytest.mark.parametrize("lose", [{}, {2: [3, 4, 17]}, {1: list(range(8, 16))},
+                                  {3: list(range(16, N))}],
+                         ids=["whole", "module 2 loses 3", "module 1 loses a whole range",
+                              "module 3 falls silent"])  # (its ranges go on the timeout)
 def test_four_module_streams_assemble_into_the_detector_s_frames(
         backend: str, tmp_path: Path, lose: dict[int, list[int]]) -> None:
     settings = ModuleSettings(SimulatorSettings(detector="jungfrau", frames=N, lossless=True,

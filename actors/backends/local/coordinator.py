@@ -106,7 +106,6 @@ def start_ingest(config: PipelineConfig, manager: ManagerAddress, log_level: int
                         source=source)
 
 
-
 def start_worker(index: int, manager: ManagerAddress, log_level: int) -> WorkerHandle:
     parent, child = processes.context().Pipe(duplex=True)
     process = processes.start(worker_main, (index, child, manager, log_level),

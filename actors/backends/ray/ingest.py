@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: how long a stateful batch may wait for its states before it is given up
 STATES_TIMEOUT = 600.0
+#: how often the first module's ingest looks for ranges a silent module never completes (s)
+MODULE_POLL = 0.25
 #: why a restarted ingest fails the acquisition its predecessor had running
 RESTARTED = ("the ingest actor died and was restarted; frames it held in its open batch "
              "are not counted")
@@ -103,6 +105,8 @@ class Ingest:
     # -- lifecycle ----------------------------------------------------------------------------
     async def _open(self) -> None:
         await self.stage.open()
+        if self.modules is not None:
+            self._spawn(self._module_timer())
         if restarted() and self.source is not None:  # another module's ingest
             logger.warning("the ingest actor of module %s was restarted", self.source)
             self._spawn(self._peer(self.names.ingest).module_restarted.remote(self.source))
@@ -198,6 +202,20 @@ class Ingest:
         logger.error("acquisition %d failed: %s", running, why)
         await self._fail_modular(Aborted(running, status.ledger or Ledger(running), why))
         self._step()
+
+    async def _module_timer(self) -> None:
+        """Ranges a silent module never completes go after ``modules.timeout`` (else a
+        module with nothing to send would hold the others' parts, and their room, forever)."""
+        m = self.modules
+        assert m is not None
+        while True:
+            wait = m.wake_in()
+            await asyncio.sleep(MODULE_POLL if wait is None else min(max(wait, 0.005),
+                                                                      MODULE_POLL))
+            events = m.due()
+            if events:
+                await self._module_events(events)
+                self._step()
 
     async def _fail_modular(self, failed: Aborted) -> None:
         """A module's ingest (or a stage) died: the acquisition fails at once, everything
