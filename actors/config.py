@@ -93,6 +93,10 @@ class SourceConfig(_Model):
     resources: dict[str, float] = Field(
         default_factory=dict, description="Ray: custom resources its ingest actor needs "
         "(e.g. {rx_a: 0.01}, a resource only the receiving node declares)")
+    role: Literal["module", "share"] = Field(
+        "module", description="with several sources: module (each stream is one part of "
+        "every frame, slsDetector) or share (each source is one of several PULL clients of "
+        "one DECTRIS PUSH stream: whole frames, a share of them)")
 
     @property
     def socket_kind(self) -> Literal["sub", "pull"]:
@@ -125,6 +129,9 @@ class ModulesConfig(_Model):
     incomplete: Literal["drop", "mask"] = Field(
         "drop", description="a frame a module lacks: drop it (counted incomplete) or "
         "process it with that module's pixels at 0")
+    drain: float = Field(0.2, gt=0, description="share sources: once one client has seen "
+                         "the series end, the others close when no frame has reached them "
+                         "for this many seconds")
 
 
 class RayConfig(_Model):
@@ -208,9 +215,10 @@ class PipelineConfig(_Model):
 
     source: SourceConfig = SourceConfig()
     sources: list[SourceConfig] | None = Field(
-        None, description="a detector sending several streams, one per module (slsDetector: "
-        "one ingest per stream, frames assembled by the workers); `source` is the shorthand "
-        "for one stream")
+        None, description="several streams, one ingest each: the modules of a detector "
+        "(role module, slsDetector: frames assembled by the workers) or several PULL "
+        "clients of one DECTRIS stream (role share: frames merged by number); `source` is "
+        "the shorthand for one stream")
     modules: ModulesConfig = ModulesConfig()
     backend: Literal["ray", "local"] = Field("ray", description="ray or local "
                                              "(multiprocessing shared memory)")
@@ -293,11 +301,19 @@ class PipelineConfig(_Model):
         if dup:
             raise ValueError(f"sources: names must be unique; repeated: {sorted(dup)}")
         if len(self.sources) > 1:
-            others = [s.protocol for s in self.sources if s.protocol is not Protocol.SLS]
-            if others:
-                raise ValueError("sources: several streams are the modules of an "
-                                 "slsDetector (protocol sls); DECTRIS streams read by "
-                                 "several clients are not supported yet")
+            roles = {s.role for s in self.sources}
+            if len(roles) > 1:
+                raise ValueError("sources: every source has the same role (module or share)")
+            if roles == {"module"} and any(s.protocol is not Protocol.SLS
+                                           for s in self.sources):
+                raise ValueError("sources: role module is for the modules of an slsDetector "
+                                 "(protocol sls); several clients of one DECTRIS stream are "
+                                 "role: share")
+            if roles == {"share"} and any(s.protocol is Protocol.SLS or
+                                          s.socket_kind != "pull" for s in self.sources):
+                raise ValueError("sources: role share is for several PULL clients of a "
+                                 "DECTRIS stream (protocol dectris-v1 or dectris-v2, socket "
+                                 "pull)")
             if self.overflow != "block":
                 raise ValueError("sources: a multi-module detector needs overflow: block "
                                  "(a dropped batch of one module would leave the others "
@@ -319,8 +335,13 @@ class PipelineConfig(_Model):
 
     @property
     def modular(self) -> bool:
-        """Several streams, one per module."""
+        """Several streams, one ingest each (modules, or clients sharing one stream)."""
         return len(self.all_sources) > 1
+
+    @property
+    def shared(self) -> bool:
+        """Several PULL clients of one stream, each receiving whole frames (role share)."""
+        return self.modular and self.source.role == "share"
 
     @model_validator(mode="after")
     def _inflight(self) -> PipelineConfig:

@@ -18,6 +18,7 @@ from actors.core.merger import BatchInfo
 from actors.core.setup import ChainSetup
 from actors.core.status import Ledger
 from actors.wire.detector import DetectorInfo
+from actors.wire.model import SeriesStart
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,23 @@ class Checkpoint:
     ledger: Ledger | None = None  # its ledger as of this checkpoint
 
 
+@dataclass(frozen=True)
+class SeriesSeen:
+    """(A client sharing a stream) the series start reached this client: the others need it
+    (its mask, geometry and declared images), whichever client the sender gave it to."""
+
+    start: SeriesStart
+
+
+@dataclass(frozen=True)
+class PeerEnd:
+    """(A client sharing a stream) the series end reached this client: the others close
+    once they have drained what is still on its way to them."""
+
+    acquisition: int
+
+
 #: everything the ingest produces
-Action = Begin | HandOn | Skip | Announce | End | Aborted | Checkpoint
+Action = Begin | HandOn | Skip | Announce | End | Aborted | Checkpoint | SeriesSeen | PeerEnd
 #: what the results stage takes
 ResultsEvent = Begin | Announce | Skip | End | Aborted | Checkpoint

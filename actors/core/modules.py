@@ -17,6 +17,11 @@ one range can go together to one worker, which assembles the full frames
   frame with a missing part, which sources it lacks: such a frame is dropped (counted
   ``incomplete``) or, with ``policy="mask"``, processed with the missing pixels at 0 and
   flagged in the returned mask.
+
+Several PULL clients of one DECTRIS stream (sources of role ``share``) use the same ranges
+and events: each client's batch of a range holds whole frames, the share the sender dealt
+it, and :func:`assemble` over a :meth:`ModuleLayout.whole` layout merges them by frame
+number — the batch one client would have cut from the whole stream.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class ModuleLayout:
     rows: int
     cols: int
     parts: tuple[ModulePart, ...]
+    #: every source sends whole frames, a share of them (clients of one stream)
+    shared: bool = False
 
     def __post_init__(self) -> None:
         if not self.parts:
@@ -66,6 +73,11 @@ class ModuleLayout:
         names = [p.source for p in self.parts]
         if len(set(names)) != len(names):
             raise ValueError(f"sources named twice in the layout: {names}")
+        if self.shared:
+            if any((p.row0, p.col0, p.rows, p.cols) != (0, 0, self.rows, self.cols)
+                   for p in self.parts):
+                raise ValueError("a shared layout's sources each send the whole frame")
+            return
         covered = np.zeros((self.rows, self.cols), dtype=np.int32)
         for p in self.parts:
             if p.rows <= 0 or p.cols <= 0 or p.row0 < 0 or p.col0 < 0 or \
@@ -91,6 +103,13 @@ class ModuleLayout:
             if p.source == source:
                 return p
         raise KeyError(f"no source {source!r} in the layout ({', '.join(self.sources)})")
+
+    @classmethod
+    def whole(cls, rows: int, cols: int, sources: Sequence[str]) -> ModuleLayout:
+        """Several clients of one stream: each source sends whole ``rows`` × ``cols``
+        frames, a share of the frame numbers."""
+        return cls(rows, cols, tuple(ModulePart(s, 0, 0, rows, cols) for s in sources),
+                   shared=True)
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, Mapping[str, Any]],
@@ -287,6 +306,8 @@ def assemble(layout: ModuleLayout,
     if len(dtypes) != 1:
         raise ValueError(f"module parts differ in dtype: {sorted(str(d) for d in dtypes)}")
     dtype, = dtypes
+    if layout.shared:
+        return _merge(layout, parts, dtype)
     rows_of: dict[str, dict[int, int]] = {}
     for source, (numbers, frames) in parts.items():
         part = layout.part(source)
@@ -314,6 +335,32 @@ def assemble(layout: ModuleLayout,
             absent = np.setdiff1d(np.arange(len(kept)), [k for k, _ in present])
             masked[absent, rows, cols] = True
     return Assembled(np.asarray(kept, dtype=np.int64), out, incomplete, masked)
+
+
+def _merge(layout: ModuleLayout,
+           parts: Mapping[str, tuple[npt.NDArray[np.int64], npt.NDArray[Any]]],
+           dtype: np.dtype[Any]) -> Assembled:
+    """Whole frames from several clients → one batch in frame-number order (a number two
+    clients both delivered is kept once: a PUSH socket never deals a message twice)."""
+    numbers, frames = [], []
+    for source, (n, f) in parts.items():
+        if f.shape[1:] != layout.shape or f.shape[0] != len(n):
+            raise ValueError(f"source {source!r}: frames {f.shape} for {len(n)} numbers, "
+                             f"expected (n, {layout.rows}, {layout.cols})")
+        numbers.append(np.asarray(n, dtype=np.int64))
+        frames.append(f)
+    every = np.concatenate(numbers)
+    kept, first = np.unique(every, return_index=True)
+    if len(parts) == 1:
+        out = np.ascontiguousarray(frames[0][first])
+    else:
+        out = np.empty((len(kept), layout.rows, layout.cols), dtype=dtype)
+        offset = 0
+        for f in frames:  # copy each client's frames to their places (one copy)
+            take = (first >= offset) & (first < offset + len(f))
+            out[take] = f[first[take] - offset]
+            offset += len(f)
+    return Assembled(kept.astype(np.int64), out, {})
 
 
 def missing_counts(incomplete: Mapping[int, Sequence[str]]) -> dict[str, int]:

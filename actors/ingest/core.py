@@ -21,6 +21,13 @@ through a backend's transport, so both backends ingest through this one class.
   (``overflow: drop``, counted ``overflow``) or held (``overflow: block``): while a batch is
   held (:attr:`~IngestCore.blocked`) the stage stops reading, so the sender is
   back-pressured.
+* **A share of a stream** (``share``: one of several PULL clients of one DECTRIS PUSH
+  stream, each dealt some of the messages): the series start reaches one client only, so a
+  client that reads it says so (:class:`SeriesSeen`, the transport gives it to the others:
+  :meth:`~IngestCore.peer_start`) and images that come before it wait (at most
+  ``WAIT_FOR_START`` of them) instead of being batched without its mask; the client that
+  reads the series end says so too (:class:`PeerEnd`) and the others close once nothing has
+  reached them for ``modules.drain`` seconds (:meth:`~IngestCore.drain`).
 """
 
 from __future__ import annotations
@@ -37,7 +44,18 @@ import numpy as np
 from actors.config import PipelineConfig
 from actors.core.batch import BatchAssembler, FrameBatch
 from actors.core.chain import ReducerChain, reconfigure_specs, runtime_parameters
-from actors.core.events import Aborted, Action, Announce, Begin, Checkpoint, End, HandOn, Skip
+from actors.core.events import (
+    Aborted,
+    Action,
+    Announce,
+    Begin,
+    Checkpoint,
+    End,
+    HandOn,
+    PeerEnd,
+    SeriesSeen,
+    Skip,
+)
 from actors.core.merger import BatchInfo
 from actors.core.modules import range_length
 from actors.core.rates import RateMeter
@@ -49,6 +67,10 @@ from actors.wire.model import Geometry, Image, Message, SeriesEnd, SeriesStart
 logger = logging.getLogger(__name__)
 
 Counts = Mapping[str, Any]  # a receiver ledger snapshot (actors.stream.ledger.Ledger)
+
+#: a client sharing a stream keeps at most this many images waiting for the series start
+#: (beyond that the oldest is batched without it, with a warning)
+WAIT_FOR_START = 4096
 
 
 @dataclass(frozen=True)
@@ -88,6 +110,9 @@ class IngestAcquisition:
     held: deque[tuple[FrameBatch, BatchInfo, int]] = field(default_factory=deque)
     stop_at: float | None = None  # when a stop was asked (frames still join until it closes)
     last_read: float | None = None  # when its last frame arrived
+    quiet: float | None = None  # a stop's quiet period, if not ``stop_quiet``
+    waiting: deque[Image] = field(default_factory=deque)  # (share) images before the start
+    end_seen: bool = False  # (share) its series end came while frames waited for the start
 
 
 class IngestCore:
@@ -95,12 +120,15 @@ class IngestCore:
 
     def __init__(self, config: PipelineConfig, *, store_budget: int | None = None,
                  receiver: Callable[[], Counts] = dict,
-                 clock: Callable[[], float] = time.monotonic, module: bool = False) -> None:
+                 clock: Callable[[], float] = time.monotonic, module: bool = False,
+                 share: bool = False) -> None:
         """``module``: this ingest reads one module of a multi-module detector; its batches
         are frame-number ranges (:mod:`actors.core.modules`), closed when a later range
-        begins or the acquisition ends, never on ``batch.max_delay``."""
+        begins or the acquisition ends, never on ``batch.max_delay``. ``share``: it is one
+        of several clients of one stream (range batches too; see the module doc)."""
         self.config = config
-        self.module = module
+        self.module = module or share
+        self.share = share
         self.detector_shape: tuple[int, int] | None = None  # a module's: the whole frame
         self.receiver = receiver  # the receiver's counters now (lost, rejected, received)
         self.store_budget = store_budget
@@ -171,7 +199,8 @@ class IngestCore:
             return [self.checkpoint()]  # (for a restarted results stage)
         self.acq = None
         acq.dropped["stage_failed"] += (acq.assembler.discard() if acq.assembler else 0) + \
-            sum(b.n for b, _, _ in acq.held)
+            sum(b.n for b, _, _ in acq.held) + len(acq.waiting)
+        acq.waiting.clear()
         acq.held.clear()
         ledger = self._ledger(acq)
         self.last_ledger = ledger
@@ -201,7 +230,22 @@ class IngestCore:
         now = self.clock()
         quiet_from = max(acq.stop_at, acq.last_read or acq.stop_at)
         return max(0.0, min(acq.stop_at + self.config.stop_grace,
-                            quiet_from + self.config.stop_quiet) - now)
+                            quiet_from + self._quiet(acq)) - now)
+
+    def _quiet(self, acq: IngestAcquisition) -> float:
+        return self.config.stop_quiet if acq.quiet is None else acq.quiet
+
+    def drain(self, acquisition: int) -> list[Action]:
+        """(A share) another client read the series end: close once nothing has reached
+        this one for ``modules.drain`` seconds (what the sender dealt it before the end is
+        then in)."""
+        acq = self.acq
+        if acq is None or acq.acquisition != acquisition or acq.ending:
+            return []
+        acq.quiet = min(self._quiet(acq), self.config.modules.drain)
+        if acq.stop_at is None:
+            acq.stop_at = self.clock()
+        return self.stop_due()
 
     def stop_due(self) -> list[Action]:
         """Close a stopping acquisition whose grace or quiet period has run out."""
@@ -211,7 +255,7 @@ class IngestCore:
         acq = self.acq
         assert acq is not None and acq.stop_at is not None
         quiet = self.clock() - max(acq.stop_at, acq.last_read or acq.stop_at)
-        why = f"stop: no frame for {quiet:.2f} s" if quiet >= self.config.stop_quiet else \
+        why = f"stop: no frame for {quiet:.2f} s" if quiet >= self._quiet(acq) else \
             f"stop: no end of series within {self.config.stop_grace:g} s"
         return self._end(acq, why)
 
@@ -228,7 +272,8 @@ class IngestCore:
             return []
         self.acq = None
         acq.dropped["aborted"] += (acq.assembler.discard() if acq.assembler else 0) + \
-            sum(b.n for b, _, _ in acq.held)
+            sum(b.n for b, _, _ in acq.held) + len(acq.waiting)
+        acq.waiting.clear()
         acq.held.clear()
         ledger = self._ledger(acq)
         self.last_ledger = ledger
@@ -257,15 +302,81 @@ class IngestCore:
         """One accepted message from the receiver."""
         acq = self.acq
         if isinstance(msg, SeriesStart):
-            mask = msg.arrays.get("pixel_mask")
-            self.series_mask = None if mask is None else np.asarray(mask) != 0
-            self.series_start = msg
-            return []
+            actions: list[Action] = [SeriesSeen(msg)] if self.share else []
+            return actions + self.peer_start(msg)
         if isinstance(msg, SeriesEnd):
-            if acq is not None and not acq.ending and acq.received:
-                return self._end(acq, "end of series")
+            ours = acq is not None and (acq.received or acq.waiting or self.share and (
+                self.series_start is not None and
+                self.series_start.series_id == msg.series_id))
+            if acq is not None and not acq.ending and ours:
+                if acq.waiting:  # (a share) its frames still wait for the series start
+                    return [PeerEnd(acq.acquisition), *self._end_after_start(acq)]
+                actions = self._end(acq, "end of series")
+                return [PeerEnd(acq.acquisition), *actions] if self.share else actions
             return []
         assert isinstance(msg, Image)
+        if self.share and acq is not None and not acq.ending and (
+                acq.waiting or self.series_start is None or
+                self.series_start.series_id != msg.series_id):
+            return self._wait_for_start(acq, msg)
+        return self._image(acq, msg)
+
+    def peer_start(self, msg: SeriesStart) -> list[Action]:
+        """A series start (read here, or by another client of a shared stream): its mask and
+        detector facts apply to the frames of its series; images that waited for it go on."""
+        mask = msg.arrays.get("pixel_mask")
+        self.series_mask = None if mask is None else np.asarray(mask) != 0
+        self.series_start = msg
+        acq = self.acq
+        if acq is None or not acq.waiting:
+            return []
+        actions = self._release_waiting(acq)
+        if acq.end_seen and self.acq is acq:  # its end came first: it ends now
+            actions += self._end(acq, "end of series")
+        return actions
+
+    def _end_after_start(self, acq: IngestAcquisition) -> list[Action]:
+        """(A share) the series end came before the start reached this client (another
+        client read it): the frames wait for it, at most ``modules.timeout`` seconds."""
+        acq.end_seen = True
+        acq.quiet = min(self._quiet(acq), self.config.modules.timeout)
+        if acq.stop_at is None:
+            acq.stop_at = self.clock()
+        logger.info("acquisition %d: its series end came before its start; %d frames wait "
+                    "for the start (at most %g s)", acq.acquisition, len(acq.waiting),
+                    acq.quiet)
+        return self.stop_due()
+
+    def _wait_for_start(self, acq: IngestAcquisition, image: Image) -> list[Action]:
+        """(A share) an image of a series whose start has not reached this client waits."""
+        acq.waiting.append(image)
+        acq.received += 1
+        acq.last_read = self.clock()
+        if len(acq.waiting) == 1:
+            logger.info("acquisition %d: frame %d of series %s waits for its series start "
+                        "(read by another client)", acq.acquisition, image.frame,
+                        image.series_id)
+        if len(acq.waiting) <= WAIT_FOR_START:
+            return []
+        logger.warning("acquisition %d: %d frames waited for a series start that did not "
+                       "come; frame %d goes on without it", acq.acquisition,
+                       len(acq.waiting), acq.waiting[0].frame)
+        return self._image(acq, acq.waiting.popleft(), counted=True)
+
+    def _release_waiting(self, acq: IngestAcquisition) -> list[Action]:
+        """The images that waited go on, in order (the start came, or the acquisition
+        closes without it)."""
+        actions: list[Action] = []
+        while acq.waiting:
+            actions += self._image(acq, acq.waiting.popleft(), counted=True)
+            if self.acq is not acq or acq.ending:  # (it failed on them)
+                break
+        return actions
+
+    def _image(self, acq: IngestAcquisition | None, msg: Image,
+               counted: bool = False) -> list[Action]:
+        """One image into this acquisition's batches (``counted``: it waited for its
+        series start and is already in ``received``)."""
         if acq is None or acq.ending:
             if not self.idle_dropped or self._idle_warned != self.last_acquisition:
                 self._idle_warned = self.last_acquisition
@@ -274,8 +385,9 @@ class IngestCore:
                                self.last_acquisition)
             self.idle_dropped += 1
             return []
-        acq.received += 1
-        acq.last_read = self.clock()
+        if not counted:
+            acq.received += 1
+            acq.last_read = self.clock()
         actions: list[Action] = []
         if acq.assembler is None:
             try:
@@ -314,7 +426,8 @@ class IngestCore:
     def _fail(self, acq: IngestAcquisition, image: Image, error: str) -> list[Action]:
         """The acquisition cannot be processed: its frame is dropped (``chain_error``) and
         it ends now, failed, with the error (later frames of the stream are idle)."""
-        acq.dropped["chain_error"] += 1
+        acq.dropped["chain_error"] += 1 + len(acq.waiting)
+        acq.waiting.clear()
         acq.error = error
         logger.error("acquisition %d failed: %s", acq.acquisition, error)
         return self._end(acq, "failed")
@@ -478,7 +591,14 @@ class IngestCore:
     def _end(self, acq: IngestAcquisition, why: str) -> list[Action]:
         if acq.ending:
             return []
-        actions = self._close(acq, acq.assembler.flush()) if acq.assembler else []
+        actions: list[Action] = []
+        if acq.waiting:  # (a share) the series start never reached this client
+            logger.warning("acquisition %d: %d frames never saw their series start; they are "
+                           "processed without it", acq.acquisition, len(acq.waiting))
+            actions += self._release_waiting(acq)
+            if acq.ending:
+                return actions
+        actions += self._close(acq, acq.assembler.flush()) if acq.assembler else []
         acq.ending = True
         if acq.stop_at is not None:
             logger.info("acquisition %d closed %.3f s after its stop (%s): %d frames received",
@@ -505,7 +625,7 @@ class IngestCore:
         return Ledger(
             acq.acquisition, received=acq.received, dispatched=acq.dispatched_frames,
             dispatched_batches=acq.dispatched_batches,
-            pending=acq.assembler.pending if acq.assembler else 0,
+            pending=(acq.assembler.pending if acq.assembler else 0) + len(acq.waiting),
             inflight_batches=sum(1 for k in self.inflight if k[0] == acq.acquisition),
             dropped=dict(+acq.dropped),
             lost=int(receiver.get("lost", 0)) - int(start.get("lost", 0)),

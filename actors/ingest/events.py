@@ -19,6 +19,13 @@ them into what a single-stream ingest would have produced for the whole detector
 
 A part that arrives for a range already gone is refused: its frames are counted ``late``
 in that module's ledger (the caller returns the part's storage).
+
+With ``share`` the sources are several PULL clients of one stream: each delivers whole
+frames, a share of them. The acquisition begins with the first client's ``Begin`` (every
+client's chain setup is the same: the series start reached them all), the layout is
+:meth:`~actors.core.modules.ModuleLayout.whole` (the worker merges the parts by frame
+number) and the detector's ledger counts a frame lost when no client received it, up to
+the number of images the series declared.
 """
 
 from __future__ import annotations
@@ -95,10 +102,11 @@ class ModuleEvents(Generic[S]):
     """Merges the modules' ingest actions of each acquisition (see the module doc)."""
 
     def __init__(self, sources: tuple[str, ...], *, timeout: float, policy: Policy = "drop",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, share: bool = False) -> None:
         if len(set(sources)) != len(sources) or not sources:
             raise ValueError(f"module sources must be distinct names, got {sources}")
         self.sources = sources
+        self.share = share
         self.timeout = timeout
         self.policy = policy
         self.clock = clock
@@ -109,9 +117,23 @@ class ModuleEvents(Generic[S]):
     def begin(self, source: str, event: Begin) -> list[Out]:
         acq = self._acq(event.setup.acquisition)
         acq.begun[source] = event
-        if len(acq.begun) < len(self.sources) or acq.setup is not None or acq.done:
+        if self.share and acq.setup is not None and not acq.done:
+            self._same_frames(acq, source, event)
+            return []
+        if not self.share and len(acq.begun) < len(self.sources) or \
+                acq.setup is not None or acq.done:
             return []
         return self._configure(acq)
+
+    def _same_frames(self, acq: _Acquisition[S], source: str, event: Begin) -> None:
+        """(share) every client must see the frames the first one configured for."""
+        assert acq.setup is not None
+        theirs, ours = event.setup.geometry, acq.setup.geometry
+        if theirs != ours and acq.error is None:
+            acq.error = (f"source {source} receives {theirs.rows}x{theirs.cols} "
+                         f"{theirs.dtype} frames, the first client {ours.rows}x{ours.cols} "
+                         f"{ours.dtype}: they do not share one stream")
+            logger.error("acquisition %d: %s", acq.acquisition, acq.error)
 
     def hand_on(self, part: ModulePart[S], acquisition: int) -> list[Out]:
         acq = self._acq(acquisition)
@@ -204,6 +226,8 @@ class ModuleEvents(Generic[S]):
         for source, begin in acq.begun.items():
             headers[source] = begin.detector.header if begin.detector is not None else {}
             shapes[source] = begin.setup.geometry.shape
+        if self.share:
+            return self._configure_share(acq)
         first = acq.begun[self.sources[0]].setup
         try:
             dtypes = {b.setup.geometry.dtype for b in acq.begun.values()}
@@ -230,6 +254,19 @@ class ModuleEvents(Generic[S]):
                 self._refuse(acq, part)
             out += self._events(acq, events)
         for source in list(acq.ended):  # a module that ended before the others began
+            out += self._events(acq, acq.builder.end(source, self._last_range(acq, source)))
+        return out
+
+    def _configure_share(self, acq: _Acquisition[S]) -> list[Out]:
+        """(share) the first client's setup is the detector's; parts are whole frames."""
+        (begin,) = acq.begun.values()
+        setup = begin.setup
+        acq.setup, acq.chain = setup, setup.build()
+        acq.layout = ModuleLayout.whole(setup.geometry.rows, setup.geometry.cols,
+                                        self.sources)
+        acq.builder = EventBuilder(self.sources, self.timeout, self.clock)
+        out: list[Out] = [Begin(setup, begin.detector)]
+        for source in list(acq.ended):  # a client that ended with nothing before this
             out += self._events(acq, acq.builder.end(source, self._last_range(acq, source)))
         return out
 
@@ -281,7 +318,12 @@ class ModuleEvents(Generic[S]):
         for ledger in per_source.values():
             for reason, n in ledger.rejected.items():
                 rejected[reason] = rejected.get(reason, 0) + n
-        lost = max(0, acq.last_frame + 1 - acq.frames)
+        last = acq.last_frame + 1
+        if self.share:  # (frames the series declared that no client received are lost)
+            declared = [b.detector.number_of_images for b in acq.begun.values()
+                        if b.detector is not None and b.detector.number_of_images]
+            last = max([last, *declared])
+        lost = max(0, last - acq.frames)
         return Ledger(acq.acquisition, received=acq.frames, dispatched=acq.frames,
                       dispatched_batches=acq.events, lost=lost, rejected=rejected,
                       sources=per_source)

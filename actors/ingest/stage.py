@@ -26,6 +26,7 @@ from actors.core.events import Action, Checkpoint
 from actors.core.status import IngestStatus
 from actors.ingest.core import IngestCore
 from actors.stream.receiver import Receiver, ReceiverSettings
+from actors.wire.model import SeriesStart
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def receiver_for(config: PipelineConfig) -> Receiver:
         geometry=src.geometry.to_geometry() if src.geometry else None, bind=src.bind,
         hwm=src.hwm, accept_incomplete=src.accept_incomplete, name="ingest",
         max_pixels=src.max_frame_pixels, max_images=src.max_images,
-        queue_bytes=src.receive_buffer_bytes))
+        queue_bytes=src.receive_buffer_bytes, share=config.shared))
 
 
 class IngestStage:
@@ -61,7 +62,8 @@ class IngestStage:
         self.transport = transport
         self.receiver = receiver or receiver_for(config)
         self.core = IngestCore(config, store_budget=store_budget,
-                               receiver=self.receiver.ledger.snapshot, module=module)
+                               receiver=self.receiver.ledger.snapshot, module=module,
+                               share=config.shared)
         self._lock = asyncio.Lock()
         self._room = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -111,6 +113,14 @@ class IngestStage:
 
         await self._do(apply)
         return first[0]
+
+    async def series_start(self, start: SeriesStart) -> None:
+        """(A client sharing a stream) another client read the series start."""
+        await self._do(lambda: self.core.peer_start(start))
+
+    async def drain(self, acquisition: int) -> None:
+        """(A client sharing a stream) another client read the series end."""
+        await self._do(lambda: self.core.drain(acquisition))
 
     async def fail_running(self, why: str) -> None:
         """A stage downstream died: the running acquisition fails (``why``)."""

@@ -66,6 +66,9 @@ class Ledger:
     rejected: Counter[str] = field(default_factory=Counter)
     series: SeriesTracker | None = None
     restartable: bool = False  # the series may restart its numbering without an end
+    #: one of several clients of a stream (each gets a share of the frames): gaps are the
+    #: others' frames, not lost (the event stage counts what no client received)
+    share: bool = False
 
     @property
     def rejected_total(self) -> int:
@@ -96,7 +99,8 @@ class Ledger:
         """Close the current series, counting frames missing at its declared tail."""
         if self.series is None:
             return
-        self.lost += self.series.tail_lost()
+        if not self.share:
+            self.lost += self.series.tail_lost()
         self.series = None
         self.series_ended += 1
 
@@ -121,7 +125,8 @@ class Ledger:
             self.reject(Reason.DUPLICATE, f"frame {frame} of series {series_id} seen twice")
             return False
         self.received += 1
-        self.lost += lost_delta
+        if not self.share:
+            self.lost += lost_delta
         return True
 
     def snapshot(self) -> dict[str, Any]:

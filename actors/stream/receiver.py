@@ -82,6 +82,7 @@ class ReceiverSettings:
     max_pixels: int = MAX_PIXELS  # a stream declaring larger frames is not believed
     max_images: int = MAX_IMAGES  # nor a series declaring more images
     queue_bytes: int = QUEUE_BYTES  # bytes the receive queue may hold
+    share: bool = False  # one of several PULL clients of the stream (gaps are not lost)
 
 
 class Receiver:
@@ -90,7 +91,7 @@ class Receiver:
     def __init__(self, settings: ReceiverSettings,
                  context: zmq.asyncio.Context | None = None) -> None:
         self.settings = settings
-        self.ledger = Ledger(source=settings.name or settings.endpoint)
+        self.ledger = Ledger(source=settings.name or settings.endpoint, share=settings.share)
         self._decode = decoder_for(settings.protocol, accept_incomplete=settings.accept_incomplete)
         self._own_ctx = context is None
         self._ctx = context or zmq.asyncio.Context()

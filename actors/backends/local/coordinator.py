@@ -50,7 +50,16 @@ from actors.backends.local.shm import Attachments, ManagerAddress, SlotManager
 from actors.backends.local.worker import worker_main
 from actors.config import PipelineConfig
 from actors.core.api import StageDied
-from actors.core.events import Aborted, Announce, Begin, Checkpoint, End, Skip
+from actors.core.events import (
+    Aborted,
+    Announce,
+    Begin,
+    Checkpoint,
+    End,
+    PeerEnd,
+    SeriesSeen,
+    Skip,
+)
 from actors.core.setup import ChainSetup
 from actors.core.status import DispatchCounts, Ledger
 from actors.dispatch.dispatcher import Dispatcher, GiveUp, Job
@@ -126,7 +135,7 @@ class Coordinator:
         modular = config.modular
         self.modules: ModuleEvents[SlotBatch] | None = ModuleEvents(
             tuple(self.names), timeout=config.modules.timeout,
-            policy=config.modules.incomplete) if modular else None
+            policy=config.modules.incomplete, share=config.shared) if modular else None
         self.ingest = start_ingest(config, manager, log_level, module=modular,
                                    source=self.names[0])
         #: the other modules' ingests (a multi-module detector); the first source's is
@@ -300,7 +309,9 @@ class Coordinator:
                         logger.debug("ring block %s not released: %s", name, exc)
 
     def _on_ingest(self, msg: object) -> None:
-        if self.modules is not None and isinstance(msg, Closed | Begin | End | Aborted):
+        if isinstance(msg, SeriesSeen | PeerEnd):
+            self._tell_others(self.ingest, msg)
+        elif self.modules is not None and isinstance(msg, Closed | Begin | End | Aborted):
             self._on_module(self.ingest, msg)
         elif self.modules is not None and isinstance(msg, Announce):
             logger.debug("module ingest: %s (runtime parameters apply between "
@@ -330,7 +341,9 @@ class Coordinator:
 
     # -- a multi-module detector -----------------------------------------------------------------
     def _on_secondary(self, h: IngestHandle, msg: object) -> None:
-        if isinstance(msg, Closed | Begin | End | Aborted):
+        if isinstance(msg, SeriesSeen | PeerEnd):
+            self._tell_others(h, msg)
+        elif isinstance(msg, Closed | Begin | End | Aborted):
             self._on_module(h, msg)
         elif isinstance(msg, Reply):
             h.calls.resolve(msg)
@@ -343,6 +356,16 @@ class Coordinator:
             h.ready.set()
         elif not isinstance(msg, Checkpoint | Announce):  # the first source's count
             logger.error("coordinator: unexpected message from ingest %s: %r", h.source, msg)
+
+    def _tell_others(self, h: IngestHandle, msg: SeriesSeen | PeerEnd) -> None:
+        """(Clients sharing a stream) what one client read of the series, for the others."""
+        for other in [self.ingest, *self.secondaries.values()]:
+            if other.source == h.source or other.conn.closed:
+                continue
+            call, _ = (other.calls.new("series_start", msg.start)
+                       if isinstance(msg, SeriesSeen)
+                       else other.calls.new("drain", msg.acquisition))
+            other.outbox.send(call)
 
     def _on_module(self, h: IngestHandle, msg: Closed | Begin | End | Aborted) -> None:
         """A module's ingest action, through the event stage (:class:`ModuleEvents`)."""

@@ -125,7 +125,7 @@ async def _serve(config: PipelineConfig, conn: Connection, manager: ManagerAddre
     # the ingest's commands, by the names the driver calls them
     commands: dict[str, Callable[..., Any]] = {
         "start": stage.start, "stop": stage.stop, "abort": stage.abort, "set": stage.set,
-        "status": stage.status}
+        "status": stage.status, "series_start": stage.series_start, "drain": stage.drain}
     tasks: set[asyncio.Task[None]] = set()
 
     async def answer(call: Call) -> None:

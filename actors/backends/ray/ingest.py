@@ -25,7 +25,17 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from actors.backends.ray.runtime import ACTOR_OPTIONS, StageNames, restarted
 from actors.config import PipelineConfig
-from actors.core.events import Aborted, Action, Announce, Begin, Checkpoint, End, HandOn
+from actors.core.events import (
+    Aborted,
+    Action,
+    Announce,
+    Begin,
+    Checkpoint,
+    End,
+    HandOn,
+    PeerEnd,
+    SeriesSeen,
+)
 from actors.core.modules import ModuleLayout, Policy
 from actors.core.status import IngestStatus, Ledger
 from actors.dispatch.dispatcher import Dispatcher, GiveUp, Job, Key
@@ -90,8 +100,8 @@ class Ingest:
         sources = config.source_names
         self.own = source or sources[0]
         self.modules: ModuleEvents[Any] | None = ModuleEvents(
-            tuple(sources), timeout=config.modules.timeout, policy=config.modules.incomplete
-        ) if config.modular and source is None else None
+            tuple(sources), timeout=config.modules.timeout, policy=config.modules.incomplete,
+            share=config.shared) if config.modular and source is None else None
         self.others = sources[1:] if self.modules is not None else []
         self.stage = IngestStage(config, self, store_budget=store_budget,
                                  module=config.modular)
@@ -236,6 +246,30 @@ class Ingest:
         self._letting_go.append(letting_go)
         self._spawn(letting_go)
 
+    async def series_start(self, start: Any) -> None:
+        """(A client sharing a stream) another client read the series start."""
+        await self._opening
+        await self.stage.series_start(start)
+
+    async def drain(self, acquisition: int) -> None:
+        """(A client sharing a stream) another client read the series end."""
+        await self._opening
+        await self.stage.drain(acquisition)
+
+    def _tell_others(self, source: str, action: SeriesSeen | PeerEnd) -> None:
+        """(share) what one client read of the series, for every other client."""
+        for other in [self.own, *self.others]:
+            if other == source:
+                continue
+            if other == self.own:  # (spawned: this may run inside one of its steps)
+                self._spawn(self.stage.series_start(action.start)
+                            if isinstance(action, SeriesSeen)
+                            else self.stage.drain(action.acquisition))
+            elif isinstance(action, SeriesSeen):
+                self._spawn(self._peer(other).series_start.remote(action.start))
+            else:
+                self._spawn(self._peer(other).drain.remote(action.acquisition))
+
     async def forget_inflight(self) -> None:
         """(A module's ingest) the first module's ingest died with its batches: room."""
         await self._opening
@@ -260,6 +294,9 @@ class Ingest:
             out = m.begin(source, action)
         elif isinstance(action, End):
             out = m.end(source, action)
+        elif isinstance(action, SeriesSeen | PeerEnd):
+            self._tell_others(source, action)
+            return
         elif action.error is not None:  # a failure (a stage died), not an abort
             await self._fail_modular(action)
             return
@@ -326,7 +363,7 @@ class Ingest:
             batch = action.batch
             item: Any = ModuleHandOn(batch.acquisition, batch.index, batch.frame_numbers,
                                      action.setup_version, ray.put(batch))
-        elif isinstance(action, Begin | End | Aborted):
+        elif isinstance(action, Begin | End | Aborted | SeriesSeen | PeerEnd):
             item = action
         elif isinstance(action, Checkpoint) and self.source is None:
             await self._route(action)  # the first module's ingest keeps the checkpoint
