@@ -70,6 +70,14 @@ def _add_simulate(sub: Any) -> None:
                    "streams bind the endpoint's port and the next ones)")
     p.add_argument("--lose", action="append", default=[], metavar="MODULE:FRAME[,FRAME]",
                    help="with --modules: frames a module does not send (repeatable)")
+    p.add_argument("--clients", type=int, metavar="N",
+                   help="DECTRIS: deal the series to N PULL clients, one PUSH socket each "
+                   "(the endpoint's port and the next ones), as one PUSH socket deals to N "
+                   "connected clients (sources of role share)")
+    p.add_argument("--start-to", type=int, default=0, metavar="K",
+                   help="with --clients: the client that gets the series start")
+    p.add_argument("--end-to", type=int, default=0, metavar="K",
+                   help="with --clients: the client that gets the series end")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=cmd_simulate)
 
@@ -116,6 +124,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if args.modules is not None:
             _simulate_modules(settings, args, series)
             continue
+        if args.clients is not None:
+            _simulate_clients(settings, args, series)
+            continue
         if args.lose:
             raise ValueError("--lose needs --modules")
         with Simulator(settings) as sim:
@@ -139,6 +150,21 @@ def _simulate_modules(settings: Any, args: argparse.Namespace, series: int) -> N
             print(f"simulate: {settings.detector} {args.modules[0]}x{args.modules[1]} modules "
                   f"of {sim.part_shape[0]}x{sim.part_shape[1]} on "
                   f"{' '.join(sim.endpoints)}", file=sys.stderr, flush=True)
+        progress = Progress(f"series {series + 1}", enabled=not args.no_progress)
+        sim.run(progress)
+        progress.finish()
+
+
+def _simulate_clients(settings: Any, args: argparse.Namespace, series: int) -> None:
+    from actors.sim.share import ShareSettings, ShareSimulator
+
+    if settings.protocol is Protocol.SLS:
+        raise ValueError("--clients needs a DECTRIS protocol (dectris-v1 or dectris-v2)")
+    share = ShareSettings(settings, args.clients, args.start_to, args.end_to)
+    with ShareSimulator(share) as sim:
+        if series == 0:
+            print(f"simulate: {settings.protocol} {settings.detector} dealt to {args.clients} "
+                  f"clients on {' '.join(sim.endpoints)}", file=sys.stderr, flush=True)
         progress = Progress(f"series {series + 1}", enabled=not args.no_progress)
         sim.run(progress)
         progress.finish()
