@@ -428,6 +428,7 @@ def cmd_tango_server(args: argparse.Namespace) -> int:
 
 # -- bench ----------------------------------------------------------------------------------
 BENCHES = {"pipeline": "actors.bench.pipeline", "local": "actors.bench.local",
+           "modules": "actors.bench.modules",
            "reducers": "actors.bench.reducers", "soak": "actors.bench.soak"}
 
 
@@ -436,7 +437,9 @@ def _add_bench(sub: Any) -> None:
                        description="Benchmarks print one JSON line per case, with the "
                        "ceiling measured in the same run and the ratio to it. 'pipeline': "
                        "Ray backend vs raw pyzmq receive; 'local': shared-memory backend vs "
-                       "raw receive; 'reducers': reducer kernels vs a numpy pass; 'soak': a "
+                       "raw receive; 'modules': a multi-module detector with 1, 2 and 4 ingests "
+                       "vs raw receive of the same streams; 'reducers': reducer kernels vs a "
+                       "numpy pass; 'soak': a "
                        "long run at part of the capacity (memory growth per process, "
                        "ledger). Arguments "
                        "after the name go to the benchmark (e.g. 'rayline bench pipeline -- "

@@ -1,0 +1,271 @@
+"""A multi-module detector with 1, 2 and 4 ingests: throughput against a raw pyzmq receive of
+the same streams, in the same run, on both backends.
+
+``rayline bench modules`` prints one JSON line per (backend, module grid): the same detector
+frame (``--rows`` x ``--cols`` uint16, Jungfrau-like) sent as 1 stream (one ingest), 2
+streams (1 x 2 modules, two ingests) or 4 streams (2 x 2, four ingests), slsDetector PUB/SUB
+lossless, reducers ``sum`` + ``total``, ``--workers`` processing actors. For each case:
+
+* ``fps`` / ``bytes_per_s``: the pipeline's steady state (the second of two acquisitions,
+  first frame received to last partial merged), and ``ceiling_fps``: one process receiving
+  the same streams with bare pyzmq SUB sockets (``recv_multipart(copy=False)``, a poller),
+  interleaved with the pipeline runs so both see the same machine load; ``ratio`` = fps /
+  ceiling.
+* ``cpu_s_per_frame``: CPU seconds per frame of each role during the timed acquisition
+  (ingests, workers, results/driver, Ray's own processes), so the scaling can be read
+  against where the cycles go. The sender runs on the same 2 cores: compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+import zmq
+
+from actors.backends.local import processes
+from actors.bench.common import median
+from actors.sim.modules import ModuleSettings, ModuleSimulator
+from actors.sim.simulator import SimulatorSettings
+from actors.wire.model import Protocol
+
+logger = logging.getLogger(__name__)
+
+OBJECT_STORE = 1_000_000_000
+GRIDS = ((1, 1), (1, 2), (2, 2))
+
+
+def _sender(settings: ModuleSettings, conn: Connection) -> None:
+    """Sender process: bind every module's stream, pre-build the frames, send on go."""
+    with ModuleSimulator(settings) as sim:
+        d = settings.detector
+        for i in range(min(d.pool or 1, d.frames)):
+            sim.scene.frame(i)
+        conn.send(sim.endpoints)
+        while conn.poll(300) and conn.recv() == "go":
+            sim.run()
+            conn.send("sent")
+            sim.settings = replace(sim.settings, detector=replace(
+                sim.settings.detector, wait_subscribers=0))
+    conn.close()
+
+
+class ModuleSender:
+    """A module simulator in its own process; :meth:`go` sends one series on every stream."""
+
+    def __init__(self, settings: ModuleSettings) -> None:
+        self._conn, child = processes.context().Pipe()
+        self.process = processes.context().Process(target=_sender, args=(settings, child),
+                                                   name="bench-sender", daemon=True)
+        self.process.start()
+        child.close()
+        if not self._conn.poll(600):
+            raise TimeoutError("the sender did not start")
+        self.endpoints: list[str] = self._conn.recv()
+
+    def go(self) -> None:
+        self._conn.send("go")
+
+    def wait_sent(self, timeout: float = 300.0) -> None:
+        if not self._conn.poll(timeout):
+            raise TimeoutError("the sender did not finish")
+        self._conn.recv()
+
+    def __enter__(self) -> ModuleSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.send("done")
+        self.process.join(300)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self._conn.close()
+
+
+def settings_for(grid: tuple[int, int], frames: int, rows: int, cols: int) -> ModuleSettings:
+    detector = SimulatorSettings(protocol=Protocol.SLS, detector="jungfrau", frames=frames,
+                                 pool=16, lossless=True, scene={"rows": rows, "cols": cols},
+                                 subscriber_timeout=120.0, send_timeout=120.0)
+    return ModuleSettings(detector, modules=grid)
+
+
+def raw_receive(settings: ModuleSettings) -> float:
+    """Frames/s of bare SUB sockets on every stream in one process (a frame counts once
+    every stream has delivered it): the ceiling."""
+    n = settings.detector.frames
+    with ModuleSender(settings) as sender:
+        ctx = zmq.Context()
+        socks = []
+        try:
+            poller = zmq.Poller()
+            for ep in sender.endpoints:
+                s = ctx.socket(zmq.SUB)
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.RCVHWM, 1000)
+                s.setsockopt(zmq.SUBSCRIBE, b"")
+                s.connect(ep)
+                poller.register(s, zmq.POLLIN)
+                socks.append(s)
+            sender.go()
+            got = dict.fromkeys(socks, 0)
+            t0 = t1 = 0.0
+            while min(got.values()) < n:
+                ready = dict(poller.poll(120_000))
+                if not ready:
+                    raise TimeoutError(f"raw receive: {got} of {n} frames")
+                for s in ready:
+                    while True:
+                        try:
+                            parts = s.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        if len(parts) > 1 and len(parts[1]) > 1:  # an image, not the end
+                            got[s] += 1
+                            t1 = time.perf_counter()
+                            if not t0:
+                                t0 = t1
+            sender.wait_sent()
+        finally:
+            for s in socks:
+                s.close(linger=0)
+            ctx.term()
+    return (n - 1) / (t1 - t0)
+
+
+def _role(proc: psutil.Process, pipe: Any) -> str:
+    """The pipeline role a process plays (local backend: by pid; Ray: by actor title)."""
+    coordinator = getattr(pipe, "coordinator", None)
+    if coordinator is not None:
+        ingests = {h.process.pid for h in [coordinator.ingest,
+                                           *coordinator.secondaries.values()]}
+        if proc.pid in ingests:
+            return "ingest"
+        if proc.pid in set(coordinator.worker_pids()):
+            return "worker"
+    try:
+        title = " ".join(proc.cmdline())
+    except psutil.Error:
+        return "other"
+    for actor, role in (("ray::Ingest", "ingest"), ("ray::Processing", "worker"),
+                        ("ray::Results", "results"), ("ray::Tango", "tango")):
+        if title.startswith(actor):
+            return role
+    if "raylet" in title or "gcs_server" in title:
+        return "ray-system"
+    return "other"
+
+
+def cpu_by_role(pipe: Any, exclude: set[int]) -> dict[str, float]:
+    """CPU seconds so far of the driver ("driver": results and dispatch on the local
+    backend) and of every pipeline process, by role."""
+    me = psutil.Process()
+    out: dict[str, float] = defaultdict(float)
+    t = me.cpu_times()
+    out["driver"] += t.user + t.system
+    procs = me.children(recursive=True)
+    with contextlib.suppress(psutil.Error):  # Ray's actors are the raylet's children
+        procs += [p for p in psutil.process_iter() if p.pid != me.pid and
+                  p not in procs and " ".join(p.cmdline()).startswith("ray::")]
+    for proc in procs:
+        if proc.pid in exclude:
+            continue
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        out[_role(proc, pipe)] += t.user + t.system
+    return dict(out)
+
+
+def pipeline_run(settings: ModuleSettings, backend: str, workers: int, batch: int
+                 ) -> dict[str, Any]:
+    """Steady-state frames/s of one backend on the detector's streams, and CPU by role."""
+    from actors import Pipeline
+    from actors.config import parse_config
+
+    d = settings.detector
+    with ModuleSender(settings) as sender:
+        sources = [{"endpoint": ep, "protocol": "sls", "name": f"m{i}"}
+                   for i, ep in enumerate(sender.endpoints)]
+        cfg = parse_config({
+            **({"sources": sources} if len(sources) > 1 else {"source": sources[0]}),
+            "backend": backend, "workers": workers, "max_inflight": max(4, 2 * workers),
+            "reducers": [{"type": "sum"}, {"type": "total"}],
+            "batch": {"max_frames": batch, "max_delay": 0.05}, "overflow": "block",
+            "ray": {"object_store_memory": OBJECT_STORE, "worker_cpus": 0.5},
+            "tango": {"enabled": False}, "output": {"enabled": False}})
+        with Pipeline(cfg) as pipe:
+            for _ in range(2):  # a warm-up, then the timed one
+                exclude = {sender.process.pid or 0}
+                before = cpu_by_role(pipe, exclude)
+                pipe.start_acquisition()
+                sender.go()
+                result = pipe.wait_acquisition(timeout=600)
+                sender.wait_sent()
+                after = cpu_by_role(pipe, exclude)
+    led = result.ledger
+    if led.processed != d.frames:
+        raise RuntimeError(f"processed {led.processed} of {d.frames}: {led}")
+    cpu = {k: round((after.get(k, 0.0) - before.get(k, 0.0)) / d.frames * 1e3, 3)
+           for k in after if after.get(k, 0.0) - before.get(k, 0.0) > 0.01}
+    return {"fps": (led.processed - 1) / result.duration, "cpu_ms_per_frame": cpu}
+
+
+def run(frames: int, rows: int, cols: int, workers: int, batch: int, repeat: int,
+        backends: list[str]) -> list[dict[str, Any]]:
+    from actors.backends.ray.runtime import local_ray
+
+    rows_out: list[dict[str, Any]] = []
+    frame_bytes = rows * cols * 2
+    with local_ray(2, OBJECT_STORE):
+        for backend in backends:
+            for grid in GRIDS:
+                settings = settings_for(grid, frames, rows, cols)
+                raw, runs = [], []
+                for _ in range(repeat):  # interleaved: both see the same machine load
+                    raw.append(raw_receive(settings))
+                    runs.append(pipeline_run(settings, backend, workers, batch))
+                ceiling = median(raw)
+                fps = median([r["fps"] for r in runs])
+                rows_out.append({
+                    "case": f"modules_{grid[0]}x{grid[1]}", "backend": backend,
+                    "ingests": grid[0] * grid[1], "frame": f"{rows}x{cols} uint16",
+                    "frames": frames, "workers": workers, "batch": batch, "runs": repeat,
+                    "ceiling_fps": round(ceiling, 1), "fps": round(fps, 1),
+                    "ratio": round(fps / ceiling, 3),
+                    "bytes_per_s": round(fps * frame_bytes),
+                    "ceiling_bytes_per_s": round(ceiling * frame_bytes),
+                    "runs_fps": [round(r["fps"], 1) for r in runs],
+                    "runs_ceiling_fps": [round(x, 1) for x in raw],
+                    "cpu_ms_per_frame": runs[-1]["cpu_ms_per_frame"]})
+                print(json.dumps(rows_out[-1]), flush=True)
+    return rows_out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else "")
+    parser.add_argument("--frames", type=int, default=2000)
+    parser.add_argument("--rows", type=int, default=1024)
+    parser.add_argument("--cols", type=int, default=1024)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=32, help="frames per range")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per case")
+    parser.add_argument("--backend", action="append", choices=["ray", "local"],
+                        help="(repeatable) default: both")
+    args = parser.parse_args(argv)
+    run(args.frames, args.rows, args.cols, args.workers, args.batch, args.repeat,
+        args.backend or ["ray", "local"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
