@@ -113,10 +113,13 @@ class ModuleLayout:
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, Mapping[str, Any]],
-                     shapes: Mapping[str, tuple[int, int]]) -> ModuleLayout:
+                     shapes: Mapping[str, tuple[int, int]],
+                     expected: Sequence[str] = ()) -> ModuleLayout:
         """The layout the slsDetector headers describe: each source's ``row``/``column`` in
         the ``detshape`` grid (``[columns, rows]``), times its part's shape ``(rows,
-        cols)``; every part has the same shape. ValueError names what does not fit."""
+        cols)``; every part has the same shape. Sources in ``expected`` without a header
+        (they sent nothing) take the grid's free places in order. ValueError names what
+        does not fit."""
         if set(headers) != set(shapes):
             raise ValueError("a header and a frame shape are needed for every source")
         part_shapes = set(shapes.values())
@@ -138,6 +141,14 @@ class ModuleLayout:
                 raise ValueError(f"source {source!r}: row {row!r}, column {column!r} outside "
                                  f"the {nrows}x{ncols} grid of parts")
             parts.append(ModulePart(source, row * prows, column * pcols, prows, pcols))
+        silent = [e for e in expected if e not in headers]
+        used = {(p.row0, p.col0) for p in parts}
+        free = [(r * prows, c * pcols) for r in range(nrows) for c in range(ncols)
+                if (r * prows, c * pcols) not in used]
+        if len(free) < len(silent):
+            raise ValueError(f"no place left in the {nrows}x{ncols} grid for {silent}")
+        parts += [ModulePart(source, r0, c0, prows, pcols)
+                  for source, (r0, c0) in zip(silent, free, strict=False)]
         return cls(nrows * prows, ncols * pcols, tuple(parts))
 
 

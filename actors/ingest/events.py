@@ -43,7 +43,7 @@ from actors.core.events import Aborted, Begin, End
 from actors.core.merger import BatchInfo
 from actors.core.modules import EventBuilder, ModuleLayout, Policy, event_frames
 from actors.core.setup import ChainSetup
-from actors.core.status import Ledger
+from actors.core.status import IngestStatus, Ledger
 from actors.wire.detector import DetectorInfo
 
 logger = logging.getLogger(__name__)
@@ -120,10 +120,15 @@ class ModuleEvents(Generic[S]):
         if self.share and acq.setup is not None and not acq.done:
             self._same_frames(acq, source, event)
             return []
-        if not self.share and len(acq.begun) < len(self.sources) or \
-                acq.setup is not None or acq.done:
+        if not self.share and not self._all_in(acq) or acq.setup is not None or acq.done:
             return []
         return self._configure(acq)
+
+    def _all_in(self, acq: _Acquisition[S]) -> bool:
+        """Every module has begun, or ended without a frame (it never will begin): the
+        layout can be made (a silent module takes the free place in the grid)."""
+        return bool(acq.begun) and all(s in acq.begun or s in acq.ended
+                                       for s in self.sources)
 
     def _same_frames(self, acq: _Acquisition[S], source: str, event: Begin) -> None:
         """(share) every client must see the frames the first one configured for."""
@@ -166,7 +171,9 @@ class ModuleEvents(Generic[S]):
         if event.error and acq.error is None:
             acq.error = f"module {source}: {event.error}"
         out: list[Out] = []
-        if acq.builder is not None:
+        if acq.setup is None and acq.error is None and self._all_in(acq):
+            out += self._configure(acq)  # (it ends every module that ended already)
+        elif acq.builder is not None:
             last = self._last_range(acq, source)
             out += self._events(acq, acq.builder.end(source, last))
         if len(acq.ended) + len(acq.aborted) == len(self.sources):
@@ -228,12 +235,12 @@ class ModuleEvents(Generic[S]):
             shapes[source] = begin.setup.geometry.shape
         if self.share:
             return self._configure_share(acq)
-        first = acq.begun[self.sources[0]].setup
+        first = acq.begun[next(s for s in self.sources if s in acq.begun)].setup
         try:
             dtypes = {b.setup.geometry.dtype for b in acq.begun.values()}
             if len(dtypes) != 1:
                 raise ValueError(f"modules differ in pixel type: {sorted(dtypes)}")
-            layout = ModuleLayout.from_headers(headers, shapes)
+            layout = ModuleLayout.from_headers(headers, shapes, self.sources)
             geometry = replace(first.geometry, rows=layout.rows, cols=layout.cols)
             setup = replace(first, geometry=geometry, reorder="none", mask=None)
             chain = setup.build()
@@ -245,7 +252,8 @@ class ModuleEvents(Generic[S]):
             return []
         acq.layout, acq.setup, acq.chain = layout, setup, chain
         acq.builder = EventBuilder(self.sources, self.timeout, self.clock)
-        detector = _detector(acq.begun[self.sources[0]].detector, layout)
+        detector = _detector(acq.begun[next(s for s in self.sources if s in acq.begun)]
+                             .detector, layout)
         out: list[Out] = [Begin(setup, detector)]
         held, acq.held = acq.held, []
         for part in held:
@@ -327,6 +335,20 @@ class ModuleEvents(Generic[S]):
         return Ledger(acq.acquisition, received=acq.frames, dispatched=acq.frames,
                       dispatched_batches=acq.events, lost=lost, rejected=rejected,
                       sources=per_source)
+
+
+def live_status(status: IngestStatus, ledgers: Mapping[str, Ledger | None], *,
+                share: bool) -> IngestStatus:
+    """The first source's ingest status with every source's ledger (``sources``), and the
+    detector's ``received`` while it runs: the frames any module received (the most of
+    them), or for clients sharing a stream, the sum of their shares."""
+    sources = {k: v for k, v in ledgers.items() if v is not None}
+    ledger = status.ledger
+    if ledger is not None and status.state != "idle" and sources:
+        counts = [v.received for v in sources.values() if v.acquisition == ledger.acquisition]
+        if counts:
+            ledger = replace(ledger, received=sum(counts) if share else max(counts))
+    return replace(status, ledger=ledger, sources=sources)
 
 
 def _detector(first: DetectorInfo | None, layout: ModuleLayout) -> DetectorInfo | None:

@@ -125,3 +125,28 @@ def test_a_discarded_acquisition_gives_back_every_part_it_holds() -> None:
     assert ev.hand_on(part("m1", 0, [0, 1]), 1) == []
     assert [p.stored for p in ev.take_refused()] == ["m1/0"]
     assert ev.end("m0", End(1, 1, Ledger(1))) == []  # nothing more comes out of it
+
+
+def test_a_module_that_ends_without_a_frame_does_not_hold_the_others() -> None:
+    """(Seen after the first module's ingest restarted: its new receiver had nothing while
+    the others still held the rest of a series.) A module that ended before sending a frame
+    never begins: the layout is made from the others (it takes the free place), their
+    parts go on with it missing, and their room comes back."""
+    ev: ModuleEvents[str] = ModuleEvents(SOURCES, timeout=1.0)
+    assert ev.end("m0", End(1, 0, Ledger(1))) == []  # nothing at all from m0
+    (b,) = ev.begin("m1", begin("m1"))
+    assert isinstance(b, Begin) and b.setup.geometry == Geometry(6, 4, "uint16")
+    (e0,) = ev.hand_on(part("m1", 0, [0, 1]), 1)
+    assert isinstance(e0, EventHandOn) and e0.missing == ("m0",)
+    assert e0.layout.part("m0").row0 == 0 and e0.layout.part("m1").row0 == 3
+    (end,) = ev.end("m1", End(1, 1, Ledger(1, received=2)))
+    assert isinstance(end, End) and end.ledger.received == 2
+
+
+def test_a_module_that_ends_without_a_frame_after_the_others_began() -> None:
+    ev: ModuleEvents[str] = ModuleEvents(SOURCES, timeout=1.0)
+    assert ev.begin("m1", begin("m1")) == []
+    assert ev.hand_on(part("m1", 0, [0, 1]), 1) == []  # held: m0 may still begin
+    out = ev.end("m0", End(1, 0, Ledger(1)))
+    assert [type(o) for o in out] == [Begin, EventHandOn]
+    assert out[1].missing == ("m0",)  # type: ignore[union-attr]

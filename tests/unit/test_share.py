@@ -244,3 +244,20 @@ def test_the_detector_ledger_counts_what_no_client_received_up_to_the_declared()
     (end,) = [e for e in events.end("rx1", End(1, 0, Ledger(1))) if isinstance(e, End)]
     assert (end.ledger.received, end.ledger.lost) == (3, 12 - 3)
     assert end.ledger.sources["rx0"].received == 3
+
+
+def test_the_live_status_counts_the_detector_s_frames() -> None:
+    from actors.core.status import IngestStatus
+    from actors.ingest.events import live_status
+
+    status = IngestStatus(state="running", acquisition=3, ledger=Ledger(3, received=40))
+    ledgers = {"rx0": Ledger(3, received=40), "rx1": Ledger(3, received=38),
+               "rx2": None}
+    shared = live_status(status, ledgers, share=True)
+    assert shared.ledger is not None and shared.ledger.received == 78
+    assert sorted(shared.sources) == ["rx0", "rx1"]
+    modules = live_status(status, ledgers, share=False)
+    assert modules.ledger is not None and modules.ledger.received == 40
+    idle = live_status(IngestStatus(state="idle", acquisition=3,
+                                    ledger=Ledger(3, received=78)), ledgers, share=True)
+    assert idle.ledger is not None and idle.ledger.received == 78  # (the final ledger)

@@ -30,6 +30,7 @@ from actors.backends.local.shm import SlotManager, leave_signals_to_driver
 from actors.config import PipelineConfig
 from actors.core.api import StageDied
 from actors.core.status import IngestStatus, ResultsStatus
+from actors.ingest.events import live_status
 from actors.output import AcquisitionWriter
 from actors.pipeline import PipelineBase
 from actors.results.stage import ResultsStage
@@ -99,7 +100,7 @@ class IngestCalls:
                 ledgers[source] = self._call("status", source=source).ledger
             except StageDied:  # that module's ingest is being restarted: not shown now
                 continue
-        return replace(status, sources={k: v for k, v in ledgers.items() if v is not None})
+        return live_status(status, ledgers, share=self.coordinator.config.shared)
 
 
 class LocalPipeline(PipelineBase):

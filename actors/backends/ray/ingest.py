@@ -39,7 +39,7 @@ from actors.core.events import (
 from actors.core.modules import ModuleLayout, Policy
 from actors.core.status import IngestStatus, Ledger
 from actors.dispatch.dispatcher import Dispatcher, GiveUp, Job, Key
-from actors.ingest.events import EventHandOn, ModuleEvents, ModulePart
+from actors.ingest.events import EventHandOn, ModuleEvents, ModulePart, live_status
 from actors.ingest.stage import IngestStage
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,8 @@ class Ingest:
                 ledgers[other] = (await self._peer(other).status.remote()).ledger
             except RayActorError:  # that module's ingest is being restarted: not shown now
                 continue
-        return replace(status, sources={k: v for k, v in ledgers.items() if v is not None})
+        return live_status(status, ledgers, share=self.modules is not None and
+                           self.modules.share)
 
     # -- a multi-module detector ------------------------------------------------------------
     def _peer(self, source: str) -> Any:
