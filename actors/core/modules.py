@@ -339,10 +339,11 @@ def assemble(layout: ModuleLayout,
         rows, cols = part.slices
         index = rows_of.get(source, {})
         present = [(k, index[f]) for k, f in enumerate(kept) if f in index]
-        frames = parts[source][1]
-        if len(present) == len(kept) == len(frames) and all(k == i for k, i in present):
+        frames = parts[source][1] if source in parts else None
+        if frames is not None and len(present) == len(kept) == len(frames) and \
+                all(k == i for k, i in present):
             out[:, rows, cols] = frames  # every frame, in order: one copy, no gather
-        elif present:
+        elif present and frames is not None:
             dst, src = (np.array(v, dtype=np.intp) for v in zip(*present))
             out[dst, rows, cols] = frames[src]
         if masked is not None and len(present) < len(kept):

@@ -232,3 +232,14 @@ def test_a_worker_reduces_an_event_like_the_full_frames() -> None:
 
     for name in want:
         np.testing.assert_equal(plain(got[name]), plain(want[name]))
+
+
+def test_assemble_with_a_module_that_sent_nothing_of_the_range() -> None:
+    layout = ModuleLayout.from_headers(
+        {"a": {"row": 0, "column": 0, "detshape": [2, 1]},
+         "b": {"row": 0, "column": 1, "detshape": [2, 1]}}, {"a": (2, 2), "b": (2, 2)})
+    a = (np.array([4, 5]), np.ones((2, 2, 2), dtype=np.uint16))
+    out = assemble(layout, {"a": a}, policy="mask")
+    assert list(out.frame_numbers) == [4, 5] and out.incomplete == {4: ("b",), 5: ("b",)}
+    assert out.masked is not None and out.masked[:, :, 2:].all()
+    assert assemble(layout, {"a": a}).frames.shape == (0, 2, 4)
