@@ -85,18 +85,10 @@ def test_four_module_streams_assemble_into_the_detector_s_frames(
 
 @pytest.mark.parametrize("module", ["m3", "m0"], ids=["a module", "the first module"])
 def test_a_killed_module_ingest_fails_the_acquisition_by_name_and_the_next_one_is_exact(
-        backend: str, tmp_path: Path, module: str, request: pytest.FixtureRequest) -> None:
+        backend: str, tmp_path: Path, module: str) -> None:
     """SIGKILL of one module's ingest (process, or Ray actor) mid-acquisition: the
     acquisition ends failed, with its ledger accounted; the ingest comes back and the next
     acquisition assembles every frame."""
-    if backend == "ray" and module == "m0":
-        # known flake (about 1 run in 3 under load): after the first module's Ray ingest
-        # restarts, the next acquisition sometimes stays draining (a module's end never
-        # reaches the new event stage); not yet root-caused
-        request.applymarker(pytest.mark.xfail(strict=False, run=True,
-                                              reason="restarted first module ingest: "
-                                                     "intermittent hang in the next "
-                                                     "acquisition"))
     import os
     import signal
 
