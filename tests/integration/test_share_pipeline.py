@@ -16,8 +16,8 @@ from actors import Pipeline
 from actors.config import parse_config
 from actors.core.acquisition import AcquisitionResult
 from actors.reduce.base import Series
-from actors.sim.share import ShareSettings, ShareSimulator
 from actors.sim.content import EigerScene
+from actors.sim.share import ShareSettings, ShareSimulator
 from actors.sim.simulator import Simulator, SimulatorSettings
 from actors.wire.model import Protocol
 
