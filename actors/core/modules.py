@@ -251,6 +251,10 @@ class EventBuilder(Generic[T]):
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def parts(self) -> list[T]:
+        """Every part still waiting (left in place)."""
+        return [p for w in self._waiting.values() for p in w.parts.values()]
+
     def discard(self) -> list[T]:
         """Every part still waiting, taken out (the acquisition is given up)."""
         parts = [p for w in self._waiting.values() for p in w.parts.values()]
@@ -339,13 +343,13 @@ def assemble(layout: ModuleLayout,
         rows, cols = part.slices
         index = rows_of.get(source, {})
         present = [(k, index[f]) for k, f in enumerate(kept) if f in index]
-        frames = parts[source][1] if source in parts else None
-        if frames is not None and len(present) == len(kept) == len(frames) and \
+        block = parts[source][1] if source in parts else None
+        if block is not None and len(present) == len(kept) == len(block) and \
                 all(k == i for k, i in present):
-            out[:, rows, cols] = frames  # every frame, in order: one copy, no gather
-        elif present and frames is not None:
+            out[:, rows, cols] = block  # every frame, in order: one copy, no gather
+        elif present and block is not None:
             dst, src = (np.array(v, dtype=np.intp) for v in zip(*present))
-            out[dst, rows, cols] = frames[src]
+            out[dst, rows, cols] = block[src]
         if masked is not None and len(present) < len(kept):
             absent = np.setdiff1d(np.arange(len(kept)), [k for k, _ in present])
             masked[absent, rows, cols] = True

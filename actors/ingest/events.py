@@ -163,6 +163,19 @@ class ModuleEvents(Generic[S]):
         if acq.builder is not None:
             self.refused += acq.builder.discard()
 
+    def failed_ledger(self, acquisition: int, ledger: Ledger) -> Ledger:
+        """The detector's ledger of an acquisition that fails now (an ingest died), from
+        the one a module's ingest had: every frame of the events handed on, or of the parts
+        still waiting here, was received (with clients sharing a stream, one client's count
+        is only its share)."""
+        acq = self.acq
+        if acq is None or acq.acquisition != acquisition:
+            return ledger
+        waiting: set[int] = set()
+        for part in [*acq.held, *(acq.builder.parts() if acq.builder is not None else [])]:
+            waiting.update(int(f) for f in part.frame_numbers)
+        return replace(ledger, received=max(ledger.received, acq.frames + len(waiting)))
+
     def end(self, source: str, event: End) -> list[Out]:
         acq = self._acq(event.acquisition)
         if acq.done:

@@ -331,4 +331,7 @@ def _unaccounted(ledger: Ledger, processed: int, reason: str = "stage_failed") -
     missing = ledger.received - processed - sum(others.values())
     if missing > 0:
         others[reason] = missing
-    return replace(ledger, dropped=others)
+    # a frame processed was received, also when the ledger came from an ingest that knew
+    # only part of them (a restarted one, one of several clients sharing a stream)
+    received = max(ledger.received, processed + sum(others.values()))
+    return replace(ledger, received=received, dropped=others)

@@ -134,3 +134,55 @@ def test_images_the_series_declared_that_no_client_received_are_lost(tmp_path: P
     assert result.outcome == "finished", result.error
     assert (led.received, led.processed, led.lost) == (N - 10, N - 10, 10), led
     assert all(v.lost == 0 for v in led.sources.values())
+
+
+@pytest.mark.parametrize("victim", ["rx1", "rx0"], ids=["a client", "the first client"])
+def test_a_killed_client_ingest_fails_the_acquisition_and_the_next_one_is_exact(
+        backend: str, tmp_path: Path, victim: str) -> None:
+    """SIGKILL of one client's ingest (process, or Ray actor) mid-series: the acquisition
+    ends failed with its ledger accounted; the ingest comes back, reconnects, and the next
+    series is received whole by both clients."""
+    import os
+    import signal
+
+    from tests.helpers import wait_until
+
+    k = int(victim[2])
+    settings = ShareSettings(detector(rate=40.0), clients=2, start_to=0, end_to=1)
+    with ShareSimulator(settings) as sim:
+        sources = [{"endpoint": ep, "protocol": "dectris-v2", "role": "share",
+                    "name": f"rx{i}"} for i, ep in enumerate(sim.endpoints)]
+        with Pipeline(parse_config(config(sources, tmp_path, backend))) as pipe:
+            pipe.start_acquisition()
+            sender = threading.Thread(target=sim.run)
+            sender.start()
+            wait_until(lambda: pipe.status().processed >= 16, 60, pipe.status)
+            if backend == "ray":
+                import ray
+
+                actor = pipe.ingest if k == 0 else pipe.module_ingests[k - 1]
+                ray.kill(actor, no_restart=False)
+            else:
+                c = pipe.coordinator
+
+                def handle() -> Any:
+                    return c.ingest if k == 0 else c.secondaries[victim]
+
+                dead = handle()
+                os.kill(dead.process.pid, signal.SIGKILL)
+            failed = pipe.wait_acquisition(timeout=60)
+            assert failed.outcome == "failed", failed.error
+            led = failed.ledger
+            assert led.received == led.processed + led.dropped_total, led
+            sender.join(60)  # (the sender waits for the new client on its socket)
+            assert not sender.is_alive()
+            wait_until(lambda: pipe.status().state == "idle", 60, pipe.status)
+            sim.restart(series_id=2, seed=8, rate=0.0)
+            pipe.start_acquisition()
+            sender = threading.Thread(target=sim.run)
+            sender.start()
+            result = pipe.wait_acquisition(timeout=120)
+            sender.join(60)
+    assert result.outcome == "finished", result.error
+    assert (result.ledger.received, result.ledger.processed, result.ledger.lost) == \
+        (N, N, 0), result.ledger

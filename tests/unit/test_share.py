@@ -261,3 +261,26 @@ def test_the_live_status_counts_the_detector_s_frames() -> None:
     idle = live_status(IngestStatus(state="idle", acquisition=3,
                                     ledger=Ledger(3, received=78)), ledgers, share=True)
     assert idle.ledger is not None and idle.ledger.received == 78  # (the final ledger)
+
+
+def test_a_failure_counts_every_frame_the_event_stage_had_as_received() -> None:
+    events: ModuleEvents[str] = ModuleEvents(("rx0", "rx1"), timeout=1.0, share=True)
+    c0 = client()
+    c0.start()
+    c0.peer_start(START)
+    b0, _ = _begin(c0, [0])
+    events.begin("rx0", b0)
+    events.hand_on(ModulePart("rx0", 0, np.array([0, 2]), "a", 0, 1), 1)
+    events.hand_on(ModulePart("rx1", 0, np.array([1, 3]), "b", 0, 1), 1)  # range 0 out
+    events.hand_on(ModulePart("rx1", 1, np.array([5, 7]), "c", 0, 1), 1)  # waits
+    failed = events.failed_ledger(1, Ledger(1, received=3))  # rx0's own share
+    assert failed.received == 4 + 2
+
+
+def test_a_failed_ledger_never_says_fewer_received_than_processed() -> None:
+    from actors.results.core import _unaccounted
+
+    led = _unaccounted(Ledger(1, received=38, dropped={"late": 1}), processed=40)
+    assert (led.received, led.dropped) == (41, {"late": 1})
+    led = _unaccounted(Ledger(1, received=50), processed=40)
+    assert (led.received, led.dropped) == (50, {"stage_failed": 10})

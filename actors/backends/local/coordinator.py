@@ -283,7 +283,9 @@ class Coordinator:
                 self.dispatcher.ending(checkpoint.running):
             return
         running = checkpoint.running
+        ledger = checkpoint.ledger or Ledger(running)
         if self.modules is not None:  # the other modules' ingests let it go (idle again)
+            ledger = self.modules.failed_ledger(running, ledger)
             self.modules.discard(running)
             for part in self.modules.take_refused():
                 self._free_slot(part.stored, part.source)
@@ -291,8 +293,7 @@ class Coordinator:
                 if not h.conn.closed:
                     call, _ = h.calls.new("abort", running)
                     h.outbox.send(call)
-        event, released = self.dispatcher.route(
-            Aborted(running, checkpoint.ledger or Ledger(running), why))
+        event, released = self.dispatcher.route(Aborted(running, ledger, why))
         for job in released:
             self._free(job)
         if event is not None:

@@ -233,6 +233,7 @@ class Ingest:
         the event stage holds of it goes back, and every module's ingest lets it go."""
         m = self.modules
         assert m is not None
+        failed = replace(failed, ledger=m.failed_ledger(failed.acquisition, failed.ledger))
         m.discard(failed.acquisition)
         for part in m.take_refused():
             self._return_part(part.source, part.stored)
