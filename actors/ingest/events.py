@@ -182,7 +182,7 @@ class ModuleEvents(Generic[S]):
             return []
         acq.ended[source] = event
         if event.error and acq.error is None:
-            acq.error = f"module {source}: {event.error}"
+            acq.error = f"{'client' if self.share else 'module'} {source}: {event.error}"
         out: list[Out] = []
         if acq.setup is None and acq.error is None and self._all_in(acq):
             out += self._configure(acq)  # (it ends every module that ended already)

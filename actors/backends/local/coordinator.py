@@ -409,6 +409,11 @@ class Coordinator:
         for generation in [g for g in self.rings if g // GENERATIONS_PER_EPOCH == h.epoch]:
             self.dead_rings[generation] = self.rings.pop(generation)
 
+    @property
+    def _kind(self) -> str:
+        """What each source is: a module of the detector, or a client of its stream."""
+        return "client" if self.config.shared else "module"
+
     def _handle(self, source: str) -> IngestHandle:
         return self.secondaries.get(source, self.ingest)
 
@@ -417,7 +422,7 @@ class Coordinator:
         started again for the next one."""
         self._drain(h.conn, partial(self._on_secondary, h))
         code = processes.stop(h.process, 0.1)
-        why = (f"the ingest process of module {h.source} died (exit code {code}); the "
+        why = (f"the ingest process of {self._kind} {h.source} died (exit code {code}); the "
                "acquisition cannot be assembled")
         h.fault = h.fault or why
         h.ready.set()

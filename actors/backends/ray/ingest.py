@@ -186,6 +186,11 @@ class Ingest:
                            self.modules.share)
 
     # -- a multi-module detector ------------------------------------------------------------
+    @property
+    def _kind(self) -> str:
+        """What each source is: a module of the detector, or a client of its stream."""
+        return "client" if self.modules is not None and self.modules.share else "module"
+
     def _peer(self, source: str) -> Any:
         """The ingest actor of another module (or, for those, of the first)."""
         if source == self.names.ingest:
@@ -208,7 +213,7 @@ class Ingest:
             running = status.acquisition
         if running is None:
             return
-        why = (f"the ingest actor of module {source} died and was restarted; the acquisition "
+        why = (f"the ingest actor of {self._kind} {source} died and was restarted; the acquisition "
                "cannot be assembled")
         logger.error("acquisition %d failed: %s", running, why)
         await self._fail_modular(Aborted(running, status.ledger or Ledger(running), why))
