@@ -93,6 +93,10 @@ class SourceConfig(_Model):
     resources: dict[str, float] = Field(
         default_factory=dict, description="Ray: custom resources its ingest actor needs "
         "(e.g. {rx_a: 0.01}, a resource only the receiving node declares)")
+    offset: tuple[int, int] | None = Field(
+        None, description="role module: where this module's first pixel goes in the "
+        "detector's frame, [row, column] (default: the header's row/column x the module "
+        "shape); give it for every module or none")
     role: Literal["module", "share"] = Field(
         "module", description="with several sources: module (each stream is one part of "
         "every frame, slsDetector) or share (each source is one of several PULL clients of "
@@ -314,6 +318,14 @@ class PipelineConfig(_Model):
                 raise ValueError("sources: role share is for several PULL clients of a "
                                  "DECTRIS stream (protocol dectris-v1 or dectris-v2, socket "
                                  "pull)")
+            offsets = [s.offset for s in self.sources]
+            if roles == {"share"} and any(o is not None for o in offsets):
+                raise ValueError("sources: clients sharing a stream receive whole frames: no "
+                                 "offset")
+            if any(o is not None for o in offsets) and any(o is None for o in offsets):
+                raise ValueError("sources: give an offset for every module or for none")
+            if any(o is not None and min(o) < 0 for o in offsets):
+                raise ValueError("sources: an offset is [row, column] >= 0")
             if self.overflow != "block":
                 raise ValueError("sources: a multi-module detector needs overflow: block "
                                  "(a dropped batch of one module would leave the others "

@@ -112,6 +112,22 @@ class ModuleLayout:
                    shared=True)
 
     @classmethod
+    def from_offsets(cls, offsets: Mapping[str, tuple[int, int]],
+                     shapes: Mapping[str, tuple[int, int]]) -> ModuleLayout:
+        """The layout the config gives: each source's part at its ``(row, column)`` offset;
+        a source without a frame shape (it sent nothing) has the others' shape. ValueError
+        names what does not fit (parts that overlap)."""
+        if not shapes:
+            raise ValueError("no module has sent a frame")
+        part_shapes = set(shapes.values())
+        if len(part_shapes) != 1:
+            raise ValueError(f"module parts differ in shape: {dict(shapes)}")
+        (prows, pcols), = part_shapes
+        parts = tuple(ModulePart(s, r0, c0, prows, pcols) for s, (r0, c0) in offsets.items())
+        return cls(max(p.row0 + p.rows for p in parts), max(p.col0 + p.cols for p in parts),
+                   parts)
+
+    @classmethod
     def from_headers(cls, headers: Mapping[str, Mapping[str, Any]],
                      shapes: Mapping[str, tuple[int, int]],
                      expected: Sequence[str] = ()) -> ModuleLayout:

@@ -517,7 +517,8 @@ class IngestCore:
         setup = ChainSetup(acq.acquisition, self.params.version, self.params.specs, geometry,
                            src.reorder, mask,
                            keep_frames=self.config.output.enabled and self.config.output.frames)
-        self.detector_shape = _detector_shape(first, geometry) if self.module else None
+        self.detector_shape = _detector_shape(first, geometry, self.config) if self.module \
+            else None
         acq.setup, acq.chain = setup, self._chain(setup)
         frames = self._batch_frames(geometry.nbytes)
         acq.assembler = BatchAssembler(
@@ -632,9 +633,15 @@ class IngestCore:
             rejected=dict(+rejected))
 
 
-def _detector_shape(first: Image, geometry: Geometry) -> tuple[int, int]:
-    """The whole detector's frame from a module's header (``detshape`` = [columns, rows] of
-    parts of this module's shape); the module's own shape if the header does not say."""
+def _detector_shape(first: Image, geometry: Geometry, config: PipelineConfig
+                    ) -> tuple[int, int]:
+    """The whole detector's frame: from the modules' offsets in the config (every module
+    has this one's shape), else from a module's header (``detshape`` = [columns, rows] of
+    parts of this module's shape); the module's own shape if neither says."""
+    offsets = [s.offset for s in config.all_sources if s.offset is not None]
+    if offsets and not config.shared:
+        return (max(r for r, _ in offsets) + geometry.rows,
+                max(c for _, c in offsets) + geometry.cols)
     grid = first.header.get("detshape")
     if isinstance(grid, list) and len(grid) == 2 and all(
             isinstance(v, int) and v > 0 for v in grid):

@@ -38,6 +38,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from actors.config import PipelineConfig
 from actors.core.chain import ReducerChain
 from actors.core.events import Aborted, Begin, End
 from actors.core.merger import BatchInfo
@@ -102,16 +103,29 @@ class ModuleEvents(Generic[S]):
     """Merges the modules' ingest actions of each acquisition (see the module doc)."""
 
     def __init__(self, sources: tuple[str, ...], *, timeout: float, policy: Policy = "drop",
-                 clock: Callable[[], float] = time.monotonic, share: bool = False) -> None:
+                 clock: Callable[[], float] = time.monotonic, share: bool = False,
+                 offsets: Mapping[str, tuple[int, int]] | None = None) -> None:
+        """``offsets``: each module's place in the frame from the config (default: from
+        the headers)."""
         if len(set(sources)) != len(sources) or not sources:
             raise ValueError(f"module sources must be distinct names, got {sources}")
         self.sources = sources
         self.share = share
+        self.offsets = dict(offsets) if offsets else None
         self.timeout = timeout
         self.policy = policy
         self.clock = clock
         self.acq: _Acquisition[S] | None = None
         self.refused: list[ModulePart[S]] = []  # late parts: their storage goes back
+
+    @classmethod
+    def for_config(cls, config: PipelineConfig) -> ModuleEvents[Any]:
+        """The event stage of a pipeline with several sources."""
+        names = tuple(config.source_names)
+        offsets = {n: s.offset for n, s in zip(names, config.all_sources, strict=True)
+                   if s.offset is not None}
+        return cls(names, timeout=config.modules.timeout, policy=config.modules.incomplete,
+                   share=config.shared, offsets=offsets or None)
 
     # -- from the modules' ingests -------------------------------------------------------------
     def begin(self, source: str, event: Begin) -> list[Out]:
@@ -253,7 +267,8 @@ class ModuleEvents(Generic[S]):
             dtypes = {b.setup.geometry.dtype for b in acq.begun.values()}
             if len(dtypes) != 1:
                 raise ValueError(f"modules differ in pixel type: {sorted(dtypes)}")
-            layout = ModuleLayout.from_headers(headers, shapes, self.sources)
+            layout = ModuleLayout.from_offsets(self.offsets, shapes) if self.offsets else \
+                ModuleLayout.from_headers(headers, shapes, self.sources)
             geometry = replace(first.geometry, rows=layout.rows, cols=layout.cols)
             setup = replace(first, geometry=geometry, reorder="none", mask=None)
             chain = setup.build()

@@ -190,3 +190,26 @@ def test_the_device_shows_each_module_s_counters(tmp_path: Path) -> None:
     assert names == ["m0", "m1", "m2", "m3"]
     assert received == [N, N - 2, N, N]
     assert totals == [N, N - 2, 2]
+
+
+def test_module_offsets_from_the_config_place_the_modules(tmp_path: Path) -> None:
+    """Offsets in the config win over the headers' row/column: with modules 1 and 2 given
+    each other's place, the detector's frames have those two blocks swapped."""
+    settings = ModuleSettings(SimulatorSettings(detector="jungfrau", frames=N, lossless=True,
+                                                seed=4, scene=SCENE), modules=(2, 2))
+    offsets = [(0, 0), (16, 0), (0, 32), (16, 32)]  # (headers: m1 at (0, 32), m2 at (16, 0))
+    with ModuleSimulator(settings) as sim:
+        cfg = config(sim.endpoints, tmp_path)
+        for source, offset in zip(cfg["sources"], offsets, strict=True):  # type: ignore[call-overload]
+            source["offset"] = list(offset)
+        with Pipeline(parse_config(cfg)) as pipe:
+            pipe.start_acquisition()
+            sender = threading.Thread(target=sim.run)
+            sender.start()
+            result = pipe.wait_acquisition(timeout=120)
+            sender.join(60)
+    frames = np.stack([sim.scene.frame(i) for i in range(N)]).astype(np.int64)
+    swapped = frames.copy()
+    swapped[:, 16:, :32], swapped[:, :16, 32:] = frames[:, :16, 32:], frames[:, 16:, :32]
+    assert result.outcome == "finished", result.error
+    np.testing.assert_array_equal(result.outputs["sum"], swapped.sum(axis=0))

@@ -243,3 +243,27 @@ def test_assemble_with_a_module_that_sent_nothing_of_the_range() -> None:
     assert list(out.frame_numbers) == [4, 5] and out.incomplete == {4: ("b",), 5: ("b",)}
     assert out.masked is not None and out.masked[:, :, 2:].all()
     assert assemble(layout, {"a": a}).frames.shape == (0, 2, 4)
+
+
+def test_the_layout_from_config_offsets() -> None:
+    layout = ModuleLayout.from_offsets({"a": (0, 0), "b": (2, 4)}, {"a": (2, 2), "b": (2, 2)})
+    assert layout.shape == (4, 6) and layout.part("b").slices == (slice(2, 4), slice(4, 6))
+    with pytest.raises(ValueError, match="overlap"):
+        ModuleLayout.from_offsets({"a": (0, 0), "b": (1, 1)}, {"a": (2, 2), "b": (2, 2)})
+    # a module that sent nothing has the others' shape
+    assert ModuleLayout.from_offsets({"a": (0, 0), "b": (0, 2)}, {"a": (2, 2)}).shape == (2, 4)
+
+
+def test_config_offsets_for_every_module_or_none() -> None:
+    from actors.config import ConfigError, parse_config
+
+    def cfg(*offsets: object) -> dict[str, object]:
+        return {"sources": [{"endpoint": f"tcp://127.0.0.1:{4000 + i}", "name": f"m{i}",
+                             **({"offset": o} if o is not None else {})}
+                            for i, o in enumerate(offsets)], "overflow": "block"}
+
+    assert parse_config(cfg([0, 0], [16, 0])).sources[1].offset == (16, 0)  # type: ignore[index]
+    with pytest.raises(ConfigError, match="every module or for none"):
+        parse_config(cfg([0, 0], None))
+    with pytest.raises(ConfigError, match=">= 0"):
+        parse_config(cfg([0, 0], [-1, 0]))

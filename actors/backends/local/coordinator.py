@@ -133,9 +133,8 @@ class Coordinator:
         manager = slots.where()
         self.names = config.source_names
         modular = config.modular
-        self.modules: ModuleEvents[SlotBatch] | None = ModuleEvents(
-            tuple(self.names), timeout=config.modules.timeout,
-            policy=config.modules.incomplete, share=config.shared) if modular else None
+        self.modules: ModuleEvents[SlotBatch] | None = ModuleEvents.for_config(config) \
+            if modular else None
         self.ingest = start_ingest(config, manager, log_level, module=modular,
                                    source=self.names[0])
         #: the other modules' ingests (a multi-module detector); the first source's is

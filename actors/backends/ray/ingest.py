@@ -99,9 +99,8 @@ class Ingest:
         self.source = source
         sources = config.source_names
         self.own = source or sources[0]
-        self.modules: ModuleEvents[Any] | None = ModuleEvents(
-            tuple(sources), timeout=config.modules.timeout, policy=config.modules.incomplete,
-            share=config.shared) if config.modular and source is None else None
+        self.modules: ModuleEvents[Any] | None = ModuleEvents.for_config(config) \
+            if config.modular and source is None else None
         self.others = sources[1:] if self.modules is not None else []
         self.stage = IngestStage(config, self, store_budget=store_budget,
                                  module=config.modular)
