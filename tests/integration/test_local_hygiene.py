@@ -207,3 +207,33 @@ def test_a_killed_driver_leaves_no_process_and_no_shared_memory(
         if group:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group[0], signal.SIGKILL)
+
+
+def test_the_manager_exits_with_its_driver_even_if_a_block_is_already_gone() -> None:
+    """(Seen: a manager server outlived its SIGKILLed driver, because unlinking a block
+    someone had already removed raised in its watch thread.) It exits regardless."""
+    script = textwrap.dedent("""
+        import os, signal
+        from multiprocessing.shared_memory import SharedMemory
+        from actors.backends.local.shm import SlotManager
+
+        manager = SlotManager()
+        manager.start()
+        block = manager.new_block(4096)
+        SharedMemory(block.name).unlink()  # gone behind the manager's back
+        print(manager._process.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    child = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    pid = int(child.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError("the manager server outlived its driver")

@@ -19,6 +19,7 @@ unlink, so the tracker has nothing to unlink or warn about at exit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -97,8 +98,12 @@ class _ParentWatchingServer(SharedMemoryServer):
     def _watch(self, parent: int) -> None:
         while os.getppid() == parent:
             time.sleep(PARENT_POLL)
-        self.shared_memory_context.unlink()  # type: ignore[attr-defined]
-        os._exit(0)
+        try:  # (a block already gone must not keep this server alive: exit whatever)
+            for name in list(self.shared_memory_context.segment_names):  # type: ignore[attr-defined]
+                with contextlib.suppress(OSError):
+                    SharedMemory(name).unlink()
+        finally:
+            os._exit(0)
 
 
 class SlotManager(SharedMemoryManager):
