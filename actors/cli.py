@@ -428,7 +428,7 @@ def cmd_tango_server(args: argparse.Namespace) -> int:
 
 # -- bench ----------------------------------------------------------------------------------
 BENCHES = {"pipeline": "actors.bench.pipeline", "local": "actors.bench.local",
-           "modules": "actors.bench.modules",
+           "modules": "actors.bench.modules", "ttr": "actors.bench.ttr",
            "reducers": "actors.bench.reducers", "soak": "actors.bench.soak"}
 
 
@@ -439,7 +439,8 @@ def _add_bench(sub: Any) -> None:
                        "Ray backend vs raw pyzmq receive; 'local': shared-memory backend vs "
                        "raw receive; 'modules': a multi-module detector with 1, 2 and 4 ingests "
                        "vs raw receive of the same streams; 'reducers': reducer kernels vs a "
-                       "numpy pass; 'soak': a "
+                       "numpy pass; 'ttr': time to result (first and warm acquisitions) on both "
+                       "backends vs raw receive; 'soak': a "
                        "long run at part of the capacity (memory growth per process, "
                        "ledger). Arguments "
                        "after the name go to the benchmark (e.g. 'rayline bench pipeline -- "

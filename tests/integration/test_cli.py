@@ -153,13 +153,16 @@ def test_a_reader_that_goes_away_is_not_an_error() -> None:
 @pytest.mark.parametrize("bench, args", [
     ("pipeline", ["--repeat", "1", "--frames-4m", "40", "--frames-moench", "400"]),
     ("local", ["--quick", "--repeat", "1"]),
+    ("modules", ["--frames", "40", "--rows", "64", "--cols", "64", "--repeat", "1",
+                 "--backend", "local"]),
+    ("ttr", ["--quick", "--case", "moench", "--backend", "local", "--repeat", "1"]),
 ])
 def test_bench_prints_one_json_line_per_case(bench: str, args: list[str]) -> None:
     """The throughput benchmarks run end to end (tiny runs: the figures mean nothing here)."""
     out = subprocess.run([*RAYLINE, "bench", bench, "--", *args], capture_output=True,
                          text=True, timeout=600, check=True)
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == (2 if bench == "pipeline" else 4), out.stdout
+    assert len(rows) == {"pipeline": 2, "local": 4, "modules": 3, "ttr": 1}[bench], out.stdout
     for row in rows:
         fps = row.get("fps", row.get("frames_per_s"))
         assert fps > 0 and row["ratio"] > 0, row
