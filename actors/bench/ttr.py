@@ -12,7 +12,8 @@ case with the Ray / local ratio:
   both from the sender being told to go to ``wait_acquisition`` returning;
 * ``raw_s``: a bare pyzmq PULL loop's time from go to the last frame received (the
   ceiling), ``ratio`` = raw_s / ttr_s, and ``fixed_s`` = ttr_s − raw_s: what the pipeline
-  adds on top of receiving (processing the tail, merging, ending).
+  adds on top of receiving (processing the tail, merging, ending); ``tail_s``: from the last
+  frame received by the pipeline to its result (``AcquisitionResult.tail``).
 
 The sender shares the 2 cores with the pipeline: compare ratios, not absolute numbers.
 """
@@ -65,12 +66,14 @@ def raw_time(settings: SimulatorSettings) -> float:
     return elapsed
 
 
-def pipeline_times(settings: SimulatorSettings, backend: str, repeat: int) -> list[float]:
-    """Seconds from go to the result, for ``repeat`` acquisitions of one fresh pipeline."""
+def pipeline_times(settings: SimulatorSettings, backend: str, repeat: int
+                   ) -> tuple[list[float], list[float]]:
+    """Seconds from go to the result, for ``repeat`` acquisitions of one fresh pipeline, and
+    each one's tail (last frame received to the result, ``AcquisitionResult.tail``)."""
     from actors import Pipeline
     from actors.config import parse_config
 
-    out = []
+    out, tails = [], []
     with Sender(settings) as sender:
         cfg = parse_config({
             "backend": backend, "workers": 2,
@@ -85,11 +88,12 @@ def pipeline_times(settings: SimulatorSettings, backend: str, repeat: int) -> li
                 sender.go()
                 result = pipe.wait_acquisition(timeout=600)
                 out.append(time.perf_counter() - t0)
+                tails.append(result.tail or 0.0)
                 sender.wait_sent()
                 if result.ledger.processed != settings.frames:
                     raise RuntimeError(f"processed {result.ledger.processed} of "
                                        f"{settings.frames}: {result.ledger}")
-    return out
+    return out, tails
 
 
 def run(cases: list[str], backends: list[str], repeat: int, quick: bool = False
@@ -101,7 +105,7 @@ def run(cases: list[str], backends: list[str], repeat: int, quick: bool = False
         by_backend: dict[str, float] = {}
         for backend in backends:
             raw = raw_time(settings)
-            times = pipeline_times(settings, backend, repeat + 1)
+            times, tails = pipeline_times(settings, backend, repeat + 1)
             ttr = median(times[1:])
             by_backend[backend] = ttr
             rows.append({"case": case, "backend": backend, "frames": frames,
@@ -109,7 +113,8 @@ def run(cases: list[str], backends: list[str], repeat: int, quick: bool = False
                          "ttr_first_s": round(times[0], 3), "ttr_s": round(ttr, 3),
                          "runs_s": [round(t, 3) for t in times[1:]],
                          "raw_s": round(raw, 3), "ratio": round(raw / ttr, 3),
-                         "fixed_s": round(ttr - raw, 3), "fps": round(frames / ttr, 1)})
+                         "fixed_s": round(ttr - raw, 3), "fps": round(frames / ttr, 1),
+                         "tail_s": round(median(tails[1:]), 3)})
             print(json.dumps(rows[-1]), flush=True)
         if "ray" in by_backend and "local" in by_backend:
             summary = {"case": case, "summary": "ray/local", "fps_ratio": round(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -33,10 +34,22 @@ class AcquisitionResult:
     error: str | None = None
     warnings: tuple[str, ...] = ()  # what makes the outputs not to be trusted (reducers')
     detector: DetectorInfo | None = None  # what the stream said about the detector
+    #: wall-clock times (``time.time()``) of the acquisition's steps: at the ingest
+    #: ``started``, ``first_frame``, ``last_frame`` (received) and ``closed``; at the results
+    #: stage ``first_merged``, ``last_merged`` and ``result`` (available to the caller)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def duration(self) -> float:
         return self.finished - self.started
+
+    @property
+    def tail(self) -> float | None:
+        """Seconds from the last frame received to the result being available (None when
+        no frame came)."""
+        if "last_frame" not in self.timings or "result" not in self.timings:
+            return None
+        return self.timings["result"] - self.timings["last_frame"]
 
 
 @dataclass
@@ -51,6 +64,7 @@ class Acquisition:
     ingest_ledger: Ledger | None = None
     drops: Counter[str] = field(default_factory=Counter)  # frames workers could not use
     detector: DetectorInfo | None = None  # as the stream described it
+    timing: dict[str, float] = field(default_factory=dict)  # the ingest's, then merges
 
     @classmethod
     def begin(cls, acquisition: int, chain: ReducerChain,
@@ -66,9 +80,17 @@ class Acquisition:
                                        info.keys))
         self.merger.add(info.index, self.chain.empty())
 
-    def end(self, batches: int, ingest_ledger: Ledger) -> None:
+    def end(self, batches: int, ingest_ledger: Ledger,
+            timing: Mapping[str, float] | None = None) -> None:
         self.expected_batches = batches
         self.ingest_ledger = ingest_ledger
+        self.timing.update(timing or {})
+
+    def merged(self) -> None:
+        """A partial was merged (times the first and the last merge)."""
+        now = time.time()
+        self.timing.setdefault("first_merged", now)
+        self.timing["last_merged"] = now
 
     @property
     def complete(self) -> bool:
@@ -88,6 +110,8 @@ class Acquisition:
         warnings = tuple(self.chain.warnings(outputs)) if ledger.processed else ()
         for warning in warnings:
             logger.warning("acquisition %d: %s", self.acquisition, warning)
+        finished = time.time()
         return AcquisitionResult(self.acquisition, outcome, outputs, ledger, self.started,
-                                 time.time(), error=error, warnings=warnings,
-                                 detector=self.detector)
+                                 finished, error=error, warnings=warnings,
+                                 detector=self.detector,
+                                 timings={**self.timing, "result": finished})

@@ -10,7 +10,8 @@ acquisition's :class:`End` until its batches have left and adds what it dropped 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from actors.core.batch import FrameBatch
@@ -63,6 +64,9 @@ class End:
     batches: int
     ledger: Ledger
     error: str | None = None
+    #: the ingest's wall-clock times (``time.time()``): ``started``, ``first_frame``,
+    #: ``last_frame`` (received), ``closed`` (the acquisition closed at the ingest)
+    timing: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

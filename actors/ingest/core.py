@@ -113,6 +113,7 @@ class IngestAcquisition:
     quiet: float | None = None  # a stop's quiet period, if not ``stop_quiet``
     waiting: deque[Image] = field(default_factory=deque)  # (share) images before the start
     end_seen: bool = False  # (share) its series end came while frames waited for the start
+    timing: dict[str, float] = field(default_factory=dict)  # wall clock (End.timing)
 
 
 class IngestCore:
@@ -163,7 +164,8 @@ class IngestCore:
                              f"{self.last_acquisition})")
         self.last_acquisition = acquisition
         self.last_ledger = None
-        self.acq = IngestAcquisition(acquisition, self.receiver())
+        self.acq = IngestAcquisition(acquisition, self.receiver(),
+                                     timing={"started": time.time()})
         logger.info("acquisition %d started", acquisition)
         return acquisition
 
@@ -352,6 +354,8 @@ class IngestCore:
         acq.waiting.append(image)
         acq.received += 1
         acq.last_read = self.clock()
+        acq.timing.setdefault("first_frame", time.time())
+        acq.timing["last_frame"] = time.time()
         if len(acq.waiting) == 1:
             logger.info("acquisition %d: frame %d of series %s waits for its series start "
                         "(read by another client)", acq.acquisition, image.frame,
@@ -388,6 +392,8 @@ class IngestCore:
         if not counted:
             acq.received += 1
             acq.last_read = self.clock()
+            acq.timing.setdefault("first_frame", time.time())
+            acq.timing["last_frame"] = time.time()
         actions: list[Action] = []
         if acq.assembler is None:
             try:
@@ -615,8 +621,9 @@ class IngestCore:
         acq.end_sent = True
         ledger = self._ledger(acq)
         self.last_ledger = ledger
+        acq.timing["closed"] = time.time()
         return End(acq.acquisition, acq.assembler.next_index if acq.assembler else 0, ledger,
-                   acq.error)
+                   acq.error, dict(acq.timing))
 
     def _ledger(self, acq: IngestAcquisition, receiver: Counts | None = None) -> Ledger:
         receiver = self.receiver() if receiver is None else receiver

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
@@ -337,7 +337,8 @@ class ModuleEvents(Generic[S]):
         if acq.builder is not None:
             out += self._events(acq, acq.builder.flush())
         acq.done = True
-        return out + [End(acq.acquisition, acq.events, self._ledger(acq), acq.error)]
+        return out + [End(acq.acquisition, acq.events, self._ledger(acq), acq.error,
+                          _timing(acq.ended.values()))]
 
     def _ledger(self, acq: _Acquisition[S]) -> Ledger:
         """The detector's ledger: events received, gaps no module filled lost; each
@@ -363,6 +364,17 @@ class ModuleEvents(Generic[S]):
         return Ledger(acq.acquisition, received=acq.frames, dispatched=acq.frames,
                       dispatched_batches=acq.events, lost=lost, rejected=rejected,
                       sources=per_source)
+
+
+def _timing(ends: Iterable[End]) -> dict[str, float]:
+    """The detector's ingest times from its sources': the earliest start and first frame,
+    the latest last frame and close."""
+    out: dict[str, float] = {}
+    for end in ends:
+        for key, value in end.timing.items():
+            pick = min if key in ("started", "first_frame") else max
+            out[key] = pick(out.get(key, value), value)
+    return out
 
 
 def live_status(status: IngestStatus, ledgers: Mapping[str, Ledger | None], *,

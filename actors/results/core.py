@@ -144,6 +144,7 @@ class ResultsCore:
         dropped: dict[str, int] = partial.pop(DROPPED_KEY, None) or {}
         acq.drops.update(dropped)
         acq.merger.add(info.index, partial, dropped=sum(dropped.values()))
+        acq.merged()
         if frames is not None:
             self._frames.put(info.index, frames)
         self._progress(acq)
@@ -165,7 +166,7 @@ class ResultsCore:
             self._progress(acq)
 
     def end(self, acquisition: int, batches: int, ledger: Ledger,
-            error: str | None = None) -> None:
+            error: str | None = None, timing: Mapping[str, float] | None = None) -> None:
         """No batch after ``batches`` will come; ``ledger`` is the acquisition's ledger
         without its processed counts; ``error``: why it failed."""
         acq = self._acq(acquisition)
@@ -173,7 +174,7 @@ class ResultsCore:
             if acquisition not in self.done and acquisition not in self.finishing:
                 self._empty(acquisition, "failed" if error else "finished", ledger, error)
             return
-        acq.end(batches, ledger)
+        acq.end(batches, ledger, timing)
         self._progress(acq)
 
     def abort(self, acquisition: int, ledger: Ledger, error: str | None = None) -> None:
@@ -228,7 +229,8 @@ class ResultsCore:
         elif isinstance(event, Skip):
             self.skip(event.acquisition, event.info)
         elif isinstance(event, End):
-            self.end(event.acquisition, event.batches, event.ledger, event.error)
+            self.end(event.acquisition, event.batches, event.ledger, event.error,
+                     event.timing)
         elif isinstance(event, Aborted):
             self.abort(event.acquisition, event.ledger, event.error)
         else:

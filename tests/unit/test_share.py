@@ -284,3 +284,21 @@ def test_a_failed_ledger_never_says_fewer_received_than_processed() -> None:
     assert (led.received, led.dropped) == (41, {"late": 1})
     led = _unaccounted(Ledger(1, received=50), processed=40)
     assert (led.received, led.dropped) == (50, {"stage_failed": 10})
+
+
+def test_the_detector_s_ingest_times_span_its_sources() -> None:
+    events: ModuleEvents[str] = ModuleEvents(("rx0", "rx1"), timeout=1.0, share=True)
+    c0 = client()
+    c0.start()
+    c0.peer_start(START)
+    b0, _ = _begin(c0, [0])
+    events.begin("rx0", b0)
+    events.end("rx0", End(1, 0, Ledger(1), timing={"started": 5.0, "first_frame": 6.0,
+                                                    "last_frame": 9.0, "closed": 9.5}))
+    (end,) = [e for e in events.end("rx1", End(1, 0, Ledger(1), timing={
+        "started": 4.0, "first_frame": 7.0, "last_frame": 8.0, "closed": 10.0}))
+        if isinstance(e, End)]
+    assert end.timing == {"started": 4.0, "first_frame": 6.0, "last_frame": 9.0,
+                          "closed": 10.0}
+    (own,) = [a for a in c0.message(END) if isinstance(a, End)]
+    assert own.timing["started"] <= own.timing["first_frame"] <= own.timing["closed"]
