@@ -59,17 +59,20 @@ def _sender(settings: SimulatorSettings, conn: Connection) -> None:
 
 
 class Sender:
-    """A simulator in its own process; :meth:`go` sends one series."""
+    """A simulator in its own process; :meth:`go` sends one series. ``main`` is the sender
+    process (``main(settings, conn)``: it sends where it bound, then one series per "go")."""
 
-    def __init__(self, settings: SimulatorSettings) -> None:
+    def __init__(self, settings: Any,
+                 main: Callable[[Any, Connection], None] = _sender) -> None:
         self._conn, child = processes.context().Pipe()
-        self.process = processes.context().Process(target=_sender, args=(settings, child),
+        self.process = processes.context().Process(target=main, args=(settings, child),
                                                    name="bench-sender", daemon=True)
         self.process.start()
         child.close()
         if not self._conn.poll(600):
             raise TimeoutError("the sender did not start")
-        self.endpoint: str = self._conn.recv()
+        self.bound: Any = self._conn.recv()  # what the sender process reported
+        self.endpoint: str = self.bound if isinstance(self.bound, str) else ""
 
     def go(self) -> None:
         self._conn.send("go")

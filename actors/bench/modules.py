@@ -31,8 +31,7 @@ from typing import Any
 import psutil
 import zmq
 
-from actors.backends.local import processes
-from actors.bench.common import median
+from actors.bench.common import Sender, median
 from actors.sim.modules import ModuleSettings, ModuleSimulator
 from actors.sim.simulator import SimulatorSettings
 from actors.wire.model import Protocol
@@ -58,37 +57,15 @@ def _sender(settings: ModuleSettings, conn: Connection) -> None:
     conn.close()
 
 
-class ModuleSender:
+class ModuleSender(Sender):
     """A module simulator in its own process; :meth:`go` sends one series on every stream."""
 
     def __init__(self, settings: ModuleSettings) -> None:
-        self._conn, child = processes.context().Pipe()
-        self.process = processes.context().Process(target=_sender, args=(settings, child),
-                                                   name="bench-sender", daemon=True)
-        self.process.start()
-        child.close()
-        if not self._conn.poll(600):
-            raise TimeoutError("the sender did not start")
-        self.endpoints: list[str] = self._conn.recv()
-
-    def go(self) -> None:
-        self._conn.send("go")
-
-    def wait_sent(self, timeout: float = 300.0) -> None:
-        if not self._conn.poll(timeout):
-            raise TimeoutError("the sender did not finish")
-        self._conn.recv()
+        super().__init__(settings, _sender)
+        self.endpoints: list[str] = list(self.bound)
 
     def __enter__(self) -> ModuleSender:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._conn.send("done")
-        self.process.join(300)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(5)
-        self._conn.close()
 
 
 def settings_for(grid: tuple[int, int], frames: int, rows: int, cols: int) -> ModuleSettings:

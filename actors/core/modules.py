@@ -273,7 +273,7 @@ class EventBuilder(Generic[T]):
 
     def discard(self) -> list[T]:
         """Every part still waiting, taken out (the acquisition is given up)."""
-        parts = [p for w in self._waiting.values() for p in w.parts.values()]
+        parts = self.parts()
         self._waiting.clear()
         return parts
 
