@@ -141,3 +141,28 @@ def service_process(command: Sequence[str], *, new_session: bool = False
         proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def kill_source_ingest(pipe: Any, backend: str, index: int) -> Callable[[], None]:
+    """SIGKILL the ingest of the ``index``-th source of a multi-source pipeline (its Ray
+    actor, which Ray restarts, or its local process, which the coordinator restarts);
+    returns a wait (at most 60 s) for its successor to be up."""
+    if backend == "ray":
+        import ray
+
+        actor = pipe.ingest if index == 0 else pipe.module_ingests[index - 1]
+        ray.kill(actor, no_restart=False)
+        return lambda: ray.get(actor.open.remote(), timeout=60)  # the restarted actor
+    import os
+    import signal
+
+    c = pipe.coordinator
+    name = c.names[index]
+
+    def handle() -> Any:
+        return c.ingest if index == 0 else c.secondaries[name]
+
+    victim = handle()
+    os.kill(victim.process.pid, signal.SIGKILL)
+    return lambda: wait_until(lambda: handle() is not victim and handle().ready.is_set(),
+                              60, f"the ingest of {name} to come back")

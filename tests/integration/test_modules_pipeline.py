@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -89,10 +88,7 @@ def test_a_killed_module_ingest_fails_the_acquisition_by_name_and_the_next_one_i
     """SIGKILL of one module's ingest (process, or Ray actor) mid-acquisition: the
     acquisition ends failed, with its ledger accounted; the ingest comes back and the next
     acquisition assembles every frame."""
-    import os
-    import signal
-
-    from tests.helpers import wait_until
+    from tests.helpers import kill_source_ingest, wait_until
 
     k = int(module[1])
     settings = ModuleSettings(SimulatorSettings(detector="jungfrau", frames=400, rate=200.0,
@@ -104,19 +100,7 @@ def test_a_killed_module_ingest_fails_the_acquisition_by_name_and_the_next_one_i
         sender = threading.Thread(target=sim.run)
         sender.start()
         wait_until(lambda: pipe.status().processed >= 40, 60, pipe.status)
-        if backend == "ray":
-            import ray
-
-            actor = pipe.ingest if k == 0 else pipe.module_ingests[k - 1]
-            ray.kill(actor, no_restart=False)
-        else:
-            c = pipe.coordinator
-
-            def handle() -> Any:
-                return c.ingest if k == 0 else c.secondaries[module]
-
-            victim = handle()
-            os.kill(victim.process.pid, signal.SIGKILL)
+        back = kill_source_ingest(pipe, backend, k)
         failed = pipe.wait_acquisition(timeout=60)
         assert failed.outcome == "failed", failed.error
         if k:  # (the first module's ingest keeps the acquisition's checkpoint)
@@ -124,11 +108,7 @@ def test_a_killed_module_ingest_fails_the_acquisition_by_name_and_the_next_one_i
         led = failed.ledger
         assert led.received == led.processed + led.dropped_total, led
         sender.join(60)
-        if backend == "ray":
-            ray.get(actor.open.remote(), timeout=60)  # the restarted actor is open
-        else:
-            wait_until(lambda: handle() is not victim and handle().ready.is_set(), 60,
-                       "the module's ingest to come back")
+        back()
         wait_until(lambda: pipe.status().state == "idle", 60, pipe.status)
         sim.wait_for_subscribers([k])  # the new ingest has subscribed
         # the rest of the first series may still sit in the modules' receive queues (an sls

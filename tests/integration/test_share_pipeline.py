@@ -142,10 +142,7 @@ def test_a_killed_client_ingest_fails_the_acquisition_and_the_next_one_is_exact(
     """SIGKILL of one client's ingest (process, or Ray actor) mid-series: the acquisition
     ends failed with its ledger accounted; the ingest comes back, reconnects, and the next
     series is received whole by both clients."""
-    import os
-    import signal
-
-    from tests.helpers import wait_until
+    from tests.helpers import kill_source_ingest, wait_until
 
     k = int(victim[2])
     settings = ShareSettings(detector(rate=40.0), clients=2, start_to=0, end_to=1)
@@ -157,19 +154,7 @@ def test_a_killed_client_ingest_fails_the_acquisition_and_the_next_one_is_exact(
             sender = threading.Thread(target=sim.run)
             sender.start()
             wait_until(lambda: pipe.status().processed >= 16, 60, pipe.status)
-            if backend == "ray":
-                import ray
-
-                actor = pipe.ingest if k == 0 else pipe.module_ingests[k - 1]
-                ray.kill(actor, no_restart=False)
-            else:
-                c = pipe.coordinator
-
-                def handle() -> Any:
-                    return c.ingest if k == 0 else c.secondaries[victim]
-
-                dead = handle()
-                os.kill(dead.process.pid, signal.SIGKILL)
+            back = kill_source_ingest(pipe, backend, k)
             failed = pipe.wait_acquisition(timeout=60)
             assert failed.outcome == "failed", failed.error
             if k:  # (the first client's ingest keeps the acquisition's checkpoint)
@@ -178,6 +163,7 @@ def test_a_killed_client_ingest_fails_the_acquisition_and_the_next_one_is_exact(
             assert led.received == led.processed + led.dropped_total, led
             sender.join(60)  # (the sender waits for the new client on its socket)
             assert not sender.is_alive()
+            back()
             wait_until(lambda: pipe.status().state == "idle", 60, pipe.status)
             sim.restart(series_id=2, seed=8, rate=0.0)
             pipe.start_acquisition()
