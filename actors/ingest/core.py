@@ -112,7 +112,9 @@ class IngestAcquisition:
     last_read: float | None = None  # when its last frame arrived
     quiet: float | None = None  # a stop's quiet period, if not ``stop_quiet``
     waiting: deque[Image] = field(default_factory=deque)  # (share) images before the start
-    end_seen: bool = False  # (share) its series end came while frames waited for the start
+    start: int | None = None  # (share) the series whose start reached it (read or passed on)
+    end_seen: int | None = None  # (share) the series whose end came before its start
+    end_stop: bool = False  # (share) that end, not a stop command, set ``stop_at``
     timing: dict[str, float] = field(default_factory=dict)  # wall clock (End.timing)
 
 
@@ -259,6 +261,8 @@ class IngestCore:
         quiet = self.clock() - max(acq.stop_at, acq.last_read or acq.stop_at)
         why = f"stop: no frame for {quiet:.2f} s" if quiet >= self._quiet(acq) else \
             f"stop: no end of series within {self.config.stop_grace:g} s"
+        if acq.end_seen is not None and acq.start is None:  # (a share: no start came)
+            return [PeerEnd(acq.acquisition), *self._end(acq, why)]
         return self._end(acq, why)
 
     def wake_in(self) -> float | None:
@@ -307,46 +311,73 @@ class IngestCore:
             actions: list[Action] = [SeriesSeen(msg)] if self.share else []
             return actions + self.peer_start(msg)
         if isinstance(msg, SeriesEnd):
-            ours = acq is not None and (acq.received or acq.waiting or self.share and (
-                self.series_start is not None and
-                self.series_start.series_id == msg.series_id))
-            if acq is not None and not acq.ending and ours:
-                if acq.waiting:  # (a share) its frames still wait for the series start
-                    return [PeerEnd(acq.acquisition), *self._end_after_start(acq)]
-                actions = self._end(acq, "end of series")
-                return [PeerEnd(acq.acquisition), *actions] if self.share else actions
+            if self.share:
+                return self._share_end(acq, msg)
+            if acq is not None and not acq.ending and (acq.received or acq.waiting):
+                return self._end(acq, "end of series")
             return []
         assert isinstance(msg, Image)
         if self.share and acq is not None and not acq.ending and (
-                acq.waiting or self.series_start is None or
-                self.series_start.series_id != msg.series_id):
+                acq.waiting or acq.start is None or acq.start != msg.series_id):
             return self._wait_for_start(acq, msg)
         return self._image(acq, msg)
 
+    def _share_end(self, acq: IngestAcquisition | None, msg: SeriesEnd) -> list[Action]:
+        """(A share) the series end read here: the others drain; if this acquisition's
+        series start has not reached this client yet, its frames wait for it first. An end
+        of another series than this acquisition's (a leftover) changes nothing."""
+        if acq is None or acq.ending:
+            return []
+        if acq.start == msg.series_id:
+            return [PeerEnd(acq.acquisition), *self._end(acq, "end of series")]
+        if acq.start is None:
+            return self._end_after_start(acq, msg.series_id)
+        logger.warning("acquisition %d: the end of series %s came during series %s; ignored",
+                       acq.acquisition, msg.series_id, acq.start)
+        return []
+
     def peer_start(self, msg: SeriesStart) -> list[Action]:
         """A series start (read here, or by another client of a shared stream): its mask and
-        detector facts apply to the frames of its series; images that waited for it go on."""
+        detector facts apply to the frames of its series; images that waited for it go on
+        (a share's images of another series, left over from an earlier one, are idle)."""
         mask = msg.arrays.get("pixel_mask")
         self.series_mask = None if mask is None else np.asarray(mask) != 0
         self.series_start = msg
         acq = self.acq
-        if acq is None or not acq.waiting:
+        if acq is None or acq.ending:
             return []
+        acq.start = msg.series_id
+        if acq.series is None and self.share:  # (a leftover image after it is not its series)
+            acq.series = msg.series_id
+        stale = [i for i in acq.waiting if i.series_id != msg.series_id]
+        if stale:
+            acq.waiting = deque(i for i in acq.waiting if i.series_id == msg.series_id)
+            acq.received -= len(stale)
+            self.idle_dropped += len(stale)
+            logger.warning("acquisition %d: %d frames of series %s, read before the start of "
+                           "series %s, are left over from an earlier series: idle_dropped",
+                           acq.acquisition, len(stale), stale[0].series_id, msg.series_id)
         actions = self._release_waiting(acq)
-        if acq.end_seen and self.acq is acq:  # its end came first: it ends now
-            actions += self._end(acq, "end of series")
+        if acq.end_seen is not None and self.acq is acq and not acq.ending:
+            if acq.end_seen == msg.series_id:  # its end came first: it ends now
+                return [*actions, PeerEnd(acq.acquisition), *self._end(acq, "end of series")]
+            acq.end_seen = None  # (the end of a leftover series)
+            acq.quiet = None
+            if acq.end_stop:
+                acq.stop_at, acq.end_stop = None, False
         return actions
 
-    def _end_after_start(self, acq: IngestAcquisition) -> list[Action]:
-        """(A share) the series end came before the start reached this client (another
-        client read it): the frames wait for it, at most ``modules.timeout`` seconds."""
-        acq.end_seen = True
+    def _end_after_start(self, acq: IngestAcquisition, series: int) -> list[Action]:
+        """(A share) a series end came before any start reached this client (another client
+        read it): the frames wait for it, at most ``modules.timeout`` seconds; the other
+        clients are told to drain when the start confirms the end is this series'."""
+        acq.end_seen = series
         acq.quiet = min(self._quiet(acq), self.config.modules.timeout)
         if acq.stop_at is None:
-            acq.stop_at = self.clock()
-        logger.info("acquisition %d: its series end came before its start; %d frames wait "
-                    "for the start (at most %g s)", acq.acquisition, len(acq.waiting),
-                    acq.quiet)
+            acq.stop_at, acq.end_stop = self.clock(), True
+        logger.info("acquisition %d: the end of series %s came before a series start; %d "
+                    "frames wait for the start (at most %g s)", acq.acquisition, series,
+                    len(acq.waiting), acq.quiet)
         return self.stop_due()
 
     def _wait_for_start(self, acq: IngestAcquisition, image: Image) -> list[Action]:

@@ -377,18 +377,21 @@ def _timing(ends: Iterable[End]) -> dict[str, float]:
     return out
 
 
-def live_status(status: IngestStatus, ledgers: Mapping[str, Ledger | None], *,
+def live_status(status: IngestStatus, others: Mapping[str, IngestStatus], own: str, *,
                 share: bool) -> IngestStatus:
-    """The first source's ingest status with every source's ledger (``sources``), and the
-    detector's ``received`` while it runs: the frames any module received (the most of
-    them), or for clients sharing a stream, the sum of their shares."""
+    """The first source's ingest status (``own``) with every source's ledger (``sources``),
+    the detector's ``received`` while it runs (the frames any module received, the most of
+    them, or for clients sharing a stream the sum of their shares) and every source's frames
+    that came with no acquisition for them (``idle_dropped``)."""
+    ledgers = {own: status.ledger, **{k: v.ledger for k, v in others.items()}}
     sources = {k: v for k, v in ledgers.items() if v is not None}
     ledger = status.ledger
     if ledger is not None and status.state != "idle" and sources:
         counts = [v.received for v in sources.values() if v.acquisition == ledger.acquisition]
         if counts:
             ledger = replace(ledger, received=sum(counts) if share else max(counts))
-    return replace(status, ledger=ledger, sources=sources)
+    idle = status.idle_dropped + sum(v.idle_dropped for v in others.values())
+    return replace(status, ledger=ledger, sources=sources, idle_dropped=idle)
 
 
 def _detector(first: DetectorInfo | None, layout: ModuleLayout) -> DetectorInfo | None:

@@ -136,6 +136,39 @@ def test_images_the_series_declared_that_no_client_received_are_lost(tmp_path: P
     assert all(v.lost == 0 for v in led.sources.values())
 
 
+def test_what_a_client_left_unread_of_an_earlier_series_does_not_spoil_the_next(
+        backend: str, tmp_path: Path) -> None:
+    """Images and the end of an earlier series still queued for a client (its acquisition
+    failed before it read them) come first in the next acquisition: they are idle, that end
+    ends nothing, and the new series is received whole."""
+    from actors.wire import dectris_v2
+    from tests.helpers import wait_until
+
+    settings = ShareSettings(detector(), clients=2, start_to=0, end_to=1)
+    with ShareSimulator(settings) as sim:
+        sources = [{"endpoint": ep, "protocol": "dectris-v2", "role": "share",
+                    "name": f"rx{i}"} for i, ep in enumerate(sim.endpoints)]
+        cfg = {**config(sources, tmp_path, backend), "modules": {"timeout": 30}}
+        with Pipeline(parse_config(cfg)) as pipe:
+            pipe.start_acquisition()
+            stale = np.zeros((SCENE["rows"], SCENE["cols"]), dtype=np.uint16)
+            for frame in (41, 43):
+                sim._socks[1].send_multipart(dectris_v2.encode_image(0, frame, stale))
+            sim._socks[1].send_multipart(dectris_v2.encode_end(0))
+            wait_until(lambda: pipe.status().received >= 2, 60, pipe.status)
+            sender = threading.Thread(target=sim.run)
+            sender.start()
+            result = pipe.wait_acquisition(timeout=120)
+            sender.join(60)
+            idle = pipe.status().idle_dropped
+    assert result.outcome == "finished", result.error
+    led = result.ledger
+    assert (led.received, led.processed, led.lost, led.dropped_total) == (N, N, 0, 0), led
+    assert idle == 2
+    single = one_client(tmp_path / "one", backend, Protocol.DECTRIS_V2)
+    assert_same(result, single)
+
+
 @pytest.mark.parametrize("victim", ["rx1", "rx0"], ids=["a client", "the first client"])
 def test_a_killed_client_ingest_fails_the_acquisition_and_the_next_one_is_exact(
         backend: str, tmp_path: Path, victim: str) -> None:

@@ -59,8 +59,8 @@ START = SeriesStart(Protocol.DECTRIS_V2, 1, geometry=GEOM, number_of_images=12,
 END = SeriesEnd(Protocol.DECTRIS_V2, 1)
 
 
-def feed(core: IngestCore, frames: list[int]) -> list[Action]:
-    return [a for i in frames for a in core.message(image(i))]
+def feed(core: IngestCore, frames: list[int], series: int = 1) -> list[Action]:
+    return [a for i in frames for a in core.message(image(i, series))]
 
 
 def batches(actions: list[Action]) -> list[tuple[int, list[int]]]:
@@ -120,22 +120,43 @@ def test_an_end_that_comes_before_the_start_waits_for_it_then_for_the_timeout() 
     core = client(clock)
     core.start()
     feed(core, [0, 2])
-    out = core.message(END)
-    assert out == [PeerEnd(1)]  # the frames still wait for their start
-    out = core.peer_start(START)
-    assert batches(out) == [(0, [0, 2])] and isinstance(out[-1], End)
+    assert core.message(END) == []  # the frames still wait for their start
+    out = core.peer_start(START)  # (it confirms the end is this series': the others drain)
+    assert batches(out) == [(0, [0, 2])] and isinstance(out[-1], End) and PeerEnd(1) in out
     assert isinstance(out[0], Begin) and out[0].setup.mask is not None
     # the start never comes: after modules.timeout the frames go without it
     core2 = client(clock)
     core2.start()
     feed(core2, [1])
-    assert core2.message(END) == [PeerEnd(1)]
+    assert core2.message(END) == []
     clock.now += 0.5
     assert core2.stop_due() == []
     clock.now += 0.6  # modules.timeout (1 s) after the end
     out = core2.stop_due()
-    assert batches(out) == [(0, [1])] and isinstance(out[-1], End)
-    assert isinstance(out[0], Begin) and out[0].setup.mask is None
+    assert batches(out) == [(0, [1])] and isinstance(out[-1], End) and out[0] == PeerEnd(1)
+    assert isinstance(out[1], Begin) and out[1].setup.mask is None
+
+
+def test_frames_and_end_left_over_from_an_earlier_series_are_idle() -> None:
+    """What a client had not yet read of an earlier series (its acquisition failed when
+    another client's ingest died) comes first in the next acquisition: those images are
+    idle, that end changes nothing, and the new series is received whole."""
+    core = client()
+    core.start()
+    feed(core, [7, 8], series=0)
+    assert core.message(SeriesEnd(Protocol.DECTRIS_V2, 0)) == []  # (no start yet: it waits)
+    feed(core, [0, 1])
+    out = core.peer_start(START)
+    assert batches(out) == [] and not any(isinstance(a, (End, PeerEnd)) for a in out)
+    assert core.idle_dropped == 2
+    feed(core, [2, 3])
+    out = core.message(END)
+    assert batches(out) == [(0, [0, 1, 2, 3])] and isinstance(out[-1], End)
+    assert out[0] == PeerEnd(1)
+    end = out[-1]
+    assert isinstance(end, End)
+    assert (end.ledger.received, end.ledger.dispatched, dict(end.ledger.dropped)) == (4, 4, {})
+    assert core.stop_in() is None
 
 
 def test_a_client_drains_after_another_read_the_end() -> None:
@@ -250,16 +271,19 @@ def test_the_live_status_counts_the_detector_s_frames() -> None:
     from actors.core.status import IngestStatus
     from actors.ingest.events import live_status
 
-    status = IngestStatus(state="running", acquisition=3, ledger=Ledger(3, received=40))
-    ledgers = {"rx0": Ledger(3, received=40), "rx1": Ledger(3, received=38),
-               "rx2": None}
-    shared = live_status(status, ledgers, share=True)
+    status = IngestStatus(state="running", acquisition=3, ledger=Ledger(3, received=40),
+                          idle_dropped=1)
+    others = {"rx1": IngestStatus(state="running", acquisition=3,
+                                  ledger=Ledger(3, received=38), idle_dropped=2),
+              "rx2": IngestStatus(state="idle", idle_dropped=4)}
+    shared = live_status(status, others, "rx0", share=True)
     assert shared.ledger is not None and shared.ledger.received == 78
     assert sorted(shared.sources) == ["rx0", "rx1"]
-    modules = live_status(status, ledgers, share=False)
+    assert shared.idle_dropped == 7  # (every source's)
+    modules = live_status(status, others, "rx0", share=False)
     assert modules.ledger is not None and modules.ledger.received == 40
     idle = live_status(IngestStatus(state="idle", acquisition=3,
-                                    ledger=Ledger(3, received=78)), ledgers, share=True)
+                                    ledger=Ledger(3, received=78)), others, "rx0", share=True)
     assert idle.ledger is not None and idle.ledger.received == 78  # (the final ledger)
 
 

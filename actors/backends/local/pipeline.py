@@ -94,13 +94,14 @@ class IngestCalls:
         status: IngestStatus = self._call("status")
         if not self.coordinator.secondaries:
             return status
-        ledgers = {self.coordinator.names[0]: status.ledger}
+        others = {}
         for source in list(self.coordinator.secondaries):
             try:
-                ledgers[source] = self._call("status", source=source).ledger
+                others[source] = self._call("status", source=source)
             except StageDied:  # that module's ingest is being restarted: not shown now
                 continue
-        return live_status(status, ledgers, share=self.coordinator.config.shared)
+        return live_status(status, others, self.coordinator.names[0],
+                           share=self.coordinator.config.shared)
 
 
 class LocalPipeline(PipelineBase):

@@ -175,13 +175,13 @@ class Ingest:
         status = replace(status, dispatch=self.dispatcher.counts(status.acquisition))
         if not self.others:
             return status
-        ledgers = {self.own: status.ledger}
+        others = {}
         for other in self.others:
             try:
-                ledgers[other] = (await self._peer(other).status.remote()).ledger
+                others[other] = await self._peer(other).status.remote()
             except RayActorError:  # that module's ingest is being restarted: not shown now
                 continue
-        return live_status(status, ledgers, share=self.modules is not None and
+        return live_status(status, others, self.own, share=self.modules is not None and
                            self.modules.share)
 
     # -- a multi-module detector ------------------------------------------------------------
