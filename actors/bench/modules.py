@@ -19,19 +19,17 @@ lossless, reducers ``sum`` + ``total``, ``--workers`` processing actors. For eac
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import time
-from collections import defaultdict
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-import psutil
 import zmq
 
 from actors.bench.common import Sender, median
+from actors.bench.cpu import cpu_by_role, cpu_ms_per_frame
 from actors.sim.modules import ModuleSettings, ModuleSimulator
 from actors.sim.simulator import SimulatorSettings
 from actors.wire.model import Protocol
@@ -118,51 +116,6 @@ def raw_receive(settings: ModuleSettings) -> float:
     return (n - 1) / (t1 - t0)
 
 
-def _role(proc: psutil.Process, pipe: Any) -> str:
-    """The pipeline role a process plays (local backend: by pid; Ray: by actor title)."""
-    coordinator = getattr(pipe, "coordinator", None)
-    if coordinator is not None:
-        ingests = {h.process.pid for h in [coordinator.ingest,
-                                           *coordinator.secondaries.values()]}
-        if proc.pid in ingests:
-            return "ingest"
-        if proc.pid in set(coordinator.worker_pids()):
-            return "worker"
-    try:
-        title = " ".join(proc.cmdline())
-    except psutil.Error:
-        return "other"
-    for actor, role in (("ray::Ingest", "ingest"), ("ray::Processing", "worker"),
-                        ("ray::Results", "results"), ("ray::Tango", "tango")):
-        if title.startswith(actor):
-            return role
-    if "raylet" in title or "gcs_server" in title:
-        return "ray-system"
-    return "other"
-
-
-def cpu_by_role(pipe: Any, exclude: set[int]) -> dict[str, float]:
-    """CPU seconds so far of the driver ("driver": results and dispatch on the local
-    backend) and of every pipeline process, by role."""
-    me = psutil.Process()
-    out: dict[str, float] = defaultdict(float)
-    t = me.cpu_times()
-    out["driver"] += t.user + t.system
-    procs = me.children(recursive=True)
-    with contextlib.suppress(psutil.Error):  # Ray's actors are the raylet's children
-        procs += [p for p in psutil.process_iter() if p.pid != me.pid and
-                  p not in procs and " ".join(p.cmdline()).startswith("ray::")]
-    for proc in procs:
-        if proc.pid in exclude:
-            continue
-        try:
-            t = proc.cpu_times()
-        except psutil.Error:
-            continue
-        out[_role(proc, pipe)] += t.user + t.system
-    return dict(out)
-
-
 def pipeline_run(settings: ModuleSettings, backend: str, workers: int, batch: int
                  ) -> dict[str, Any]:
     """Steady-state frames/s of one backend on the detector's streams, and CPU by role."""
@@ -192,8 +145,7 @@ def pipeline_run(settings: ModuleSettings, backend: str, workers: int, batch: in
     led = result.ledger
     if led.processed != d.frames:
         raise RuntimeError(f"processed {led.processed} of {d.frames}: {led}")
-    cpu = {k: round((after.get(k, 0.0) - before.get(k, 0.0)) / d.frames * 1e3, 3)
-           for k in after if after.get(k, 0.0) - before.get(k, 0.0) > 0.01}
+    cpu = cpu_ms_per_frame(before, after, d.frames)
     return {"fps": (led.processed - 1) / result.duration, "cpu_ms_per_frame": cpu}
 
 

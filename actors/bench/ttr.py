@@ -13,7 +13,10 @@ case with the Ray / local ratio:
 * ``raw_s``: a bare pyzmq PULL loop's time from go to the last frame received (the
   ceiling), ``ratio`` = raw_s / ttr_s, and ``fixed_s`` = ttr_s − raw_s: what the pipeline
   adds on top of receiving (processing the tail, merging, ending); ``tail_s``: from the last
-  frame received by the pipeline to its result (``AcquisitionResult.tail``).
+  frame received by the pipeline to its result (``AcquisitionResult.tail``);
+* ``cpu_ms_per_frame``: CPU milliseconds per frame of each role over the warm acquisitions
+  (``ingest``, ``worker``, ``results``, ``driver`` — on the local backend the results stage
+  and the dispatch run in the driver —, ``ray-system``: raylet, GCS and Ray's helpers).
 
 The sender shares the 2 cores with the pipeline: compare ratios, not absolute numbers.
 """
@@ -28,6 +31,7 @@ from typing import Any
 import zmq
 
 from actors.bench.common import Sender, median
+from actors.bench.cpu import cpu_by_role, cpu_ms_per_frame
 from actors.sim.simulator import SimulatorSettings
 from actors.wire.model import Protocol
 
@@ -67,13 +71,15 @@ def raw_time(settings: SimulatorSettings) -> float:
 
 
 def pipeline_times(settings: SimulatorSettings, backend: str, repeat: int
-                   ) -> tuple[list[float], list[float]]:
-    """Seconds from go to the result, for ``repeat`` acquisitions of one fresh pipeline, and
-    each one's tail (last frame received to the result, ``AcquisitionResult.tail``)."""
+                   ) -> tuple[list[float], list[float], dict[str, float]]:
+    """Seconds from go to the result, for ``repeat`` acquisitions of one fresh pipeline,
+    each one's tail (last frame received to the result, ``AcquisitionResult.tail``), and the
+    CPU milliseconds per frame of each role over the warm acquisitions."""
     from actors import Pipeline
     from actors.config import parse_config
 
     out, tails = [], []
+    before: dict[str, float] = {}
     with Sender(settings) as sender:
         cfg = parse_config({
             "backend": backend, "workers": 2,
@@ -81,8 +87,11 @@ def pipeline_times(settings: SimulatorSettings, backend: str, repeat: int
             "reducers": [{"type": "sum"}, {"type": "total"}],
             "ray": {"num_cpus": 2, "worker_cpus": 0.5},
             "tango": {"enabled": False}, "output": {"enabled": False}})
+        exclude = {sender.process.pid or 0}
         with Pipeline(cfg) as pipe:
-            for _ in range(repeat):
+            for i in range(repeat):
+                if i == 1:
+                    before = cpu_by_role(pipe, exclude)
                 pipe.start_acquisition()
                 t0 = time.perf_counter()
                 sender.go()
@@ -93,7 +102,9 @@ def pipeline_times(settings: SimulatorSettings, backend: str, repeat: int
                 if result.ledger.processed != settings.frames:
                     raise RuntimeError(f"processed {result.ledger.processed} of "
                                        f"{settings.frames}: {result.ledger}")
-    return out, tails
+            after = cpu_by_role(pipe, exclude)
+    warm = max(1, repeat - 1)
+    return out, tails, cpu_ms_per_frame(before, after, settings.frames * warm)
 
 
 def run(cases: list[str], backends: list[str], repeat: int, quick: bool = False
@@ -105,7 +116,7 @@ def run(cases: list[str], backends: list[str], repeat: int, quick: bool = False
         by_backend: dict[str, float] = {}
         for backend in backends:
             raw = raw_time(settings)
-            times, tails = pipeline_times(settings, backend, repeat + 1)
+            times, tails, cpu = pipeline_times(settings, backend, repeat + 1)
             ttr = median(times[1:])
             by_backend[backend] = ttr
             rows.append({"case": case, "backend": backend, "frames": frames,
@@ -114,7 +125,8 @@ def run(cases: list[str], backends: list[str], repeat: int, quick: bool = False
                          "runs_s": [round(t, 3) for t in times[1:]],
                          "raw_s": round(raw, 3), "ratio": round(raw / ttr, 3),
                          "fixed_s": round(ttr - raw, 3), "fps": round(frames / ttr, 1),
-                         "tail_s": round(median(tails[1:]), 3)})
+                         "tail_s": round(median(tails[1:]), 3),
+                         "cpu_ms_per_frame": cpu})
             print(json.dumps(rows[-1]), flush=True)
         if "ray" in by_backend and "local" in by_backend:
             summary = {"case": case, "summary": "ray/local", "fps_ratio": round(
