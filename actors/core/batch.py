@@ -10,6 +10,7 @@ caller flushes it when ``max_delay`` has passed.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,14 +28,21 @@ from actors.wire.pixels import decode_pixels
 from actors.wire.reorder import IndexArray, apply_map
 
 
-def stacked(views: tuple[npt.NDArray[Any], ...]) -> npt.NDArray[Any]:
+def stacked(views: tuple[npt.NDArray[Any], ...], parts: int = 1) -> npt.NDArray[Any]:
     """The frames ``(n, rows, cols)``: a read-only strided view when the frames lie
     evenly spaced in one buffer (as ``ray.put`` lays out a tuple of arrays: each buffer
-    64-byte aligned, back to back), else a stacked copy.
+    64-byte aligned, back to back), else a stacked copy. ``parts``: each frame is that many
+    consecutive row chunks (:meth:`FrameBatch.chunked`).
 
     The view reaches the later frames through the first frame's buffer: keep ``views``
     alive as long as the view (a :class:`FrameBatch` holds them).
     """
+    if parts > 1:
+        groups = [views[i:i + parts] for i in range(0, len(views), parts)]
+        whole = [_joined(g) for g in groups]
+        if any(w is None for w in whole):  # (not laid out back to back: copy)
+            return np.stack([np.concatenate(g) for g in groups])
+        views = tuple(w for w in whole if w is not None)
     first = views[0]
     if len(views) == 1:
         return first[None]
@@ -50,6 +58,30 @@ def stacked(views: tuple[npt.NDArray[Any], ...]) -> npt.NDArray[Any]:
                                            strides=(step, *first.strides), writeable=False)
 
 
+def _joined(chunks: tuple[npt.NDArray[Any], ...]) -> npt.NDArray[Any] | None:
+    """One frame from its row chunks when they lie back to back (a view), else None."""
+    first = chunks[0]
+    at = first.__array_interface__["data"][0]
+    for c in chunks:
+        if c.__array_interface__["data"][0] != at or not c.flags.c_contiguous or \
+                c.dtype != first.dtype or c.shape[1:] != first.shape[1:]:
+            return None
+        at += c.nbytes
+    rows = sum(c.shape[0] for c in chunks)
+    return np.lib.stride_tricks.as_strided(first, shape=(rows, *first.shape[1:]),
+                                           strides=first.strides, writeable=False)
+
+
+def chunk_rows(rows: int, row_bytes: int, limit: int) -> int:
+    """Rows per chunk for frames of ``rows`` rows of ``row_bytes``: the most that stay
+    under ``limit`` bytes and fill whole 64-byte lines (so the chunks of a frame lie back to
+    back in the object store); ``rows`` if the frame is under the limit already."""
+    if rows * row_bytes <= limit:
+        return rows
+    line = 64 // math.gcd(row_bytes, 64)  # rows per whole number of 64-byte lines
+    return max(line, limit // row_bytes // line * line)
+
+
 @dataclass(frozen=True)
 class FrameBatch:
     """Consecutive frames of one acquisition, as stored between ingest and workers."""
@@ -63,6 +95,7 @@ class FrameBatch:
     blobs: npt.NDArray[np.uint8] | None = None  # compressed: payloads back to back
     offsets: npt.NDArray[np.int64] | None = None  # (n + 1,) into blobs
     views: tuple[npt.NDArray[Any], ...] | None = None  # RAW, zero-copy: one (rows, cols) each
+    parts: int = 1  # views per frame (row chunks, :meth:`chunked`)
 
     @property
     def n(self) -> int:
@@ -88,6 +121,19 @@ class FrameBatch:
         has stored, so the received messages are freed at once)."""
         return replace(self, pixels=None, blobs=None, offsets=None, views=None)
 
+    def chunked(self, limit: int) -> FrameBatch:
+        """The same batch with each raw frame larger than ``limit`` bytes cut into row
+        chunks (views, no copy). ``ray.put`` copies a buffer over 1 MiB with six threads
+        started for it: per frame, on a 2-core host, that costs more CPU than the copy."""
+        if self.views is None or self.parts != 1 or not self.views:
+            return self
+        rows, cols = self.views[0].shape
+        step = chunk_rows(rows, cols * self.views[0].itemsize, limit)
+        if step >= rows:
+            return self
+        cut = tuple(v[r:r + step] for v in self.views for r in range(0, rows, step))
+        return replace(self, views=cut, parts=-(-rows // step))
+
     def frames(self, reorder_map: IndexArray | None = None) -> npt.NDArray[Any]:
         """Decoded pixels ``(n, rows, cols)`` (decompressing and reordering as needed);
         a DecodeError if a frame cannot be decoded (:meth:`decoded` drops it instead)."""
@@ -104,7 +150,7 @@ class FrameBatch:
         if self.pixels is not None:
             out = self.pixels
         elif self.views is not None:
-            out = stacked(self.views)
+            out = stacked(self.views, self.parts)
         else:
             assert self.blobs is not None and self.offsets is not None
             g = self.geometry

@@ -391,8 +391,9 @@ def test_acquisition_file_holds_the_results_and_frames(
 def test_larger_frames_in_the_next_acquisition(
         backend: str, sender_threads: Callable[..., SenderThread]) -> None:
     """sls declares the geometry per frame: an acquisition of bigger frames follows a small
-    one on the same pipeline (the local backend replaces its ring), both exact."""
-    small, big = {**SCENE}, {**SCENE, "rows": 96, "cols": 128, "spot": (48.0, 64.0, 6.0)}
+    one on the same pipeline (the local backend replaces its ring), both exact. The big
+    frames are over 1 MB: the Ray ingest puts them in row chunks, read back whole."""
+    small, big = {**SCENE}, {**SCENE, "rows": 600, "cols": 1000, "spot": (48.0, 64.0, 6.0)}
     n = 24
     with Simulator(SimulatorSettings(frames=n, lossless=True, scene=small)) as sim, \
             open_pipeline(backend, sim.endpoint, Protocol.SLS, [{"type": "sum"}]) as pipe:

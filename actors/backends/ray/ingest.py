@@ -46,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 #: how long a stateful batch may wait for its states before it is given up
 STATES_TIMEOUT = 600.0
+#: bytes of a raw frame's row chunk in ``ray.put`` (below Ray's 1 MiB threshold for its
+#: six-thread copy, which costs a 2-core host more CPU than the copy itself)
+PUT_CHUNK = 1_000_000
 #: how often the first module's ingest looks for ranges a silent module never completes (s)
 MODULE_POLL = 0.25
 #: why a restarted ingest fails the acquisition its predecessor had running
@@ -368,7 +371,7 @@ class Ingest:
         if isinstance(action, HandOn):
             batch = action.batch
             item: Any = ModuleHandOn(batch.acquisition, batch.index, batch.frame_numbers,
-                                     action.setup_version, ray.put(batch))
+                                     action.setup_version, ray.put(batch.chunked(PUT_CHUNK)))
         elif isinstance(action, Begin | End | Aborted | SeriesSeen | PeerEnd):
             item = action
         elif isinstance(action, Checkpoint) and self.source is None:
@@ -398,7 +401,8 @@ class Ingest:
         batch = action.batch
         # the one copy into the object store; the stage keeps no reference to the received
         # messages, so ZMQ frees them now, not when the batch is merged
-        stored = Stored(ray.put(batch), self.setups[(batch.acquisition, action.setup_version)])
+        stored = Stored(ray.put(batch.chunked(PUT_CHUNK)),
+                        self.setups[(batch.acquisition, action.setup_version)])
         job: Job[Stored | StoredEvent] = Job(batch.acquisition, action.info, stored,
                                              needs_states=bool(action.info.keys))
         self.dispatcher.add(job)
