@@ -429,7 +429,8 @@ def cmd_tango_server(args: argparse.Namespace) -> int:
 # -- bench ----------------------------------------------------------------------------------
 BENCHES = {"pipeline": "actors.bench.pipeline", "local": "actors.bench.local",
            "modules": "actors.bench.modules", "ttr": "actors.bench.ttr",
-           "reducers": "actors.bench.reducers", "soak": "actors.bench.soak"}
+           "reducers": "actors.bench.reducers", "soak": "actors.bench.soak",
+           "report": "actors.bench.report"}
 
 
 def _add_bench(sub: Any) -> None:
@@ -440,7 +441,8 @@ def _add_bench(sub: Any) -> None:
                        "raw receive; 'modules': a multi-module detector with 1, 2 and 4 ingests "
                        "vs raw receive of the same streams; 'reducers': reducer kernels vs a "
                        "numpy pass; 'ttr': time to result (first and warm acquisitions) on both "
-                       "backends vs raw receive; 'soak': a "
+                       "backends vs raw receive, with CPU per frame by role; 'report': all of "
+                       "them, written as JSON and drawn as a PNG; 'soak': a "
                        "long run at part of the capacity (memory growth per process, "
                        "ledger). Arguments "
                        "after the name go to the benchmark (e.g. 'rayline bench pipeline -- "

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -167,6 +168,9 @@ def test_bench_prints_one_json_line_per_case(bench: str, args: list[str]) -> Non
         fps = row.get("fps", row.get("frames_per_s"))
         assert fps > 0 and row["ratio"] > 0, row
         assert row.get("lost", 0) == 0 and row.get("dropped", 0) == 0, row
+    if bench == "ttr":  # CPU by role (a tiny run: the roles that used 10 ms or more)
+        cpu = rows[0]["cpu_ms_per_frame"]
+        assert "ingest" in cpu and set(cpu) <= {"ingest", "worker", "driver", "other"}, cpu
 
 
 @pytest.mark.slow
@@ -194,3 +198,16 @@ def test_simulate_says_when_it_cannot_reach_the_rate() -> None:
                           "--wait-subscribers", "0"], capture_output=True, text=True,
                          timeout=120, check=True)
     assert "below the 1000000 asked" in out.stderr, out.stderr
+
+
+def test_bench_report_redraws_its_plot_from_a_saved_report(tmp_path: Path) -> None:
+    """`rayline bench report --plot` draws the four panels from a report.json (here one a
+    quick run wrote) without running anything."""
+    data = Path(__file__).parent.parent / "data" / "bench-report-quick.json"
+    out = subprocess.run([*RAYLINE, "bench", "report", "--", "--plot", str(data), "--out",
+                          str(tmp_path)], capture_output=True, text=True, timeout=120,
+                         check=True)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    png = Path(summary["plot"])
+    assert png.parent == tmp_path and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "report.json").exists()  # (nothing ran, nothing rewritten)
