@@ -36,7 +36,7 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 #: rows per band of the numba kernel (its working set stays in L2 across the frames)
-BAND_ROWS = 8
+BAND_ROWS = 16
 #: frames per numba kernel call (keeps its float64 sums of x**2 exact)
 MAX_KERNEL_FRAMES = 1 << 20
 
