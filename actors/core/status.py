@@ -128,6 +128,8 @@ class IngestStatus(Record):
     peak_inflight_bytes: int = 0
     geometry: Any = None
     dispatch: DispatchCounts | None = None  # when the dispatcher runs with the ingest
+    #: the running acquisition's wall-clock times so far (started, first_frame, last_frame)
+    timing: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,8 @@ class ResultsStatus(Record):
     last_warnings: tuple[str, ...] = ()  # what makes its outputs not to be trusted
     last_file: str | None = None  # the file it wrote
     last_writing: bool = False  # its file is still being written
+    timing: Mapping[str, float] = field(default_factory=dict)  # the running one's merges
+    last_timings: Mapping[str, float] = field(default_factory=dict)  # the last result's
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,10 @@ class Status(Record):
     warnings: tuple[str, ...] = ()  # the last acquisition's, once it has ended
     file: str | None = None  # the file the last acquisition wrote, once it has ended
     writing: bool = False  # ... and whether that file is still being written
+    #: wall-clock times of the running acquisition so far (``started``, ``first_frame``,
+    #: ``first_merged``, ``last_frame``, ``last_merged``), else the last one's
+    #: (``AcquisitionResult.timings``, with ``closed`` and ``result``)
+    timings: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -209,11 +217,13 @@ def pipeline_status(ingest: IngestStatus, results: ResultsStatus,
     outcome = None
     warnings: tuple[str, ...] = ()
     file, writing = None, False
+    timings: Mapping[str, float] = {**ingest.timing, **results.timing} \
+        if results.running == acq else dict(ingest.timing)
     if ingest.state == "idle" and acq is not None and results.last == acq and \
             results.last_ledger is not None:
         ledger, outcome = results.last_ledger, results.last_outcome
         warnings, file = tuple(results.last_warnings), results.last_file
-        writing = results.last_writing
+        writing, timings = results.last_writing, results.last_timings
     elif ledger is not None:
         if dispatch is not None:
             ledger = dataclasses.replace(ledger.with_drops(dispatch.dropped),
@@ -236,4 +246,5 @@ def pipeline_status(ingest: IngestStatus, results: ResultsStatus,
         parameters=ingest.parameters, inflight_bytes=ingest.inflight_bytes,
         peak_inflight_bytes=ingest.peak_inflight_bytes,
         sources=ledger.sources if outcome is not None and ledger is not None else
-        ingest.sources, outcome=outcome, warnings=warnings, file=file, writing=writing)
+        ingest.sources, outcome=outcome, warnings=warnings, file=file, writing=writing,
+        timings=timings)

@@ -540,7 +540,7 @@ class IngestCore:
             idle_dropped=self.idle_dropped, fault=self.fault, receiver=dict(receiver),
             setup_version=self.params.version, parameters=self._values[1],
             inflight_bytes=self.inflight_bytes, peak_inflight_bytes=self.peak_inflight_bytes,
-            geometry=geometry)
+            geometry=geometry, timing=dict(acq.timing) if acq is not None else {})
 
     # -- internals ------------------------------------------------------------------------------
     def _configure(self, acq: IngestAcquisition, first: Image) -> Begin:

@@ -274,7 +274,9 @@ class ResultsCore:
             last.outcome if last is not None else None,
             last.warnings if last is not None else (),
             last.file if last is not None else None,
-            last is not None and last.acquisition in self.finishing)
+            last is not None and last.acquisition in self.finishing,
+            dict(cur.timing) if cur is not None else {},
+            dict(last.timings) if last is not None else {})
 
     # -- file work ----------------------------------------------------------------------------
     def take_io(self) -> list[IoOp]:
