@@ -156,11 +156,33 @@ class RayConfig(_Model):
         "(default: half the object store of the ingest's node, so it never spills)")
 
 
+#: ``batch.max_frames: auto``: frames per batch, and the bytes small frames fill a batch to
+AUTO_FRAMES = 32
+AUTO_BATCH_BYTES = 32_000_000
+AUTO_MAX_FRAMES = 1024
+
+
 class BatchConfig(_Model):
     """How frames are grouped before they enter the object store."""
 
-    max_frames: int = Field(32, gt=0, le=4096, description="frames per batch at most")
+    max_frames: int | Literal["auto"] = Field(
+        "auto", description="frames per batch at most; 'auto': 32, or for frames under 1 MB "
+        "as many as fill 32 MB (at most 1024), so small frames do not pay the per-batch cost "
+        "(an object-store put, a worker call, a merge) every 32 frames")
     max_delay: float = Field(0.05, gt=0, description="seconds a batch may wait to fill")
+
+    @field_validator("max_frames")
+    @classmethod
+    def _frames_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 < value <= 4096:
+            raise ValueError(f"max_frames must be 1..4096 or 'auto', got {value}")
+        return value
+
+    def frames_for(self, frame_bytes: int) -> int:
+        """Frames per batch at most, for frames of ``frame_bytes``."""
+        if self.max_frames != "auto":
+            return int(self.max_frames)
+        return max(AUTO_FRAMES, min(AUTO_MAX_FRAMES, AUTO_BATCH_BYTES // max(1, frame_bytes)))
 
 
 class OutputConfig(_Model):

@@ -21,12 +21,14 @@ figures mean nothing).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import platform
 import time
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +47,9 @@ def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                             "numpy": np.__version__, "rayline": __version__,
                             "platform": platform.platform()}
-    try:
-        import ray
-        info["ray"] = ray.__version__
-    except ImportError:  # pragma: no cover - ray is a dependency
-        pass
+    for package in ("ray", "pyzmq", "numba"):
+        with contextlib.suppress(metadata.PackageNotFoundError):  # (all are dependencies)
+            info[package] = metadata.version(package)
     return info
 
 

@@ -557,7 +557,10 @@ class IngestCore:
         self.detector_shape = _detector_shape(first, geometry, self.config) if self.module \
             else None
         acq.setup, acq.chain = setup, self._chain(setup)
-        frames = self._batch_frames(geometry.nbytes)
+        # (every module's ingest cuts the same ranges: sized on the whole detector's frame)
+        frame_bytes = geometry.nbytes if self.detector_shape is None else \
+            self.detector_shape[0] * self.detector_shape[1] * geometry.itemsize
+        frames = self._batch_frames(frame_bytes)
         acq.assembler = BatchAssembler(
             acq.acquisition, geometry, frames, acq.chain.epochs, src.channel,
             clock=self.clock,
@@ -574,10 +577,10 @@ class IngestCore:
                                                             cols=cols))
 
     def _batch_frames(self, frame_bytes: int) -> int:
-        """``batch.max_frames``, or fewer when ``max_inflight`` such batches would not fit
-        the store budget (else large frames would leave one batch in flight, one worker
-        busy)."""
-        frames = self.config.batch.max_frames
+        """``batch.max_frames`` (for this frame size), or fewer when ``max_inflight`` such
+        batches would not fit the store budget (else large frames would leave one batch in
+        flight, one worker busy)."""
+        frames = self.config.batch.frames_for(frame_bytes)
         budget = self.store_budget
         if budget is not None and frame_bytes > 0:
             fit = max(1, budget // (self.config.max_inflight * frame_bytes))

@@ -73,3 +73,19 @@ def test_committed_schema_is_current() -> None:
     committed = json.loads((ROOT / "deploy" / "rayline.schema.json").read_text())
     assert committed == json.loads(json_schema()), "run: rayline config schema > " \
         "deploy/rayline.schema.json"
+
+
+def test_batch_frames_auto_grows_batches_of_small_frames_only() -> None:
+    batch = parse_config({"source": {"endpoint": "tcp://127.0.0.1:5"}}).batch
+    assert batch.max_frames == "auto"
+    assert batch.frames_for(400 * 400 * 2) == 100  # MOENCH: 32 MB a batch
+    assert batch.frames_for(1065 * 1030 * 2) == 32  # 1M and larger: 32
+    assert batch.frames_for(2167 * 2070 * 2) == 32
+    assert batch.frames_for(32 * 32 * 2) == 1024  # (at most)
+    fixed = parse_config({"source": {"endpoint": "tcp://127.0.0.1:5"},
+                          "batch": {"max_frames": 8}}).batch
+    assert fixed.frames_for(400 * 400 * 2) == 8
+    for bad in (0, 5000, "many"):
+        with pytest.raises(ConfigError, match="max_frames"):
+            parse_config({"source": {"endpoint": "tcp://127.0.0.1:5"},
+                          "batch": {"max_frames": bad}})

@@ -84,7 +84,7 @@ class SlotTransport:
         self.link = link
         self.slots = slots
         self.nslots = config.max_inflight
-        self.max_frames = config.batch.max_frames
+        self.batch = config.batch
 
     async def send(self, actions: list[Action]) -> None:
         for action in actions:
@@ -94,7 +94,7 @@ class SlotTransport:
     async def _store(self, action: HandOn) -> SlotBatch:
         """Copy a batch into a free slot (the one copy of its pixels)."""
         batch, g = action.batch, action.batch.geometry
-        await self.slots.ensure(self.max_frames * g.nbytes, self.nslots)
+        await self.slots.ensure(self.batch.frames_for(g.nbytes) * g.nbytes, self.nslots)
         slot = await self.slots.take()
         offsets = inline = None
         if batch.encoding is Encoding.RAW:
