@@ -317,9 +317,9 @@ class IngestCore:
                 return self._end(acq, "end of series")
             return []
         assert isinstance(msg, Image)
-        if self.share and acq is not None and not acq.ending and (
-                acq.waiting or acq.start is None or acq.start != msg.series_id):
-            return self._wait_for_start(acq, msg)
+        if self.share and acq is not None and not acq.ending and acq.start is None:
+            return self._wait_for_start(acq, msg)  # (after the start: another series' image
+            # is this acquisition's series_changed drop, below)
         return self._image(acq, msg)
 
     def _share_end(self, acq: IngestAcquisition | None, msg: SeriesEnd) -> list[Action]:
