@@ -15,7 +15,9 @@ reference in the tests, so every back end gives bit-identical results: a row sum
 is ``(a[i0,c0] + a[i0,c1]) + (a[i1,c0] + a[i1,c1])``. Images accumulate frame by frame.
 
 Two back ends: a numba kernel (one pass over row bands of every frame, nogil, single
-thread) and a vectorised numpy fallback used when numba is not importable.
+thread; a row's lower pair of vertical 2-sums and their horizontal maxima are the next row's
+upper pair, computed once) and a vectorised numpy fallback used when numba is not
+importable.
 """
 
 from __future__ import annotations
@@ -211,7 +213,7 @@ def _kernel_py(frames: Any, types: Any, mu: Any, thr: Any, threshold: float, do_
     H3 = np.zeros((3, C))
     HM = np.zeros((3, C))
     H2 = np.zeros((3, C + 1))
-    VT = np.zeros(C + 1)
+    QP = np.zeros((2, C))  # per vertical pair of rows: max(V[c], V[c+1]), V = H2[a] + H2[b]
     VB = np.zeros(C + 1)
     is2 = np.zeros(C, np.int64)
     is0 = np.zeros(C)
@@ -235,6 +237,14 @@ def _kernel_py(frames: Any, types: Any, mu: Any, thr: Any, threshold: float, do_
             st = types[t] - 1
             _fill_row(frames, t, b0 - 1, mu, P, H3, HM, H2)
             _fill_row(frames, t, b0, mu, P, H3, HM, H2)
+            # the pair (b0 - 1, b0): its vertical sums and their horizontal maxima
+            su = b0 % 3
+            sm = (b0 + 1) % 3
+            for k in range(C + 1):
+                VB[k] = H2[su, k] + H2[sm, k]
+            qt = QP[b0 % 2]
+            for c in range(C):
+                qt[c] = max(VB[c], VB[c + 1])
             found = 0
             for i in range(b0, b1):
                 _fill_row(frames, t, i + 1, mu, P, H3, HM, H2)
@@ -242,10 +252,30 @@ def _kernel_py(frames: Any, types: Any, mu: Any, thr: Any, threshold: float, do_
                 sm = (i + 1) % 3
                 sd = (i + 2) % 3
                 for k in range(C + 1):
-                    VT[k] = H2[su, k] + H2[sm, k]
                     VB[k] = H2[sm, k] + H2[sd, k]
-                _classify_row(P[su], P[sm], P[sd], H3[su], H3[sm], H3[sd], HM[su], HM[sm],
-                              HM[sd], VT, VB, thr[i], is2, is0)
+                qb = QP[(i + 1) % 2]
+                for c in range(C):
+                    qb[c] = max(VB[c], VB[c + 1])
+                qt = QP[i % 2]
+                Pm = P[sm]
+                H3u = H3[su]
+                H3m = H3[sm]
+                H3d = H3[sd]
+                HMu = HM[su]
+                HMm = HM[sm]
+                HMd = HM[sd]
+                tr = thr[i]
+                for c in range(C):
+                    a = Pm[c + 1]
+                    tot = (H3u[c] + H3m[c]) + H3d[c]
+                    m = max(max(HMu[c], HMm[c]), max(HMd[c], 0.0))
+                    q = max(qt[c], qb[c])
+                    th = tr[c]
+                    not_neg = a >= -th
+                    is2[c] = np.int64((m > th) | (q > 2.0 * th) | (tot > 3.0 * th)) & np.int64(
+                        not_neg & (a == m))
+                    is0[c] = np.float64(not_neg & (m <= th) & (q <= 2.0 * th) &
+                                        (tot <= 3.0 * th))
                 a_row = P[sm]
                 if do_analog:
                     acc = analog[st, i]
