@@ -435,3 +435,20 @@ def test_bad_settings_are_rejected_naming_the_setting(settings: dict[str, Any],
     with pytest.raises(ReducerConfigError, match=match) as err:
         MoenchReducer.from_config(settings, Geometry(4, 4), name="moench1")
     assert "moench1" in str(err.value)
+
+
+def test_pedestal_moments_in_one_pass_are_the_same_bits() -> None:
+    """``PedestalState.moments`` (the numba pass every batch uses) equals ``mean`` and
+    ``std`` bit for bit, zero counts and negative variances included."""
+    from actors.reduce.moench.pedestal import EpochSamples, PedestalState
+
+    rng = np.random.default_rng(5)
+    shape = (31, 17)
+    x = rng.integers(0, 65535, (40, *shape)).astype(np.int64)
+    c = rng.integers(0, 40, shape)
+    mask = np.arange(40)[:, None, None] < c
+    samples = EpochSamples(c.astype(np.int64), (x * mask).sum(0), (x * x * mask).sum(0))
+    state = PedestalState.empty(shape).fold(samples, 25)  # (folds over capacity too)
+    mu, sd = state.moments()
+    assert np.array_equal(mu, state.mean()) and np.array_equal(sd, state.std())
+    assert np.any(c == 0) and np.all(mu[c == 0] == 0) and np.all(sd[c == 0] == 0)

@@ -39,8 +39,6 @@ I64 = npt.NDArray[np.int64]
 
 #: rows per band of the numba kernel (its working set stays in L2 across the frames)
 BAND_ROWS = 16
-#: frames per numba kernel call (keeps its float64 sums of x**2 exact)
-MAX_KERNEL_FRAMES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -78,24 +76,12 @@ def process_segment(frames: npt.NDArray[Any], types: npt.NDArray[np.int8], mu: F
     if frames.shape[0] == 0:
         return
     if resolve_backend(backend) == "numba":
-        # Σx and Σx² accumulate in float64 inside the kernel: exact below 2**53, i.e. for
-        # fewer than 2**53 / 65535**2 ≈ 2.1e6 frames per call, hence the chunks.
-        c_f = np.zeros(mu.shape)
-        s_f = np.zeros(mu.shape)
-        q_f = np.zeros(mu.shape)
+        # the pedestal samples (count, Σx, Σx²) accumulate in int64 inside the kernel: exact
+        # for fewer than 2**63 / 65535**2 ≈ 2.1e9 frames
         count_img = acc.counting if flags.counting else np.zeros_like(acc.counting)
-        for lo in range(0, frames.shape[0], MAX_KERNEL_FRAMES):
-            hi = lo + MAX_KERNEL_FRAMES
-            _kernel_entry()(frames[lo:hi], types[lo:hi], mu, thr, float(flags.threshold),
-                            flags.analog, flags.thresholded, flags.update, acc.analog,
-                            acc.threshold, count_img, c_f, s_f, q_f, photons[lo:hi],
-                            BAND_ROWS)
-            np.add(samples[0], c_f.astype(np.int64), out=samples[0])
-            np.add(samples[1], s_f.astype(np.int64), out=samples[1])
-            np.add(samples[2], q_f.astype(np.int64), out=samples[2])
-            c_f[...] = 0.0
-            s_f[...] = 0.0
-            q_f[...] = 0.0
+        _kernel_entry()(frames, types, mu, thr, float(flags.threshold), flags.analog,
+                        flags.thresholded, flags.update, acc.analog, acc.threshold,
+                        count_img, samples[0], samples[1], samples[2], photons, BAND_ROWS)
     else:
         _numpy_segment(frames, types, mu, thr, flags, acc, samples, photons)
 
@@ -216,7 +202,7 @@ def _kernel_py(frames: Any, types: Any, mu: Any, thr: Any, threshold: float, do_
     QP = np.zeros((2, C))  # per vertical pair of rows: max(V[c], V[c+1]), V = H2[a] + H2[b]
     VB = np.zeros(C + 1)
     is2 = np.zeros(C, np.int64)
-    is0 = np.zeros(C)
+    is0 = np.zeros(C, np.int64)
     for t in range(n):
         photons[t] = 0
     for b0 in range(0, R, band):
@@ -229,8 +215,8 @@ def _kernel_py(frames: Any, types: Any, mu: Any, thr: Any, threshold: float, do_
                     ssr = ss[i]
                     sqr = sq[i]
                     for c in range(C):
-                        x = np.float64(frow[c])
-                        scr[c] += 1.0
+                        x = np.int64(frow[c])
+                        scr[c] += 1
                         ssr[c] += x
                         sqr[c] += x * x
                 continue
@@ -274,8 +260,8 @@ def _kernel_py(frames: Any, types: Any, mu: Any, thr: Any, threshold: float, do_
                     not_neg = a >= -th
                     is2[c] = np.int64((m > th) | (q > 2.0 * th) | (tot > 3.0 * th)) & np.int64(
                         not_neg & (a == m))
-                    is0[c] = np.float64(not_neg & (m <= th) & (q <= 2.0 * th) &
-                                        (tot <= 3.0 * th))
+                    is0[c] = np.int64(not_neg & (m <= th) & (q <= 2.0 * th) &
+                                      (tot <= 3.0 * th))
                 a_row = P[sm]
                 if do_analog:
                     acc = analog[st, i]
@@ -295,7 +281,7 @@ def _kernel_py(frames: Any, types: Any, mu: Any, thr: Any, threshold: float, do_
                     ssr = ss[i]
                     sqr = sq[i]
                     for c in range(C):
-                        x = np.float64(frow[c]) * is0[c]
+                        x = np.int64(frow[c]) * is0[c]
                         scr[c] += is0[c]
                         ssr[c] += x
                         sqr[c] += x * x

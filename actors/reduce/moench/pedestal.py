@@ -15,11 +15,13 @@ this is exactly the SLS MovingStat.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from actors.reduce.base import readonly
+from actors.reduce.jit import jit, numba_available
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -79,6 +81,16 @@ class PedestalState:
         var = q - mu * mu
         return np.sqrt(np.maximum(var, 0.0))
 
+    def moments(self) -> tuple[F64, F64]:
+        """(μ, σ) in one pass (what every batch needs): the same operations as
+        :meth:`mean` and :meth:`std`, so the same bits."""
+        if not numba_available():
+            return self.mean(), self.std()
+        mu = np.empty(self.S.shape)
+        sd = np.empty(self.S.shape)
+        _moments(self.n, self.S, self.Q, mu, sd)
+        return mu, sd
+
     def fold(self, samples: EpochSamples, capacity: int) -> PedestalState:
         """The state after applying one epoch's samples (a new object)."""
         c, s, q = samples.c, samples.s.astype(np.float64), samples.q.astype(np.float64)
@@ -100,3 +112,20 @@ class PedestalState:
     def equals(self, other: PedestalState) -> bool:
         return (np.array_equal(self.n, other.n) and np.array_equal(self.S, other.S)
                 and np.array_equal(self.Q, other.Q))
+
+
+def _moments_py(n: Any, S: Any, Q: Any, mu: Any, sd: Any) -> None:
+    for i in range(n.shape[0]):
+        for j in range(n.shape[1]):
+            if n[i, j] > 0:
+                f = np.float64(n[i, j])
+                m = S[i, j] / f
+                var = Q[i, j] / f - m * m
+                mu[i, j] = m
+                sd[i, j] = np.sqrt(var) if var > 0.0 else 0.0
+            else:
+                mu[i, j] = 0.0
+                sd[i, j] = 0.0
+
+
+_moments = jit(_moments_py)

@@ -176,7 +176,8 @@ class MoenchReducer(Reducer[MoenchSettings, MoenchPartial]):
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, batch.n]):
             e = int(epochs[lo])
             ped = states.after(e - 1 - self._L)
-            mu, thr = ped.mean(), self.settings.counting_sigma * ped.std()
+            mu, sd = ped.moments()
+            thr = self.settings.counting_sigma * sd
             smp = EpochSamples.zeros(self.geometry.shape)
             process_segment(batch.frames[lo:hi], types[lo:hi], mu, thr, flags, acc,
                             (smp.c, smp.s, smp.q), photons[lo:hi], self.backend)
