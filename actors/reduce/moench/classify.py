@@ -263,28 +263,39 @@ def _kernel_py(frames: Any, types: Any, mu: Any, thr: Any, threshold: float, do_
                     is0[c] = np.int64(not_neg & (m <= th) & (q <= 2.0 * th) &
                                       (tot <= 3.0 * th))
                 a_row = P[sm]
-                if do_analog:
+                if do_analog and do_thresh:
+                    acc = analog[st, i]
+                    tacc = thresh_img[st, i]
+                    for c in range(C):
+                        a = a_row[c + 1]
+                        acc[c] += a
+                        tacc[c] += np.int64(a > threshold)
+                elif do_analog:
                     acc = analog[st, i]
                     for c in range(C):
                         acc[c] += a_row[c + 1]
-                if do_thresh:
+                elif do_thresh:
                     tacc = thresh_img[st, i]
                     for c in range(C):
                         tacc[c] += np.int64(a_row[c + 1] > threshold)
                 cacc = count_img[st, i]
-                for c in range(C):
-                    found += is2[c]
-                    cacc[c] += is2[c]
                 if do_update:
                     frow = frames[t, i]
                     scr = sc[i]
                     ssr = ss[i]
                     sqr = sq[i]
                     for c in range(C):
-                        x = np.int64(frow[c]) * is0[c]
-                        scr[c] += is0[c]
+                        found += is2[c]
+                        cacc[c] += is2[c]
+                        z = is0[c]
+                        x = np.int64(frow[c]) * z
+                        scr[c] += z
                         ssr[c] += x
                         sqr[c] += x * x
+                else:
+                    for c in range(C):
+                        found += is2[c]
+                        cacc[c] += is2[c]
             photons[t] += found
 
 
