@@ -217,6 +217,18 @@ def _begin(core: IngestCore, frames: list[int]) -> tuple[Begin, list[HandOn]]:
     return begin, [a for a in out if isinstance(a, HandOn)]
 
 
+def _begun_events() -> tuple[ModuleEvents[str], IngestCore]:
+    """The event stage of two clients, begun by client rx0 (which read the start and
+    frame 0), and rx0's ingest."""
+    events: ModuleEvents[str] = ModuleEvents(("rx0", "rx1"), timeout=1.0, share=True)
+    c0 = client()
+    c0.start()
+    c0.peer_start(START)
+    b0, _ = _begin(c0, [0])
+    events.begin("rx0", b0)
+    return events, c0
+
+
 def test_the_event_stage_begins_on_the_first_client_and_merges_their_ranges() -> None:
     clock = Clock()
     events: ModuleEvents[str] = ModuleEvents(("rx0", "rx1"), timeout=1.0, share=True)
@@ -256,12 +268,7 @@ def test_the_event_stage_begins_on_the_first_client_and_merges_their_ranges() ->
 
 
 def test_the_detector_ledger_counts_what_no_client_received_up_to_the_declared() -> None:
-    events: ModuleEvents[str] = ModuleEvents(("rx0", "rx1"), timeout=1.0, share=True)
-    c0 = client()
-    c0.start()
-    c0.peer_start(START)
-    b0, _ = _begin(c0, [0])
-    events.begin("rx0", b0)
+    events, c0 = _begun_events()
     events.hand_on(ModulePart("rx0", 0, np.array([0, 1, 2]), "p", 0, 1), 1)
     events.end("rx0", End(1, 1, Ledger(1, received=3)))
     (end,) = [e for e in events.end("rx1", End(1, 0, Ledger(1))) if isinstance(e, End)]
@@ -290,12 +297,7 @@ def test_the_live_status_counts_the_detector_s_frames() -> None:
 
 
 def test_a_failure_counts_every_frame_the_event_stage_had_as_received() -> None:
-    events: ModuleEvents[str] = ModuleEvents(("rx0", "rx1"), timeout=1.0, share=True)
-    c0 = client()
-    c0.start()
-    c0.peer_start(START)
-    b0, _ = _begin(c0, [0])
-    events.begin("rx0", b0)
+    events, c0 = _begun_events()
     events.hand_on(ModulePart("rx0", 0, np.array([0, 2]), "a", 0, 1), 1)
     events.hand_on(ModulePart("rx1", 0, np.array([1, 3]), "b", 0, 1), 1)  # range 0 out
     events.hand_on(ModulePart("rx1", 1, np.array([5, 7]), "c", 0, 1), 1)  # waits
@@ -313,12 +315,7 @@ def test_a_failed_ledger_never_says_fewer_received_than_processed() -> None:
 
 
 def test_the_detector_s_ingest_times_span_its_sources() -> None:
-    events: ModuleEvents[str] = ModuleEvents(("rx0", "rx1"), timeout=1.0, share=True)
-    c0 = client()
-    c0.start()
-    c0.peer_start(START)
-    b0, _ = _begin(c0, [0])
-    events.begin("rx0", b0)
+    events, c0 = _begun_events()
     events.end("rx0", End(1, 0, Ledger(1), timing={"started": 5.0, "first_frame": 6.0,
                                                     "last_frame": 9.0, "closed": 9.5}))
     (end,) = [e for e in events.end("rx1", End(1, 0, Ledger(1), timing={
