@@ -100,6 +100,13 @@ class Sender:
 def raw_receive(settings: SimulatorSettings, socket: str) -> float:
     """Frames/s of a bare synchronous pyzmq receive loop (``recv_multipart(copy=False)``),
     first to last frame: the ceiling."""
+    _, first, last = raw_times(settings, socket)
+    return (settings.frames - 1) / (last - first)
+
+
+def raw_times(settings: SimulatorSettings, socket: str) -> tuple[float, float, float]:
+    """``perf_counter`` times of a bare synchronous pyzmq receive loop: the sender told to
+    go, the first frame received, the last one."""
     with Sender(settings) as sender:
         ctx = zmq.Context()
         sock = ctx.socket(zmq.SUB if socket == "sub" else zmq.PULL)
@@ -109,6 +116,7 @@ def raw_receive(settings: SimulatorSettings, socket: str) -> float:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
         try:
             sock.connect(sender.endpoint)
+            go = time.perf_counter()
             sender.go()
             got, t0, t1 = 0, 0.0, 0.0
             while got < settings.frames:
@@ -123,7 +131,7 @@ def raw_receive(settings: SimulatorSettings, socket: str) -> float:
         finally:
             sock.close(linger=0)
             ctx.term()
-    return (settings.frames - 1) / (t1 - t0)
+    return go, t0, t1
 
 
 def steady_run(settings: SimulatorSettings,

@@ -28,9 +28,7 @@ import json
 import time
 from typing import Any
 
-import zmq
-
-from actors.bench.common import Sender, median
+from actors.bench.common import Sender, median, raw_times
 from actors.bench.cpu import cpu_by_role, cpu_ms_per_frame
 from actors.sim.simulator import SimulatorSettings
 from actors.wire.model import Protocol
@@ -47,27 +45,8 @@ def settings_for(frames: int, rows: int, cols: int) -> SimulatorSettings:
 
 def raw_time(settings: SimulatorSettings) -> float:
     """Seconds from go to the last frame received by a bare PULL loop."""
-    with Sender(settings) as sender:
-        ctx = zmq.Context()
-        sock = ctx.socket(zmq.PULL)
-        sock.setsockopt(zmq.LINGER, 0)
-        try:
-            sock.connect(sender.endpoint)
-            t0 = time.perf_counter()
-            sender.go()
-            got = 0
-            while got < settings.frames:
-                if not sock.poll(120_000):
-                    raise TimeoutError(f"raw receive: {got} of {settings.frames} frames")
-                parts = sock.recv_multipart(copy=False)
-                if len(parts) >= 4 and len(parts[1]) > 16:  # an image (4 or 5 parts)
-                    got += 1
-            elapsed = time.perf_counter() - t0
-            sender.wait_sent()
-        finally:
-            sock.close(linger=0)
-            ctx.term()
-    return elapsed
+    go, _, last = raw_times(settings, "pull")
+    return last - go
 
 
 def pipeline_times(settings: SimulatorSettings, backend: str, repeat: int
