@@ -25,6 +25,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from actors.backends.ray.runtime import ACTOR_OPTIONS, StageNames, restarted
 from actors.config import PipelineConfig
+from actors.core.batch import FrameBatch
 from actors.core.events import (
     Aborted,
     Action,
@@ -371,7 +372,7 @@ class Ingest:
         if isinstance(action, HandOn):
             batch = action.batch
             item: Any = ModuleHandOn(batch.acquisition, batch.index, batch.frame_numbers,
-                                     action.setup_version, ray.put(batch.chunked(PUT_CHUNK)))
+                                     action.setup_version, _put(batch))
         elif isinstance(action, Begin | End | Aborted | SeriesSeen | PeerEnd):
             item = action
         elif isinstance(action, Checkpoint) and self.source is None:
@@ -401,8 +402,7 @@ class Ingest:
         batch = action.batch
         # the one copy into the object store; the stage keeps no reference to the received
         # messages, so ZMQ frees them now, not when the batch is merged
-        stored = Stored(ray.put(batch.chunked(PUT_CHUNK)),
-                        self.setups[(batch.acquisition, action.setup_version)])
+        stored = Stored(_put(batch), self.setups[(batch.acquisition, action.setup_version)])
         job: Job[Stored | StoredEvent] = Job(batch.acquisition, action.info, stored,
                                              needs_states=bool(action.info.keys))
         self.dispatcher.add(job)
@@ -516,6 +516,12 @@ class Ingest:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("ingest call failed: %s", task.exception())
+
+
+def _put(batch: FrameBatch) -> Any:
+    """A batch into the object store (the one copy of its pixels; large raw frames in row
+    chunks, :data:`PUT_CHUNK`)."""
+    return ray.put(batch.chunked(PUT_CHUNK))
 
 
 IngestActor: Any = ray.remote(num_cpus=0, **ACTOR_OPTIONS)(Ingest)
