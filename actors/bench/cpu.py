@@ -57,7 +57,7 @@ def cpu_by_role(pipe: Any, exclude: set[int]) -> dict[str, float]:
 
 def cpu_ms_per_frame(before: dict[str, float], after: dict[str, float], frames: int
                      ) -> dict[str, float]:
-    """Milliseconds of CPU per frame of each role between two readings (roles that used
-    less than 10 ms in all are left out)."""
-    return {k: round((after.get(k, 0.0) - before.get(k, 0.0)) / frames * 1e3, 3)
-            for k in sorted(after) if after.get(k, 0.0) - before.get(k, 0.0) > 0.01}
+    """Milliseconds of CPU per frame of each role between two readings (every role found;
+    the kernel counts CPU time in 10 ms ticks, so a short run may show 0 for a busy role)."""
+    return {k: round(max(0.0, after.get(k, 0.0) - before.get(k, 0.0)) / frames * 1e3, 3)
+            for k in sorted(after)}
