@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from actors.reduce.base import Batch, ReducerConfigError, Series
 from actors.reduce.jit import numba_available
-from actors.reduce.moench.classify import classify
+from actors.reduce.moench.classify import classify, count_dtype
 from actors.reduce.moench.pedestal import EpochSamples, PedestalState
 from actors.reduce.moench.reducer import MoenchReducer
 from actors.reduce.moench.settings import MoenchSettings
@@ -383,6 +384,30 @@ def test_partials_pickle_and_empty_is_identity(data: tuple[np.ndarray, np.ndarra
     assert_outputs_equal(r.outputs(r.merge(pre, r.merge(r.empty(), p))), want)
     assert_outputs_equal(r.outputs(r.merge(r.merge(pre, p), r.empty())), want)
     assert len(pickle.dumps(p)) < 40 * ROWS * COLS * 8
+
+
+def test_batch_counts_are_int32_and_merges_widen_without_overflow(
+        data: tuple[np.ndarray, np.ndarray]) -> None:
+    frames, numbers = data
+    r = MoenchReducer.from_config(dict(processing_pattern=PATTERN), Geometry(ROWS, COLS))
+    p = r.process(Batch(0, frames[:20], numbers[:20]), {-1: PedestalState.empty((ROWS, COLS))})
+    assert p.threshold is not None and p.counting is not None
+    assert p.threshold.dtype == p.counting.dtype == np.int32
+    assert all(s.c.dtype == s.s.dtype == np.int32 and s.q.dtype == np.int64
+               for s in p.pending.values())
+    assert count_dtype(2**15 - 1) is np.int32 and count_dtype(2**15) is np.int64
+    # a sum past int32 (as many batches would reach) is exact in the merged partial
+    big = np.full((2, ROWS, COLS), 2**31 - 1, np.int32)
+    hi = replace(p, threshold=big, counting=big, pending={})
+    lo = replace(p, threshold=big, counting=big, pending={},
+                 first_frame=p.first_frame + 100, last_frame=p.last_frame + 100)
+    merged = r.merge(hi, lo)
+    assert merged.threshold is not None and merged.threshold.dtype == np.int64
+    assert int(merged.threshold.min()) == 2 * (2**31 - 1)
+    smp = EpochSamples(np.full((1, 1), 2**31 - 1, np.int32), np.full((1, 1), 2**31 - 1, np.int32),
+                       np.zeros((1, 1), np.int64))
+    total = smp + smp
+    assert total.c.dtype == total.s.dtype == np.int64 and int(total.s[0, 0]) == 2**32 - 2
 
 
 def test_outputs_match_their_declarations() -> None:

@@ -24,6 +24,7 @@ from actors.reduce.series import SeriesChunks
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+INT = npt.NDArray[np.int64] | npt.NDArray[np.int32]
 History = tuple[tuple[int, PedestalState], ...]
 
 
@@ -62,8 +63,8 @@ class PrefixState:
 @dataclass(frozen=True, eq=False)
 class MoenchPartial:
     analog: F64 | None = None
-    threshold: I64 | None = None
-    counting: I64 | None = None
+    threshold: INT | None = None  # int32 in one batch's partial, int64 once merged
+    counting: INT | None = None
     frame_counts: tuple[int, int, int] = (0, 0, 0)  # pedestal, unpumped, pumped
     pending: Mapping[int, EpochSamples] = field(default_factory=dict)
     first_frame: int | None = None
@@ -142,6 +143,8 @@ def _add(x: npt.NDArray[Any] | None, y: npt.NDArray[Any] | None) -> npt.NDArray[
         return y
     if y is None:
         return x
+    if x.dtype.kind == "i":  # per-batch counts may be int32 (classify.count_dtype): widen
+        return readonly(np.add(x, y, dtype=np.int64))
     return readonly(x + y)
 
 

@@ -25,23 +25,29 @@ from actors.reduce.jit import jit, numba_available
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+INT = npt.NDArray[np.int64] | npt.NDArray[np.int32]
 
 
 @dataclass(frozen=True, eq=False)
 class EpochSamples:
-    """Exact per-pixel sums of one epoch's pedestal samples (int64 arrays, read-only)."""
+    """Exact per-pixel sums of one epoch's pedestal samples (integer arrays, read-only).
 
-    c: I64
-    s: I64
+    ``q`` is int64; ``c`` and ``s`` are int64, or int32 in the samples of one batch of
+    fewer than 2**15 frames (``c`` ≤ frames and ``s`` ≤ 65535·frames < 2**31: exact, and
+    half the bytes to write, keep in cache and send). Sums widen to int64.
+    """
+
+    c: INT
+    s: INT
     q: I64
 
     @classmethod
-    def zeros(cls, shape: tuple[int, int]) -> EpochSamples:
-        return cls(np.zeros(shape, np.int64), np.zeros(shape, np.int64),
-                   np.zeros(shape, np.int64))
+    def zeros(cls, shape: tuple[int, int], dtype: Any = np.int64) -> EpochSamples:
+        return cls(np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, np.int64))
 
     def __add__(self, other: EpochSamples) -> EpochSamples:
-        return EpochSamples(readonly(self.c + other.c), readonly(self.s + other.s),
+        return EpochSamples(readonly(np.add(self.c, other.c, dtype=np.int64)),
+                            readonly(np.add(self.s, other.s, dtype=np.int64)),
                             readonly(self.q + other.q))
 
     def frozen(self) -> EpochSamples:

@@ -39,7 +39,7 @@ import numpy as np
 
 from actors.reduce.base import Batch, OutputSpec, OutputValue, Reducer, readonly
 from actors.reduce.jit import Backend
-from actors.reduce.moench.classify import Accumulators, Flags, process_segment
+from actors.reduce.moench.classify import Accumulators, Flags, count_dtype, process_segment
 from actors.reduce.moench.partial import (
     MoenchPartial,
     final_state,
@@ -167,7 +167,8 @@ class MoenchReducer(Reducer[MoenchSettings, MoenchPartial]):
         types = frame_types(fn, self._pattern, split_pump=s.split_pump,
                             process_pedestal_img=s.process_pedestal_img)
         states = _StateChain(dict(state or {}), fn[0] // self._E, self._N)
-        acc = Accumulators.zeros(self.geometry.shape)
+        counts_dtype = count_dtype(batch.n)
+        acc = Accumulators.zeros(self.geometry.shape, counts_dtype)
         photons = np.zeros(batch.n, np.int64)
         flags = Flags(s.threshold, s.process_analog_img, s.process_threshold_img,
                       s.process_counting_img, s.update_pedestal_img)
@@ -178,7 +179,7 @@ class MoenchReducer(Reducer[MoenchSettings, MoenchPartial]):
             ped = states.after(e - 1 - self._L)
             mu, sd = ped.moments()
             thr = self.settings.counting_sigma * sd
-            smp = EpochSamples.zeros(self.geometry.shape)
+            smp = EpochSamples.zeros(self.geometry.shape, counts_dtype)
             process_segment(batch.frames[lo:hi], types[lo:hi], mu, thr, flags, acc,
                             (smp.c, smp.s, smp.q), photons[lo:hi], self.backend)
             states.add(e, smp.frozen())
