@@ -3,6 +3,7 @@ Tango device or from the stage actors of a Ray cluster (nothing is changed)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -24,6 +25,7 @@ def device_status(address: str, timeout: float = 10.0) -> dict[str, Any]:
                            "status": proxy.status()}
     for reply in proxy.read_attributes(list(DEVICE_COUNTERS)):
         out[reply.name] = reply.value
+    out["timings"] = json.loads(proxy.read_attribute("timings").value)
     return out
 
 

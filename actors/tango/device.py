@@ -14,6 +14,7 @@ All pushes happen on the device's event loop: from the commands and from the one
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -92,6 +93,11 @@ def _device_setting(name: str) -> Callable[[RaylineDevice, Any], Awaitable[None]
     return write
 
 
+async def _timings(self: RaylineDevice) -> str:
+    st = self._status
+    return json.dumps({} if st is None else {k: round(v, 6) for k, v in st.timings.items()})
+
+
 async def _previous_file_index(self: RaylineDevice) -> int:
     return self.session.file_index - 1
 
@@ -123,6 +129,12 @@ class RaylineDevice(Device):  # type: ignore[misc]
                                 doc="frames processed per second")
     acquisition = attribute(dtype=int, fget=_counter("acquisition"),
                             doc="number of the current (else last) acquisition; 0 before")
+    timings = attribute(
+        dtype=str, fget=_timings,
+        doc="JSON: wall-clock time (s since the epoch) of each step of the running "
+            "acquisition so far, else of the last one: started, first_frame, first_merged, "
+            "last_frame, last_merged, closed, result (result - last_frame: the tail a scan "
+            "waits for after its last frame)")
     source_names = attribute(dtype=(str,), max_dim_x=MAX_SOURCES, fget=_per_source("name"),
                              doc="a multi-module detector: its modules' stream names, in the "
                              "order of the source_* counters (empty for one stream)")

@@ -83,6 +83,8 @@ def test_rayline_status_reads_a_running_service(ray_runtime: None) -> None:
                              check=True)
         device = json.loads(out.stdout)
         assert device["acquisition"] == 1 and device["received_frames"] == 10
+        steps = device["timings"]  # the last acquisition's, through the device
+        assert steps["started"] <= steps["first_frame"] <= steps["last_frame"] <= steps["result"]
         import ray
 
         namespace = ray.get_runtime_context().namespace
