@@ -152,6 +152,16 @@ def slow_stop_control(config: PipelineConfig) -> Control:
     return PipelineControl(FakePipeline(config, stop_delay=5.0), config)
 
 
+class _StuckAtClose(PipelineControl):
+    def close(self) -> None:
+        time.sleep(600)  # a shutdown that never finishes (the server is killed first)
+
+
+def stuck_close_control(config: PipelineConfig) -> Control:
+    """ServerProcess factory: closing the control hangs, so SIGTERM never ends the server."""
+    return _StuckAtClose(FakePipeline(config), config)
+
+
 class Events:
     """Collects events of a sync DeviceProxy subscription (callbacks run in a Tango thread)."""
 

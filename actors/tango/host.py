@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+STACK_DUMP_WAIT = 1.0  # seconds a stuck server gets to write its stacks before SIGKILL
 
 ControlFactory = Callable[[PipelineConfig], Control]
 
@@ -144,6 +147,9 @@ def _child(config: PipelineConfig, factory: ControlFactory, conn: Connection,
     from actors.logs import setup_logging
 
     setup_logging("INFO")
+    # SIGUSR1 dumps every thread's stack to stderr: what ServerProcess.stop shows before it
+    # kills a server that did not stop on SIGTERM
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     control: Control | None = None
     try:
         control = factory(config)
@@ -196,7 +202,11 @@ class ServerProcess:
             proc.terminate()
             proc.join(timeout)
             if proc.is_alive():
-                logger.warning("Tango server process %d ignored SIGTERM; killing it", proc.pid)
+                logger.warning("Tango server process %d did not stop within %g s of SIGTERM; "
+                               "its threads' stacks follow on its stderr, then it is killed",
+                               proc.pid, timeout)
+                os.kill(proc.pid, signal.SIGUSR1)  # faulthandler: where is it stuck?
+                proc.join(STACK_DUMP_WAIT)
                 proc.kill()
                 proc.join(timeout)
         self._conn.close()

@@ -4,6 +4,7 @@ bad writes, state machine, stop timeout and abort, Init, events, the asyncio cli
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +26,7 @@ from tests.tango_helpers import (
     fake_control,
     read,
     slow_stop_control,
+    stuck_close_control,
 )
 
 pytestmark = [pytest.mark.tango, pytest.mark.slow, pytest.mark.timeout(180, method="thread")]
@@ -236,3 +238,13 @@ async def test_asyncio_client(address: str) -> None:
             assert await dev.state() == tango.DevState.ON
         finally:
             await dev.unsubscribe_event(eid)
+
+
+def test_a_server_stuck_in_its_shutdown_shows_where_then_is_killed(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    server = ServerProcess(parse_config(base_config(output={"enabled": False})),
+                           stuck_close_control)
+    server.start(timeout=60)
+    assert server.stop(timeout=2) == -signal.SIGKILL
+    err = capfd.readouterr().err
+    assert "most recent call first" in err and "in close" in err, err[-3000:]
