@@ -4,7 +4,9 @@
 
 * ``moench`` — the full MOENCH chain (``MoenchReducer.process``: subtraction, 3×3
   classification, analog/threshold/counting images, pedestal samples) on 400×400 uint16
-  batches of 64 pump-probe frames, numba kernel and numpy fallback, plus a pedestal run;
+  pump-probe frames in the batches a pipeline cuts by default for that size
+  (``batch.max_frames: auto``: 100 frames), numba kernel and numpy fallback, plus a
+  pedestal run;
 * ``sum``, ``mean``, ``max``, ``total``, ``roi``, ``radial``, ``hits`` on 2167×2070
   uint16 (EIGER 4M) batches.
 
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from actors.config import BatchConfig
 from actors.reduce.base import Batch, Reducer
 from actors.reduce.jit import Backend, numba_available, resolve_backend
 from actors.reduce.moench.pedestal import EpochSamples, PedestalState
@@ -149,7 +152,8 @@ def bench_generic(rng: np.random.Generator, batches: int, batch: int,
 def run(quick: bool = False, repeat: int = 3, seed: int = 0) -> list[dict[str, Any]]:
     """All cases; ``quick`` uses fewer frames (a smoke run, figures less reliable)."""
     rng = np.random.default_rng(seed)
-    rows = bench_moench(rng, batches=2 if quick else 8, batch=64, repeat=repeat)
+    moench_batch = BatchConfig().frames_for(MOENCH_SHAPE[0] * MOENCH_SHAPE[1] * 2)
+    rows = bench_moench(rng, batches=2 if quick else 8, batch=moench_batch, repeat=repeat)
     rows += bench_generic(rng, batches=2 if quick else 6, batch=4 if quick else 8,
                           repeat=repeat)
     return rows
