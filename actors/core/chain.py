@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from actors.reduce.base import Batch, OutputSpec, OutputValue, Reducer, ReducerConfigError
+from actors.reduce.base import (
+    Batch,
+    FrameConverter,
+    OutputSpec,
+    OutputValue,
+    Reducer,
+    ReducerConfigError,
+)
 from actors.wire.model import Geometry
 
 Partials = dict[str, Any]
@@ -55,9 +62,26 @@ class ReducerChain:
 
     @classmethod
     def from_specs(cls, specs: Sequence[Mapping[str, Any]], geometry: Geometry) -> ReducerChain:
+        """Build every entry; an entry with ``input: <name>`` is built for the converted
+        frames of that earlier converting reducer (their geometry) and reads them."""
         from actors.reduce.registry import build_reducer
 
-        return cls([build_reducer(spec, geometry) for spec in specs])
+        built: list[Reducer[Any, Any]] = []
+        for spec in specs:
+            source = spec.get("input")
+            if source is None:
+                built.append(build_reducer(spec, geometry))
+                continue
+            converter = next((r for r in built if r.name == source), None)
+            if not isinstance(converter, FrameConverter):
+                label = spec.get("name") or spec.get("type")
+                kinds = [r.name for r in built if isinstance(r, FrameConverter)]
+                raise ReducerConfigError(
+                    f"reducer {label!r}: input {source!r} is not a converting reducer earlier "
+                    f"in the chain (those before it: {kinds or 'none'})")
+            converter.frames_wanted = True
+            built.append(build_reducer(spec, converter.output_geometry))
+        return cls(built)
 
     def specs(self) -> list[dict[str, Any]]:
         """Config entries that rebuild this chain (current settings included)."""
@@ -88,7 +112,17 @@ class ReducerChain:
     def process(self, batch: Batch, states: Mapping[str, Mapping[int, Any]] | None = None
                 ) -> Partials:
         states = states or {}
-        return {r.name: r.process(batch, states.get(r.name)) for r in self.reducers}
+        return {r.name: r.process(self._input(r, batch), states.get(r.name))
+                for r in self.reducers}
+
+    def _input(self, reducer: Reducer[Any, Any], batch: Batch) -> Batch:
+        """The raw batch, or the converted one the reducer's ``input`` names."""
+        source = getattr(reducer.settings, "input", None)
+        if source is None:
+            return batch
+        converter = self._by_name[source]
+        assert isinstance(converter, FrameConverter)
+        return converter.converted_batch(batch)
 
     # -- merging (coordinator) ------------------------------------------------------------
     def empty(self) -> Partials:

@@ -32,7 +32,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -261,6 +261,21 @@ class Reducer(ABC, Generic[SettingsT, PartialT]):
     def carry_over(self, prefix: PartialT) -> Any:
         """What the next acquisition's :meth:`initial` takes from this one (None: nothing)."""
         return None
+
+
+@runtime_checkable
+class FrameConverter(Protocol):
+    """A reducer whose converted frames later reducers of the chain can read (their
+    ``input`` setting names it): the chain sets :attr:`frames_wanted` when one does, and
+    hands them :meth:`converted_batch` instead of the raw batch."""
+
+    name: str
+    frames_wanted: bool
+
+    @property
+    def output_geometry(self) -> Geometry: ...
+
+    def converted_batch(self, batch: Batch) -> Batch: ...
 
 
 def _describe(label: str, exc: ValidationError) -> str:

@@ -23,6 +23,9 @@ class PixelSettings(ReducerSettings):
     saturation_value: float | None = Field(
         None, allow_inf_nan=False,
         description="pixels >= this value are excluded (default: dtype max for integers)")
+    input: str | None = Field(
+        None, description="read the converted frames of this earlier reducer of the chain "
+        "(e.g. 'jungfrau': energies in keV) instead of the raw frames")
 
 
 def accumulator_dtype(dtype: str) -> type[np.int64] | type[np.float64]:

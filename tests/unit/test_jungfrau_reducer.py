@@ -1,0 +1,178 @@
+"""The jungfrau reducer in a chain (later reducers on its converted frames), calibration files
+(per-module .bin, npy, HDF5 pedestal file) and their errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from actors.core.chain import ReducerChain
+from actors.reduce.base import Batch, ReducerConfigError, Series
+from actors.reduce.jungfrau.calibration import (
+    MODULE_COLS,
+    MODULE_ROWS,
+    CalibrationError,
+    load_gains,
+)
+from actors.reduce.jungfrau.convert import energies, photons_of
+from actors.reduce.jungfrau.pedestal_file import DarkRun, read_pedestal, write_dark_run
+from actors.wire.model import Geometry
+from tests.unit.test_jungfrau_convert import calibration, raw_frames
+
+SHAPE = (8, 12)
+
+
+def write_calibration(tmp_path: Path, shape: tuple[int, int] = SHAPE, seed: int = 0
+                      ) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    ped, gain, bad = calibration(rng, shape)
+    np.save(tmp_path / "gain.npy", gain)
+    np.save(tmp_path / "mask.npy", bad.astype(np.uint8))
+    for g in range(3):
+        write_dark_run(str(tmp_path / "pedestal.h5"), DarkRun(
+            g, ped[g], np.ones(shape), np.full(shape, 100, np.int64), 100,
+            exposure_time=1e-5, modules=["M420"], acquisition=g + 1))
+    return {"ped": ped, "gain": gain, "bad": bad,
+            "spec": {"type": "jungfrau", "gain_file": str(tmp_path / "gain.npy"),
+                     "pedestal_file": str(tmp_path / "pedestal.h5"),
+                     "mask_file": str(tmp_path / "mask.npy"), "photon_energy": 6.0}}
+
+
+def run_chain(chain: ReducerChain, frames: np.ndarray, cuts: list[int]) -> dict[str, Any]:
+    acc = chain.initial()
+    lo = 0
+    for k, hi in enumerate([*cuts, frames.shape[0]]):
+        acc = chain.merge(acc, chain.process(Batch(k, frames[lo:hi],
+                                                   np.arange(lo, hi, dtype=np.int64))))
+        lo = hi
+    return chain.outputs(acc)
+
+
+def test_a_chain_converts_once_and_later_reducers_read_energies(tmp_path: Path) -> None:
+    cal = write_calibration(tmp_path)
+    chain = ReducerChain.from_specs([cal["spec"], {"type": "sum", "input": "jungfrau"},
+                                     {"type": "total", "input": "jungfrau"},
+                                     {"type": "total", "name": "raw_total"}],
+                                    Geometry(*SHAPE, "uint16"))
+    frames = raw_frames(np.random.default_rng(5), 10, SHAPE)
+    out = run_chain(chain, frames, [3, 7])
+    e, excluded, g = energies(frames, cal["ped"], cal["gain"], cal["bad"])
+    e32 = e.astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(out["energy_img"], e.sum(axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(out["photon_img"], photons_of(e, 6.0).sum(axis=0))
+    np.testing.assert_allclose(out["sum"], e32.sum(axis=0), rtol=1e-12)
+    assert isinstance(out["total"], Series)
+    np.testing.assert_allclose(out["total"].values, e32.sum(axis=(1, 2)), rtol=1e-9)
+    np.testing.assert_array_equal(out["raw_total"].values,
+                                  frames.astype(np.int64).sum(axis=(1, 2)))
+    valid = ~excluded
+    np.testing.assert_array_equal(out["g1_pixels"].values,
+                                  (valid & (g == 1)).sum(axis=(1, 2)))
+    np.testing.assert_array_equal(out["g2_pixels"].values,
+                                  (valid & (g == 2)).sum(axis=(1, 2)))
+    np.testing.assert_array_equal(out["invalid_pixels"].values,
+                                  (excluded & ~cal["bad"]).sum(axis=(1, 2)))
+    assert out["bad_pixels"] == int(cal["bad"].sum()) and out["converted_frames"] == 10
+    # the batching does not change the result
+    whole = run_chain(ReducerChain.from_specs(chain.specs(), Geometry(*SHAPE, "uint16")),
+                      frames, [])
+    np.testing.assert_allclose(whole["energy_img"], out["energy_img"], rtol=1e-12)
+    np.testing.assert_array_equal(whole["photon_img"], out["photon_img"])
+
+
+def test_the_pedestal_file_keeps_each_gain_and_its_provenance(tmp_path: Path) -> None:
+    cal = write_calibration(tmp_path)
+    ped, info = read_pedestal(str(tmp_path / "pedestal.h5"), SHAPE)
+    np.testing.assert_array_equal(ped, cal["ped"])
+    assert info["g1"]["frames"] == 100 and info["g1"]["modules"] == ["M420"]
+    assert info["g2"]["acquisition"] == 3 and info["g0"]["exposure_time"] == 1e-5
+    # a new dark run of one gain replaces that gain only
+    write_dark_run(str(tmp_path / "pedestal.h5"), DarkRun(
+        1, np.zeros(SHAPE), np.ones(SHAPE), np.ones(SHAPE, np.int64), 7))
+    ped2, info2 = read_pedestal(str(tmp_path / "pedestal.h5"), SHAPE)
+    assert not ped2[1].any() and np.array_equal(ped2[0], cal["ped"][0])
+    assert info2["g1"]["frames"] == 7 and info2["g0"]["frames"] == 100
+
+
+def test_per_module_gain_files_fill_the_module_grid(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    paths = []
+    planes = []
+    for m in range(2):
+        data = rng.uniform(-2, 45, (6, MODULE_ROWS, MODULE_COLS))  # 6 planes, as PSI's
+        path = tmp_path / f"gainMaps_M{m}.bin"
+        data.astype("<f8").tofile(path)
+        paths.append(str(path))
+        planes.append(data[:3])
+    got = load_gains(paths, (2 * MODULE_ROWS, MODULE_COLS))
+    np.testing.assert_array_equal(got[:, :MODULE_ROWS], planes[0])
+    np.testing.assert_array_equal(got[:, MODULE_ROWS:], planes[1])
+
+
+@pytest.mark.parametrize("case, match", [
+    ("short_bin", r"gainMaps_M0\.bin.*not a whole number"),
+    ("two_planes", r"gainMaps_M0\.bin.*needs 3"),
+    ("module_count", r"1 file\(s\) for a detector of 2 modules"),
+    ("npy_shape", r"gain\.npy.*shape \(3, 4, 4\).*expected \(3, 8, 12\)"),
+    ("missing_gain", r"pedestal\.h5.*no pedestal for gain\(s\) g2"),
+    ("pedestal_shape", r"pedestal\.h5.*8×12 pedestals"),
+    ("no_file", r"gain file .*nowhere\.npy.* does not exist"),
+    ("mask_shape", r"mask\.npy.*shape \(2, 2\)"),
+])
+def test_calibration_files_that_do_not_fit_say_which_and_why(tmp_path: Path, case: str,
+                                                              match: str) -> None:
+    cal = write_calibration(tmp_path)
+    spec = dict(cal["spec"])
+    shape = SHAPE
+    if case in ("short_bin", "two_planes", "module_count"):
+        shape = (2 * MODULE_ROWS, MODULE_COLS)
+        path = tmp_path / "gainMaps_M0.bin"
+        n = {"short_bin": 1000, "two_planes": 2 * MODULE_ROWS * MODULE_COLS,
+             "module_count": 3 * MODULE_ROWS * MODULE_COLS}[case]
+        np.zeros(n).tofile(path)
+        spec["gain_file"] = [str(path)] if case == "module_count" else [str(path)] * 2
+    elif case == "npy_shape":
+        np.save(tmp_path / "gain.npy", np.ones((3, 4, 4)))
+    elif case == "missing_gain":
+        write_dark_run(str(tmp_path / "p2.h5"), DarkRun(0, np.zeros(SHAPE), np.ones(SHAPE),
+                                                        np.ones(SHAPE, np.int64), 1))
+        spec["pedestal_file"] = str(tmp_path / "p2.h5")
+        match = r"p2\.h5.*no pedestal for gain\(s\) g1, g2"
+    elif case == "pedestal_shape":
+        with pytest.raises(CalibrationError, match=match):
+            write_dark_run(str(tmp_path / "pedestal.h5"), DarkRun(
+                0, np.zeros((4, 4)), np.ones((4, 4)), np.ones((4, 4), np.int64), 1))
+        return
+    elif case == "no_file":
+        spec["gain_file"] = str(tmp_path / "nowhere.npy")
+    elif case == "mask_shape":
+        np.save(tmp_path / "mask.npy", np.zeros((2, 2)))
+    with pytest.raises(ReducerConfigError, match=match):
+        ReducerChain.from_specs([spec], Geometry(*shape, "uint16"))
+
+
+def test_unusable_calibration_pixels_are_excluded_not_divided_by(tmp_path: Path) -> None:
+    cal = write_calibration(tmp_path)
+    gain = cal["gain"].copy()
+    gain[1, 2, 3] = 0.0
+    gain[0, 4, 5] = np.nan
+    np.save(tmp_path / "gain.npy", gain)
+    spec = {**cal["spec"], "mask_file": None}
+    chain = ReducerChain.from_specs([spec], Geometry(*SHAPE, "uint16"))
+    out = run_chain(chain, raw_frames(np.random.default_rng(2), 4, SHAPE), [])
+    assert out["bad_pixels"] == 2 and np.isfinite(out["energy_img"]).all()
+    assert out["energy_img"][2, 3] == 0 and out["energy_img"][4, 5] == 0
+
+
+def test_input_must_name_an_earlier_converting_reducer(tmp_path: Path) -> None:
+    cal = write_calibration(tmp_path)
+    geometry = Geometry(*SHAPE, "uint16")
+    with pytest.raises(ReducerConfigError, match="input 'jungfrau' is not a converting"):
+        ReducerChain.from_specs([{"type": "sum", "input": "jungfrau"}, cal["spec"]], geometry)
+    with pytest.raises(ReducerConfigError, match="input 'sum'"):
+        ReducerChain.from_specs([{"type": "sum"}, {"type": "max", "input": "sum"}], geometry)
+    with pytest.raises(ReducerConfigError, match="uint16"):
+        ReducerChain.from_specs([cal["spec"]], Geometry(*SHAPE, "uint32"))
