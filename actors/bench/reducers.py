@@ -7,6 +7,9 @@
   pump-probe frames in the batches a pipeline cuts by default for that size
   (``batch.max_frames: auto``: 100 frames), numba kernel and numpy fallback, plus a
   pedestal run;
+* ``jungfrau`` — the Jungfrau conversion (gain bits, per-gain pedestal and gain) with
+  its energy image, and with its photon image too, on 1024×1024 (1M, 2 modules) batches
+  of 32 frames;
 * ``sum``, ``mean``, ``max``, ``total``, ``roi``, ``radial``, ``hits`` on 2167×2070
   uint16 (EIGER 4M) batches.
 
@@ -121,6 +124,54 @@ def bench_moench(rng: np.random.Generator, batches: int, batch: int,
     return rows
 
 
+JUNGFRAU_SHAPE = (1024, 1024)  # a Jungfrau 1M: 2 modules of 512×1024
+
+
+def jungfrau_like(rng: np.random.Generator, n: int, shape: tuple[int, int]
+                  ) -> npt.NDArray[np.uint16]:
+    """Raw Jungfrau values: G0 around 3000 ADU (noise 3 ADU, 0.1 % of pixels hit by a
+    12 keV photon at 40 ADU/keV), 0.5 % of the pixels in G1 and 0.1 % in G2."""
+    adc = rng.normal(3000.0, 3.0, (n, *shape)).astype(np.float32)
+    hit = rng.random((n, *shape), dtype=np.float32) < 0.001
+    adc[hit] += 480.0
+    code = np.zeros((n, *shape), np.uint16)
+    u = rng.random((n, *shape), dtype=np.float32)
+    code[u < 0.006] = 1
+    code[u < 0.001] = 3
+    raw = np.clip(np.rint(adc), 0, 0x3FFF).astype(np.uint16)
+    out: npt.NDArray[np.uint16] = (code << np.uint16(14)) | raw
+    return out
+
+
+def bench_jungfrau(rng: np.random.Generator, batches: int, batch: int,
+                   repeat: int) -> list[dict[str, Any]]:
+    """Conversion + energy image (and + photons) of Jungfrau 1M frames on one core."""
+    import tempfile
+
+    shape = JUNGFRAU_SHAPE
+    pool = [jungfrau_like(rng, batch, shape) for _ in range(batches)]
+    bs = [Batch(i, f, np.arange(i * batch, (i + 1) * batch, dtype=np.int64))
+          for i, f in enumerate(pool)]
+    ceiling = _ceiling(pool, np.float64, repeat)
+    meta = {"frame": "1024x1024 uint16 (Jungfrau 1M)", "batch": batch,
+            "ceiling_op": "np.add(acc_f64, frame)"}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        gains = np.stack([np.full(shape, 40.0), np.full(shape, -1.5), np.full(shape, -0.1)])
+        peds = np.stack([np.full(shape, 3000.0), np.full(shape, 14000.0),
+                         np.full(shape, 15000.0)])
+        np.save(f"{tmp}/gain.npy", gains)
+        np.save(f"{tmp}/pedestal.npy", peds)
+        for label, extra in (("jungfrau energy", {}),
+                             ("jungfrau energy+photons", {"photon_energy": 12.0})):
+            r = build_reducer({"type": "jungfrau", "gain_file": f"{tmp}/gain.npy",
+                               "pedestal_file": f"{tmp}/pedestal.npy", **extra},
+                              Geometry(*shape, "uint16"))
+            fps = _reducer_rate(r, bs, None, repeat)
+            rows.append(_row(label, fps, ceiling, backend=resolve_backend("auto"), **meta))
+    return rows
+
+
 GENERIC: tuple[tuple[str, dict[str, Any]], ...] = (
     ("sum", {"type": "sum"}),
     ("mean", {"type": "mean"}),
@@ -154,6 +205,8 @@ def run(quick: bool = False, repeat: int = 3, seed: int = 0) -> list[dict[str, A
     rng = np.random.default_rng(seed)
     moench_batch = BatchConfig().frames_for(MOENCH_SHAPE[0] * MOENCH_SHAPE[1] * 2)
     rows = bench_moench(rng, batches=2 if quick else 8, batch=moench_batch, repeat=repeat)
+    rows += bench_jungfrau(rng, batches=2 if quick else 4, batch=4 if quick else 32,
+                           repeat=repeat)
     rows += bench_generic(rng, batches=2 if quick else 6, batch=4 if quick else 8,
                           repeat=repeat)
     return rows
