@@ -20,6 +20,7 @@ from actors.reduce.generic.images import MaxReducer, MeanReducer, SumReducer
 from actors.reduce.generic.radial import RadialReducer
 from actors.reduce.generic.roi import RoiReducer
 from actors.reduce.generic.total import TotalReducer
+from actors.reduce.jungfrau.dark import DarkReducer
 from actors.reduce.jungfrau.reducer import JungfrauReducer
 from actors.reduce.moench.reducer import MoenchReducer
 from actors.wire.model import Geometry
@@ -31,6 +32,7 @@ ReducerClass = type[Reducer[Any, Any]]
 BUILTIN: dict[str, ReducerClass] = {
     "moench": MoenchReducer,
     "jungfrau": JungfrauReducer,
+    "jungfrau_pedestal": DarkReducer,
     "sum": SumReducer,
     "mean": MeanReducer,
     "max": MaxReducer,

@@ -117,7 +117,6 @@ def test_per_module_gain_files_fill_the_module_grid(tmp_path: Path) -> None:
     ("two_planes", r"gainMaps_M0\.bin.*needs 3"),
     ("module_count", r"1 file\(s\) for a detector of 2 modules"),
     ("npy_shape", r"gain\.npy.*shape \(3, 4, 4\).*expected \(3, 8, 12\)"),
-    ("missing_gain", r"pedestal\.h5.*no pedestal for gain\(s\) g2"),
     ("pedestal_shape", r"pedestal\.h5.*8×12 pedestals"),
     ("no_file", r"gain file .*nowhere\.npy.* does not exist"),
     ("mask_shape", r"mask\.npy.*shape \(2, 2\)"),
@@ -136,11 +135,6 @@ def test_calibration_files_that_do_not_fit_say_which_and_why(tmp_path: Path, cas
         spec["gain_file"] = [str(path)] if case == "module_count" else [str(path)] * 2
     elif case == "npy_shape":
         np.save(tmp_path / "gain.npy", np.ones((3, 4, 4)))
-    elif case == "missing_gain":
-        write_dark_run(str(tmp_path / "p2.h5"), DarkRun(0, np.zeros(SHAPE), np.ones(SHAPE),
-                                                        np.ones(SHAPE, np.int64), 1))
-        spec["pedestal_file"] = str(tmp_path / "p2.h5")
-        match = r"p2\.h5.*no pedestal for gain\(s\) g1, g2"
     elif case == "pedestal_shape":
         with pytest.raises(CalibrationError, match=match):
             write_dark_run(str(tmp_path / "pedestal.h5"), DarkRun(
@@ -176,3 +170,18 @@ def test_input_must_name_an_earlier_converting_reducer(tmp_path: Path) -> None:
         ReducerChain.from_specs([{"type": "sum"}, {"type": "max", "input": "sum"}], geometry)
     with pytest.raises(ReducerConfigError, match="uint16"):
         ReducerChain.from_specs([cal["spec"]], Geometry(*SHAPE, "uint32"))
+
+
+def test_a_pedestal_file_still_to_be_recorded_is_a_warning_not_an_error(
+        tmp_path: Path) -> None:
+    cal = write_calibration(tmp_path)
+    write_dark_run(str(tmp_path / "p2.h5"), DarkRun(0, cal["ped"][0], np.ones(SHAPE),
+                                                    np.ones(SHAPE, np.int64), 1))
+    geometry = Geometry(*SHAPE, "uint16")
+    for path, missing in ((tmp_path / "p2.h5", "G1, G2"), (tmp_path / "none.h5", "G0, G1, G2")):
+        chain = ReducerChain.from_specs([{**cal["spec"], "pedestal_file": str(path)}], geometry)
+        out = run_chain(chain, raw_frames(np.random.default_rng(3), 2, SHAPE), [])
+        (warning,) = chain.warnings(out)
+        assert str(path) in warning and f"no dark run for {missing}" in warning
+    with pytest.raises(CalibrationError, match=r"p2\.h5.*no pedestal for gain\(s\) g1, g2"):
+        read_pedestal(str(tmp_path / "p2.h5"), SHAPE)

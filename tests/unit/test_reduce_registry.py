@@ -17,8 +17,8 @@ EXAMPLE = "actors.reduce.examples.centre_of_mass:CentreOfMass"
 
 
 def test_builtin_names() -> None:
-    assert set(BUILTIN) == {"moench", "jungfrau", "sum", "mean", "max", "total", "roi",
-                            "radial", "hits"}
+    assert set(BUILTIN) == {"moench", "jungfrau", "jungfrau_pedestal", "sum", "mean", "max",
+                            "total", "roi", "radial", "hits"}
     r = build_reducer({"type": "moench", "name": "m1", "threshold": 55}, Geometry(8, 8))
     assert r.name == "m1" and r.settings.threshold == 55 and r.type_name == "moench"
     assert build_reducer({"type": "sum"}, Geometry(8, 8)).name == "sum"

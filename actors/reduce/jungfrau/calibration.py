@@ -10,7 +10,9 @@ the files facilities use and checked against the detector geometry.
   - ``.npy``: an array (3, rows, cols) of the whole detector;
   - HDF5 (``.h5``, ``.hdf5``, ``.nxs``): the dataset ``gain`` (3, rows, cols).
 * **Pedestals** (ADU per pixel and gain): the HDF5 file a dark run writes
-  (:mod:`actors.reduce.jungfrau.pedestal_file`), or ``.npy`` (3, rows, cols).
+  (:mod:`actors.reduce.jungfrau.pedestal_file`), or ``.npy`` (3, rows, cols). A file not
+  written yet, or without some gains, is not an error (the dark runs are taken with the
+  pipeline itself): those gains read 0 and :attr:`Calibration.missing` names them.
 * **Bad pixels**: ``.npy`` or HDF5 dataset ``mask`` (rows, cols), nonzero = excluded.
 
 Pixels with a zero or non-finite gain or a non-finite pedestal in any gain are added to the
@@ -55,6 +57,11 @@ class Calibration:
     unusable: int = 0  # pixels made bad by a zero/non-finite gain or pedestal
     files: dict[str, str] = field(default_factory=dict)  # role -> path(s), for the record
     pedestal_info: dict[str, Any] = field(default_factory=dict)  # the dark runs' provenance
+
+    @property
+    def missing(self) -> list[str]:
+        """The gains (g0, g1, g2) the pedestal file has no dark run for yet."""
+        return list(self.pedestal_info.get("missing", []))
 
 
 def module_grid(shape: tuple[int, int], what: str) -> tuple[int, int]:
@@ -201,7 +208,7 @@ def _load_cached(gains: tuple[str, ...], pedestal: str, mask: str | None,
     from actors.reduce.jungfrau.pedestal_file import read_pedestal
 
     g = load_gains(gains, shape)
-    ped, info = read_pedestal(pedestal, shape)
+    ped, info = read_pedestal(pedestal, shape, allow_missing=True)
     bad = None if mask is None else load_mask(mask, shape)
     files = {"gain": ", ".join(gains), "pedestal": pedestal}
     if mask is not None:

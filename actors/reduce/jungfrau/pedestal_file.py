@@ -89,11 +89,15 @@ def write_dark_run(path: str, run: DarkRun) -> None:
                 run.frames)
 
 
-def read_pedestal(path: str, shape: tuple[int, int]
+def read_pedestal(path: str, shape: tuple[int, int], *, allow_missing: bool = False
                   ) -> tuple[npt.NDArray[np.float64], dict[str, Any]]:
     """(3, rows, cols) pedestals and the provenance of each gain, checked against the
-    detector frame ``shape``."""
+    detector frame ``shape``. ``allow_missing``: a file not written yet, or without some
+    gains, gives 0 for those gains and lists them in ``info["missing"]`` (the dark runs
+    that are still to be taken) instead of an error."""
     if not os.path.isfile(path):
+        if allow_missing:
+            return np.zeros((3, *shape)), {"missing": list(GAINS)}
         raise CalibrationError(f"pedestal file {path!r} does not exist")
     if path.lower().endswith(".npy"):
         try:
@@ -112,14 +116,16 @@ def read_pedestal(path: str, shape: tuple[int, int]
     try:
         with h5py.File(path, "r") as f:
             missing = [g for g in GAINS if g not in f]
-            if missing:
+            if missing and not allow_missing:
                 raise CalibrationError(
                     f"pedestal file {path!r} has no pedestal for gain(s) "
                     f"{', '.join(missing)}: record the dark run(s) of "
                     f"{', '.join(m.upper() for m in missing)} first")
-            out = np.empty((3, *shape))
-            info: dict[str, Any] = {}
+            out = np.zeros((3, *shape))
+            info: dict[str, Any] = {"missing": missing} if missing else {}
             for k, name in enumerate(GAINS):
+                if name in missing:
+                    continue
                 mean = f[name]["mean"]
                 if mean.shape != shape:
                     raise CalibrationError(

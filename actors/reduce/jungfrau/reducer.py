@@ -198,6 +198,15 @@ class JungfrauReducer(Reducer[JungfrauSettings, JungfrauPartial]):
                                tuple(x.concat(y) for x, y in zip(a.series, b.series,
                                                                  strict=True)))
 
+    def warnings(self, outputs: Mapping[str, OutputValue]) -> list[str]:
+        missing = self.calibration.missing
+        if not missing:
+            return []
+        return [f"{self.name}: the pedestal file {self.settings.pedestal_file!r} has no dark "
+                f"run for {', '.join(m.upper() for m in missing)}: the energies of pixels in "
+                "those gains are not to be trusted (record them: pipe.record_pedestal(gain), "
+                "the record_pedestal command or rayline pedestal)"]
+
     def outputs(self, partial: JungfrauPartial) -> dict[str, OutputValue]:
         shape = self.geometry.shape
         out: dict[str, OutputValue] = {
