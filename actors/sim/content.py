@@ -103,27 +103,96 @@ class MoenchScene(_Pooled):
         np.add.at(img, (r2, c2), self.photon_adu * (1 - share))
 
 
+JungfrauMode = Literal["photons", "dark"]
+#: gain index → the gain bits of a Jungfrau pixel (01 = G1, 11 = G2; 10 is invalid)
+JUNGFRAU_GAIN_BITS = (0, 1, 3)
+
+
+@dataclass(frozen=True)
+class JungfrauCalibration:
+    """The simulated detector's true per-pixel pedestals (ADU) and gains (ADU/keV) for G0,
+    G1, G2 (each (3, rows, cols); G1 and G2 gains are negative, as on the detector)."""
+
+    pedestal: npt.NDArray[np.float64]
+    gain: npt.NDArray[np.float64]
+
+
 @dataclass(frozen=True)
 class JungfrauScene(_Pooled):
-    """Jungfrau-like uint16 frames: gain bits (top 2) = 0, 14-bit ADC with pedestal, noise and
-    photons of ``photon_adu`` (12 keV at ~40 ADU/keV in gain 0)."""
+    """Jungfrau frames with gain switching: each uint16 pixel is 2 gain bits + 14-bit ADC.
+
+    Every pixel has its own pedestal and gain per gain stage (:attr:`calibration`, fixed by
+    ``seed``). ``mode="photons"``: ``photons`` isolated photons of ``photon_energy`` keV per
+    frame, plus a bright spot of ``spot_photons`` photons per pixel at its centre (Gaussian,
+    ``spot_radius``); a pixel whose deposited energy exceeds ``switch_g1`` keV switches to
+    G1, above ``switch_g2`` to G2, and reads ADC = P_g + E·G_g + noise. ``mode="dark"``: no
+    photons, every pixel forced into ``forced_gain`` (the three dark runs of a
+    calibration). :meth:`photon_counts` gives the photons injected into frame ``i``.
+    """
 
     rows: int = 512
     cols: int = 1024
-    pedestal: float = 3000.0
-    noise: float = 12.0
-    photon_adu: float = 480.0
+    mode: JungfrauMode = "photons"
+    forced_gain: int = 0
+    photon_energy: float = 12.4
     photons: float = 200.0
+    spot_photons: float = 0.0
+    spot_radius: float = 12.0
+    noise: tuple[float, float, float] = (3.0, 1.0, 0.5)  # ADU, per gain
+    switch_g1: float = 300.0
+    switch_g2: float = 6000.0
     seed: int = 0
     pool: int = 0
 
-    def generate(self, i: int) -> npt.NDArray[np.uint16]:
-        rng = _rng(self.seed, i)
-        img = self.pedestal + self.noise * rng.standard_normal((self.rows, self.cols))
+    def __post_init__(self) -> None:
+        if self.mode not in ("photons", "dark"):
+            raise ValueError(f"jungfrau scene mode {self.mode!r}: 'photons' or 'dark'")
+        if self.forced_gain not in (0, 1, 2):
+            raise ValueError(f"jungfrau scene forced_gain {self.forced_gain}: 0, 1 or 2")
+
+    @cached_property
+    def calibration(self) -> JungfrauCalibration:
+        rng = _rng(self.seed, 0, salt=7)
+        shape = (self.rows, self.cols)
+        pedestal = np.stack([rng.normal(3000.0, 60.0, shape), rng.normal(14000.0, 120.0, shape),
+                             rng.normal(15000.0, 120.0, shape)])
+        gain = np.stack([rng.normal(40.0, 1.0, shape), rng.normal(-1.5, 0.03, shape),
+                         rng.normal(-0.11, 0.002, shape)])
+        return JungfrauCalibration(pedestal, gain)
+
+    def photon_counts(self, i: int) -> npt.NDArray[np.int64]:
+        """The photons injected into each pixel of frame ``i`` (zeros in a dark run)."""
+        counts = np.zeros((self.rows, self.cols), np.int64)
+        if self.mode == "dark":
+            return counts
+        rng = _rng(self.seed, i if not self.pool else i % self.pool, salt=8)
         n = rng.poisson(self.photons)
-        np.add.at(img, (rng.integers(0, self.rows, n), rng.integers(0, self.cols, n)),
-                  self.photon_adu)
-        return np.clip(np.rint(img), 0, 0x3FFF).astype(np.uint16)
+        np.add.at(counts, (rng.integers(0, self.rows, n), rng.integers(0, self.cols, n)), 1)
+        if self.spot_photons > 0:
+            y, x = np.indices((self.rows, self.cols), dtype=np.float64)
+            r2 = (y - self.rows / 2) ** 2 + (x - self.cols / 2) ** 2
+            counts += rng.poisson(self.spot_photons * np.exp(-0.5 * r2 / self.spot_radius ** 2))
+        return counts
+
+    def gain_stage(self, energy: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
+        """The gain (0, 1, 2) a pixel switches to for a deposited ``energy`` (keV)."""
+        if self.mode == "dark":
+            return np.full(energy.shape, self.forced_gain, np.intp)
+        return ((energy > self.switch_g1).astype(np.intp)
+                + (energy > self.switch_g2).astype(np.intp))
+
+    def generate(self, i: int) -> npt.NDArray[np.uint16]:
+        cal = self.calibration
+        energy = self.photon_counts(i) * self.photon_energy
+        g = self.gain_stage(energy)
+        rows, cols = np.indices(energy.shape, sparse=True)
+        rng = _rng(self.seed, i, salt=9)
+        noise = np.asarray(self.noise)[g] * rng.standard_normal(energy.shape)
+        adc = cal.pedestal[g, rows, cols] + energy * cal.gain[g, rows, cols] + noise
+        bits = np.asarray(JUNGFRAU_GAIN_BITS, np.uint16)[g]
+        raw: npt.NDArray[np.uint16] = ((bits << np.uint16(14))
+                                       | np.clip(np.rint(adc), 0, 0x3FFF).astype(np.uint16))
+        return raw
 
 
 def eiger_gap_mask(rows: int, cols: int) -> npt.NDArray[np.bool_]:

@@ -61,3 +61,29 @@ def test_make_scene_rejects_unknown_settings() -> None:
         make_scene("moench", colour="red")
     with pytest.raises(ValueError, match="not one of"):
         make_scene("pilatus")  # type: ignore[arg-type]
+
+
+def test_jungfrau_pixels_switch_gain_with_the_energy_they_receive() -> None:
+    scene = JungfrauScene(rows=64, cols=64, spot_photons=800.0, spot_radius=4.0)
+    raw = scene.frame(3)
+    counts = scene.photon_counts(3)
+    stage = scene.gain_stage(counts * scene.photon_energy)
+    bits = raw >> 14
+    assert set(np.unique(bits)) == {0, 1, 3}  # G0, G1, G2 and never the invalid 10
+    np.testing.assert_array_equal(bits, np.array([0, 1, 3])[stage])
+    cal = scene.calibration
+    assert cal.pedestal.shape == cal.gain.shape == (3, 64, 64)
+    assert (cal.gain[0] > 0).all() and (cal.gain[1:] < 0).all()
+    np.testing.assert_array_equal(raw, scene.frame(3))  # deterministic
+
+
+@pytest.mark.parametrize("gain", [0, 1, 2])
+def test_a_jungfrau_dark_run_is_forced_into_its_gain(gain: int) -> None:
+    scene = JungfrauScene(rows=32, cols=64, mode="dark", forced_gain=gain)
+    raw = scene.frame(0)
+    assert ((raw >> 14) == (0, 1, 3)[gain]).all()
+    assert not scene.photon_counts(0).any()
+    adc = (raw & 0x3FFF).astype(float)
+    assert abs(adc - scene.calibration.pedestal[gain]).max() < 6 * scene.noise[gain] + 1
+    with pytest.raises(ValueError, match="forced_gain"):
+        JungfrauScene(mode="dark", forced_gain=3)
