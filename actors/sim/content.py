@@ -183,9 +183,10 @@ class JungfrauScene(_Pooled):
 
     def generate(self, i: int) -> npt.NDArray[np.uint16]:
         cal = self.calibration
-        energy = self.photon_counts(i) * self.photon_energy
+        energy = self.photon_counts(i).astype(np.float64) * self.photon_energy
         g = self.gain_stage(energy)
-        rows, cols = np.indices(energy.shape, sparse=True)
+        rows = np.arange(self.rows)[:, None]
+        cols = np.arange(self.cols)[None, :]
         rng = _rng(self.seed, i, salt=9)
         noise = np.asarray(self.noise)[g] * rng.standard_normal(energy.shape)
         adc = cal.pedestal[g, rows, cols] + energy * cal.gain[g, rows, cols] + noise
