@@ -20,6 +20,12 @@ from typing import Any, Protocol, Self
 from actors.config import PipelineConfig, as_config
 from actors.core.acquisition import AcquisitionResult
 from actors.core.api import Control, StageDied
+from actors.core.darkrun import (
+    DarkRunRecord,
+    dark_arrays,
+    dark_run_warnings,
+    plan_dark_run,
+)
 from actors.core.status import IngestStatus, ResultsStatus, Snapshot, Status, pipeline_status
 from actors.reduce.base import OutputValue
 
@@ -189,6 +195,58 @@ class PipelineBase:
         """Change a runtime parameter; returns the first batch it applies to (None: from the
         next acquisition's first batch). A bad name or value raises ValueError."""
         return self._ingest().set({name: value})
+
+    # -- the Jungfrau dark runs ----------------------------------------------------------------
+    def record_pedestal(self, gain: int, file: str | None = None,
+                        timeout: float | None = None) -> DarkRunRecord:
+        """Take one Jungfrau dark run of ``gain`` (0: normal, 1 or 2: the detector forced
+        into G1/G2) and write its pedestal into the pedestal file.
+
+        Starts an acquisition with the chain's ``jungfrau_pedestal`` reducer recording,
+        waits for the detector's series (send it after calling this; ``timeout`` as
+        :meth:`wait_acquisition`), writes the per-pixel mean, σ and sample count for that
+        gain into ``file`` (default: the reducer's ``file``, else the ``jungfrau`` reducer's
+        ``pedestal_file``; the other gains already in it stay), and makes every ``jungfrau``
+        reducer read the file again. Raises if the acquisition does not complete or no frame
+        came; warns (in the returned record and the log) when many pixels were not in the
+        gain."""
+        from actors.reduce.jungfrau.pedestal_file import DarkRun, read_pedestal, write_dark_run
+
+        if gain not in (0, 1, 2):
+            raise ValueError(f"gain must be 0, 1 or 2, got {gain!r}")
+        specs = self.config.reducers
+        current = dict(self.status().parameters)
+        names = [spec.name for spec in self.control().outputs_spec()]
+        plan = plan_dark_run(specs, current, names, file)
+        ingest = self._ingest()
+        ingest.set({plan.gain: gain, plan.record: True})
+        try:
+            acquisition = self.start_acquisition()
+            result = self.wait_acquisition(timeout)
+        finally:
+            ingest.set({plan.record: False})
+        if result.outcome != "finished":
+            raise RuntimeError(f"dark run of G{gain} (acquisition {acquisition}) "
+                               f"{result.outcome}: {result.error or 'no result'}")
+        mean, std, count, frames, wrong = dark_arrays(result.outputs, plan)
+        if not frames:
+            raise RuntimeError(f"dark run of G{gain} (acquisition {acquisition}): no frame "
+                               "was received; nothing written")
+        detector = result.detector
+        write_dark_run(plan.file, DarkRun(
+            gain, mean, std, count, frames,
+            exposure_time=None if detector is None else detector.count_time,
+            modules=tuple(result.ledger.sources) if result.ledger.sources else (),
+            acquisition=acquisition,
+            detector="" if detector is None else (detector.description or "")))
+        if plan.reload:
+            ingest.set(dict(plan.reload))  # same paths: a new setup rereads the file
+        _, info = read_pedestal(plan.file, mean.shape, allow_missing=True)
+        warnings = dark_run_warnings(gain, wrong, count)
+        for text in warnings:
+            logger.warning("%s", text)
+        return DarkRunRecord(plan.file, gain, acquisition, frames, wrong,
+                             tuple(info.get("missing", ())), tuple(warnings))
 
     # -- internals ------------------------------------------------------------------------------
     def _ingest(self) -> IngestPort:

@@ -194,6 +194,13 @@ class Reducer(ABC, Generic[SettingsT, PartialT]):
         stream gives the geometry (the Tango attributes) use a frame at least this big."""
         return (1, 1)
 
+    @classmethod
+    def frame_for(cls, settings: SettingsT) -> tuple[int, int] | None:
+        """The exact frame these settings are for, when they say (a calibration made for one
+        detector), else None: declarations made before the stream gives the geometry then
+        use it."""
+        return None
+
     def warnings(self, outputs: Mapping[str, OutputValue]) -> list[str]:
         """What makes these outputs (this reducer's, by its own names) not to be trusted,
         in words for the log, the result, Tango's Status and the file (none by default)."""

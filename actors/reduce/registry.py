@@ -96,6 +96,17 @@ def reducer_class(type_name: str) -> ReducerClass:
     return load_reducer_class(type_name)
 
 
+def frame_for(spec: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The exact frame the entry's settings are for (:meth:`Reducer.frame_for`), if any."""
+    config = dict(spec)
+    try:
+        cls = reducer_class(str(config.pop("type", "")))
+        config.pop("name", None)
+        return cls.frame_for(cls.Settings.model_validate(config))
+    except (ReducerConfigError, ValueError, ImportError):
+        return None
+
+
 def min_frame(spec: Mapping[str, Any]) -> tuple[int, int]:
     """The smallest frame the entry's settings fit (:meth:`Reducer.min_frame`); (1, 1) for
     an entry that does not validate (building it reports why)."""

@@ -24,7 +24,7 @@ import numpy as np
 from actors.config import PipelineConfig
 from actors.core.chain import Parameter, ReducerChain
 from actors.reduce.base import OutputKind, OutputSpec, OutputValue, Series
-from actors.reduce.registry import min_frame, reducer_class
+from actors.reduce.registry import frame_for, min_frame, reducer_class
 from actors.wire.model import Geometry
 
 #: image and spectrum bounds when the configuration does not fix the frame geometry
@@ -124,6 +124,10 @@ def declaration_geometry(config: PipelineConfig) -> Geometry:
     geom = config.source.geometry
     if geom is not None:
         return geom.to_geometry()
+    for spec in config.reducers:  # a calibration made for one detector says its frame
+        exact = frame_for(spec)
+        if exact is not None:
+            return Geometry(*exact, DEFAULT_GEOMETRY.dtype)
     rows, cols = DEFAULT_GEOMETRY.rows, DEFAULT_GEOMETRY.cols
     for spec in config.reducers:
         r, c = min_frame(spec)

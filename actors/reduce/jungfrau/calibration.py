@@ -156,6 +156,31 @@ def load_gains(spec: str | Sequence[str], shape: tuple[int, int]) -> F64:
     return _check_stack(_read_array(paths[0], "gain", "gain"), paths[0], "gain", shape)
 
 
+def gain_shape(spec: str | Sequence[str]) -> tuple[int, int] | None:
+    """The detector frame (rows, cols) the gain file(s) are for, read cheaply (None when it
+    cannot be told: the loader then gives the error). Per-module .bin files are taken as a
+    column of modules, as a Jungfrau 1M (2 × 1)."""
+    paths = [spec] if isinstance(spec, str) else list(spec)
+    try:
+        if paths and all(p.lower().endswith(".bin") for p in paths):
+            return (MODULE_ROWS * len(paths), MODULE_COLS)
+        if len(paths) != 1:
+            return None
+        path = paths[0]
+        if path.lower().endswith(".npy"):
+            shape = np.load(path, mmap_mode="r").shape
+        elif _hdf5(path):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                shape = f["gain"].shape
+        else:
+            return None
+    except (OSError, ValueError, KeyError):
+        return None
+    return (int(shape[-2]), int(shape[-1])) if len(shape) == 3 else None
+
+
 def load_mask(path: str, shape: tuple[int, int]) -> npt.NDArray[np.bool_]:
     """(rows, cols) bad pixels (True = excluded)."""
     mask = _read_array(path, "mask", "mask")

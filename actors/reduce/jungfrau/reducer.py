@@ -46,9 +46,8 @@ from actors.reduce.base import (
 )
 from actors.reduce.jit import Backend
 from actors.reduce.jungfrau.calibration import (
-    MODULE_COLS,
-    MODULE_ROWS,
     Calibration,
+    gain_shape,
     load_calibration,
 )
 from actors.reduce.jungfrau.convert import Accumulated, convert
@@ -118,8 +117,10 @@ class JungfrauReducer(Reducer[JungfrauSettings, JungfrauPartial]):
         self.frames_wanted = False  # set by the chain when a later reducer reads them
 
     @classmethod
-    def min_frame(cls, settings: JungfrauSettings) -> tuple[int, int]:
-        return (MODULE_ROWS, MODULE_COLS)
+    def frame_for(cls, settings: JungfrauSettings) -> tuple[int, int] | None:
+        """The frame the gain maps are for (declarations made before the stream's geometry
+        is known then fit the calibration)."""
+        return gain_shape(settings.gain_file)
 
     @property
     def output_geometry(self) -> Geometry:

@@ -1,0 +1,98 @@
+"""Jungfrau end to end, on both backends: the three dark runs (record_pedestal) recover the
+simulated detector's pedestals, then a gain-switching run is converted to the photons the
+simulator injected."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from actors import Pipeline
+from actors.core.darkrun import DarkRunRecord
+from actors.core.api import PipelineApi
+from actors.reduce.jungfrau.pedestal_file import read_pedestal
+from actors.sim.content import JungfrauScene
+from actors.sim.simulator import Simulator, SimulatorSettings
+from actors.wire.model import Protocol
+from tests.conftest import SenderThread
+from tests.helpers import pipeline_config, wait_until
+
+pytestmark = [pytest.mark.slow]
+
+ROWS, COLS = 64, 128
+DARK_FRAMES = 48
+SCENE: dict[str, Any] = {"rows": ROWS, "cols": COLS}
+PHOTONS: dict[str, Any] = {**SCENE, "mode": "photons", "photons": 60.0, "spot_photons": 900.0,
+                           "spot_radius": 5.0}
+
+
+def dark_run(pipe: PipelineApi, sim: Simulator, gain: int,
+             sender_threads: Callable[..., SenderThread]) -> DarkRunRecord:
+    """record_pedestal(gain) while the simulated detector sends a dark series forced into
+    that gain (the acquisition must be running before a PUB sender sends)."""
+    sim.restart(frames=DARK_FRAMES, scene={**SCENE, "mode": "dark", "forced_gain": gain})
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pipe.acquisition
+        future = pool.submit(pipe.record_pedestal, gain, None, 120.0)  # type: ignore[attr-defined]
+        wait_until(lambda: pipe.status().state == "running" and pipe.acquisition > first
+                   or future.done(), 60, "the dark run to start")
+        sender_threads(sim.run).join()
+        return future.result(timeout=120)
+
+
+def test_dark_runs_then_photons_equal_the_injected_ones(
+        backend: str, tmp_path: Path, sender_threads: Callable[..., SenderThread]) -> None:
+    truth = JungfrauScene(**PHOTONS, seed=3)
+    np.save(tmp_path / "gain.npy", truth.calibration.gain)
+    pedestal = str(tmp_path / "pedestal.h5")
+    reducers = [{"type": "jungfrau", "gain_file": str(tmp_path / "gain.npy"),
+                 "pedestal_file": pedestal, "photon_energy": truth.photon_energy},
+                {"type": "jungfrau_pedestal"}]
+    settings = SimulatorSettings(detector="jungfrau", frames=DARK_FRAMES, lossless=True,
+                                 seed=3, scene=SCENE)
+    with Simulator(settings) as sim, Pipeline(pipeline_config(
+            sim.endpoint, Protocol.SLS, reducers, backend=backend)) as pipe:
+        for gain in (0, 1, 2):
+            record = dark_run(pipe, sim, gain, sender_threads)
+            assert (record.gain, record.frames, record.file) == (gain, DARK_FRAMES, pedestal)
+            assert record.wrong_gain_fraction == 0 and not record.warnings
+            assert record.missing == tuple(f"g{k}" for k in range(gain + 1, 3))
+        # the pedestals recovered, within the statistics of 48 dark frames
+        ped, info = read_pedestal(pedestal, (ROWS, COLS))
+        for g, noise in enumerate(truth.noise):
+            error = np.abs(ped[g] - truth.calibration.pedestal[g])
+            assert error.max() < 6 * noise / np.sqrt(DARK_FRAMES) + 0.5, (g, error.max())
+            assert info[f"g{g}"]["frames"] == DARK_FRAMES
+        # a gain-switching run: photons as injected (exact where no frame reached G2, whose
+        # ADC step is ~9 keV: there within a photon or two)
+        n = 12
+        sim.restart(frames=n, scene=PHOTONS)
+        pipe.start_acquisition()
+        sender_threads(sim.run).join()
+        result = pipe.wait_acquisition(timeout=120)
+    assert result.outcome == "finished" and result.ledger.processed == n
+    assert not result.warnings, result.warnings
+    counts = np.stack([truth.photon_counts(i) for i in range(n)])
+    stages = np.stack([truth.gain_stage(c * truth.photon_energy) for c in counts])
+    assert (stages == 1).any() and (stages == 2).any()  # the run did switch gains
+    got = np.asarray(result.outputs["photon_img"])
+    low = ~(stages == 2).any(axis=0)
+    np.testing.assert_array_equal(got[low], counts.sum(axis=0)[low])
+    assert abs(int(got.sum()) - int(counts.sum())) <= 0.002 * counts.sum()
+    np.testing.assert_array_equal(result.outputs["g1_pixels"].values,
+                                  (stages == 1).sum(axis=(1, 2)))
+    np.testing.assert_array_equal(result.outputs["g2_pixels"].values,
+                                  (stages == 2).sum(axis=(1, 2)))
+    assert result.outputs["dark_frames"] == 0  # not recording outside a dark run
+
+
+def test_a_dark_run_needs_its_reducer_and_a_file(tmp_path: Path) -> None:
+    config = pipeline_config("tcp://127.0.0.1:1", Protocol.SLS, [{"type": "sum"}],
+                             backend="local")
+    with Pipeline(config) as pipe, pytest.raises(ValueError, match="jungfrau_pedestal"):
+        pipe.record_pedestal(0)  # type: ignore[attr-defined]
