@@ -49,7 +49,13 @@ def _add_simulate(sub: Any) -> None:
     p.add_argument("--pool", type=int, default=0,
                    help="reuse this many distinct frames cyclically (fast, still deterministic)")
     p.add_argument("--mode", choices=["pumpprobe", "dark", "photons"],
-                   help="MOENCH content: pump-probe (default), dark (pedestal run), photons")
+                   help="MOENCH content: pump-probe (default), dark (pedestal run), photons; "
+                   "Jungfrau: photons (default) or dark")
+    p.add_argument("--forced-gain", type=int, choices=[0, 1, 2], dest="forced_gain",
+                   help="Jungfrau dark run (--mode dark): the gain the pixels are forced into")
+    p.add_argument("--spot-photons", type=float, dest="spot_photons",
+                   help="Jungfrau: photons per pixel at the centre of a bright spot (drives "
+                   "the pixels into G1/G2)")
     p.add_argument("--rows", type=int, help="frame rows (default: the detector's)")
     p.add_argument("--cols", type=int, help="frame columns (default: the detector's)")
     p.add_argument("--dtype", help="EIGER pixel type: uint8, uint16 or uint32")
@@ -107,7 +113,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from actors.sim.simulator import Simulator, SimulatorSettings
 
     protocol = Protocol(args.protocol)
-    scene: dict[str, Any] = {k: getattr(args, k) for k in ("rows", "cols", "dtype", "mode")
+    scene: dict[str, Any] = {k: getattr(args, k) for k in ("rows", "cols", "dtype", "mode",
+                                                           "forced_gain", "spot_photons")
                              if getattr(args, k) is not None}
     detector: Any = args.detector or DEFAULT_DETECTOR[protocol]
     total = 0
