@@ -13,6 +13,8 @@ Layout (``N`` = output name, sanitised for HDF5; the original is kept in ``rayli
         N/   (spectrum)       NXdata  @signal="data" @axes=["radius"|"index"]: data, radius|index
         N/   (series)         NXdata  @signal="data" @axes=["frame_number", ...]: data, frame_number
         results/              NXcollection: one field per scalar output
+        calibration/          NXcollection: the calibration files converting reducers used
+                              (see :mod:`actors.output.calibration`)
         settings/             NXcollection: the reducer specs and the config, json = all as JSON
         ledger/               NXcollection: received, processed, dropped (+ dropped_by_reason),
                               lost, rejected (+ rejected_by_reason), duration, ...
@@ -42,6 +44,7 @@ import h5py
 import numpy as np
 
 from actors.core.acquisition import AcquisitionResult
+from actors.output.calibration import write_calibration
 from actors.output.errors import OutputWriteError, write_error
 from actors.output.instrument import Names, link_frames, write_instrument
 from actors.output.ledger import write_ledger
@@ -131,6 +134,7 @@ def write_entry(file: h5py.File, result: AcquisitionResult, specs: Sequence[Outp
     _write_header(entry, result, file_index, title)
     plots = write_outputs(entry, result.outputs, specs, reserved=RESERVED)
     write_instrument(entry, result.detector, names or Names())
+    write_calibration(entry, settings)
     link_frames(entry)
     group = nx_group(entry, "settings", "NXcollection")
     write_text(group, "json", to_json(settings), rayline_encoding="json",

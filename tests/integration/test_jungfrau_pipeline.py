@@ -9,12 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 
 from actors import Pipeline
-from actors.core.darkrun import DarkRunRecord
 from actors.core.api import PipelineApi
+from actors.core.darkrun import DarkRunRecord
 from actors.reduce.jungfrau.pedestal_file import read_pedestal
 from actors.sim.content import JungfrauScene
 from actors.sim.simulator import Simulator, SimulatorSettings
@@ -55,8 +56,9 @@ def test_dark_runs_then_photons_equal_the_injected_ones(
                 {"type": "jungfrau_pedestal"}]
     settings = SimulatorSettings(detector="jungfrau", frames=DARK_FRAMES, lossless=True,
                                  seed=3, scene=SCENE)
+    output = {"enabled": True, "directory": str(tmp_path / "data")}
     with Simulator(settings) as sim, Pipeline(pipeline_config(
-            sim.endpoint, Protocol.SLS, reducers, backend=backend)) as pipe:
+            sim.endpoint, Protocol.SLS, reducers, backend=backend, output=output)) as pipe:
         for gain in (0, 1, 2):
             record = dark_run(pipe, sim, gain, sender_threads)
             assert (record.gain, record.frames, record.file) == (gain, DARK_FRAMES, pedestal)
@@ -89,6 +91,14 @@ def test_dark_runs_then_photons_equal_the_injected_ones(
     np.testing.assert_array_equal(result.outputs["g2_pixels"].values,
                                   (stages == 2).sum(axis=(1, 2)))
     assert result.outputs["dark_frames"] == 0  # not recording outside a dark run
+    # the file says which calibration made its energies
+    assert result.file is not None
+    with h5py.File(result.file) as f:
+        cal = f["entry/calibration/jungfrau"]
+        assert cal["pedestal_file/path"].asstr()[()] == pedestal
+        assert len(cal["gain_file/sha256"].asstr()[()]) == 64
+        assert cal["dark_runs/g2/frames"][()] == DARK_FRAMES
+        assert cal["dark_runs/g1/acquisition"][()] == 2
 
 
 def test_a_dark_run_needs_its_reducer_and_a_file(tmp_path: Path) -> None:
