@@ -16,6 +16,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 from actors.core.acquisition import AcquisitionResult
 from actors.core.chain import Parameter
+from actors.core.darkrun import DarkRunRecord
 from actors.core.status import Snapshot, Status
 from actors.reduce.base import OutputSpec, OutputValue
 
@@ -138,3 +139,7 @@ class PipelineApi(Protocol):
 
     def control(self) -> Control:
         """The device's view of this pipeline."""
+
+    def record_pedestal(self, gain: int, file: str | None = None,
+                        timeout: float | None = None) -> DarkRunRecord:
+        """Take one Jungfrau dark run of ``gain`` and write its pedestal file entry."""

@@ -39,7 +39,7 @@ def dark_run(pipe: PipelineApi, sim: Simulator, gain: int,
     sim.restart(frames=DARK_FRAMES, scene={**SCENE, "mode": "dark", "forced_gain": gain})
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         first = pipe.acquisition
-        future = pool.submit(pipe.record_pedestal, gain, None, 120.0)  # type: ignore[attr-defined]
+        future = pool.submit(pipe.record_pedestal, gain, None, 120.0)
         wait_until(lambda: pipe.status().state == "running" and pipe.acquisition > first
                    or future.done(), 60, "the dark run to start")
         sender_threads(sim.run).join()
@@ -105,4 +105,4 @@ def test_a_dark_run_needs_its_reducer_and_a_file(tmp_path: Path) -> None:
     config = pipeline_config("tcp://127.0.0.1:1", Protocol.SLS, [{"type": "sum"}],
                              backend="local")
     with Pipeline(config) as pipe, pytest.raises(ValueError, match="jungfrau_pedestal"):
-        pipe.record_pedestal(0)  # type: ignore[attr-defined]
+        pipe.record_pedestal(0)
