@@ -349,6 +349,38 @@ def _add_run(sub: Any) -> None:
     p.set_defaults(func=cmd_run, default_log_level="INFO")
 
 
+def _add_pedestal(sub: Any) -> None:
+    p = sub.add_parser("pedestal", help="take one Jungfrau dark run and write its pedestal",
+                       description="Open the configured pipeline (its reducers need a "
+                       "jungfrau_pedestal), start one acquisition recording the dark run of "
+                       "GAIN, wait for the detector's series, write the pedestal file and "
+                       "print what was recorded (JSON). Take the three: --gain 0 with the "
+                       "detector dark, then 1 and 2 with it forced into G1 and G2.")
+    p.add_argument("config", help="YAML or TOML configuration file")
+    p.add_argument("--gain", type=int, choices=[0, 1, 2], required=True)
+    p.add_argument("--file", help="the pedestal file (default: the jungfrau_pedestal "
+                   "reducer's 'file', else the jungfrau reducer's 'pedestal_file')")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds to wait for the detector's dark series")
+    _add_set(p)
+    p.set_defaults(func=cmd_pedestal, default_log_level="INFO")
+
+
+def cmd_pedestal(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from actors import Pipeline
+    from actors.config import load_config, parse_overrides, preflight
+
+    overrides = parse_overrides(["tango.enabled=false", *args.set])
+    config = load_config(args.config, overrides)
+    preflight(config)
+    with Pipeline(config) as pipe:
+        record = pipe.record_pedestal(args.gain, args.file, args.timeout)
+    print(json.dumps(dataclasses.asdict(record)))
+    return 0
+
+
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override a setting of the file, e.g. --set "
@@ -497,8 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rayline {__version__}")
     _add_common(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_run, _add_simulate, _add_receive, _add_record, _add_replay,
-                _add_config, _add_status, _add_tango_server, _add_bench):
+    for add in (_add_demo, _add_run, _add_pedestal, _add_simulate, _add_receive, _add_record,
+                _add_replay, _add_config, _add_status, _add_tango_server, _add_bench):
         add(sub)
     for name, p in sub.choices.items():
         p.formatter_class = _HelpFormatter  # defaults shown

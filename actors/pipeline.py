@@ -222,6 +222,8 @@ class PipelineBase:
         ingest.set({plan.gain: gain, plan.record: True})
         try:
             acquisition = self.start_acquisition()
+            logger.info("dark run of G%d: acquisition %d started, waiting for the detector's "
+                        "dark series", gain, acquisition)
             result = self.wait_acquisition(timeout)
         finally:
             ingest.set({plan.record: False})

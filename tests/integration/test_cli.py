@@ -19,8 +19,8 @@ from actors.wire.model import Image, Protocol, SeriesEnd
 from tests.conftest import SenderThread
 
 RAYLINE = [sys.executable, "-m", "actors"]
-COMMANDS = ["demo", "run", "status", "simulate", "receive", "record", "replay", "config",
-            "bench"]
+COMMANDS = ["demo", "run", "pedestal", "status", "simulate", "receive", "record", "replay",
+            "config", "bench"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
@@ -211,3 +211,50 @@ def test_bench_report_redraws_its_plot_from_a_saved_report(tmp_path: Path) -> No
     png = Path(summary["plot"])
     assert png.parent == tmp_path and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "report.json").exists()  # (nothing ran, nothing rewritten)
+
+
+@pytest.mark.slow
+def test_pedestal_takes_a_dark_run_and_writes_the_file(tmp_path: Path) -> None:
+    """`rayline pedestal CONFIG --gain 1`: one forced-G1 dark run of a simulated Jungfrau
+    into the pedestal file, what was recorded printed as JSON."""
+    import threading
+
+    import numpy as np
+    import yaml
+
+    from actors.reduce.jungfrau.pedestal_file import read_pedestal
+    from tests.helpers import wait_until
+
+    scene = {"rows": 32, "cols": 64, "mode": "dark", "forced_gain": 1}
+    settings = SimulatorSettings(detector="jungfrau", frames=20, lossless=True, seed=2,
+                                 scene=scene)
+    with Simulator(settings) as sim:
+        np.save(tmp_path / "gain.npy", sim.scene.calibration.gain)  # type: ignore[union-attr]
+        pedestal = tmp_path / "pedestal.h5"
+        config = {"backend": "local", "workers": 1,
+                  "source": {"endpoint": sim.endpoint, "protocol": "sls"},
+                  "reducers": [{"type": "jungfrau", "gain_file": str(tmp_path / "gain.npy"),
+                                "pedestal_file": str(pedestal)},
+                               {"type": "jungfrau_pedestal"}],
+                  "output": {"enabled": False}}
+        (tmp_path / "jf.yaml").write_text(yaml.safe_dump(config))
+        with subprocess.Popen([*RAYLINE, "pedestal", str(tmp_path / "jf.yaml"), "--gain", "1",
+                               "--timeout", "120"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as proc:
+            assert proc.stderr is not None and proc.stdout is not None
+            log: list[str] = []
+            reader = threading.Thread(target=lambda: log.extend(iter(proc.stderr.readline, "")),
+                                      daemon=True)
+            reader.start()
+            wait_until(lambda: any("dark run of G1: acquisition 1 started" in line
+                                   for line in log) or proc.poll() is not None, 120,
+                       lambda: "".join(log[-20:]))
+            sim.run()
+            out = proc.stdout.read()
+            assert proc.wait(timeout=120) == 0, "".join(log[-40:])
+    record = json.loads(out.strip().splitlines()[-1])
+    assert (record["gain"], record["frames"], record["file"]) == (1, 20, str(pedestal))
+    assert record["missing"] == ["g0", "g2"]
+    ped, info = read_pedestal(str(pedestal), (32, 64), allow_missing=True)
+    true = sim.scene.calibration.pedestal[1]  # type: ignore[union-attr]
+    assert np.abs(ped[1] - true).max() < 2.0 and info["g1"]["frames"] == 20
