@@ -79,6 +79,10 @@ class Control(Protocol):
     async def reset_pedestal(self) -> None:
         """The next acquisition starts without the carried pedestal."""
 
+    async def record_pedestal(self, gain: int, timeout: float) -> DarkRunRecord:
+        """One Jungfrau dark run of ``gain`` (starts an acquisition, waits up to ``timeout``
+        seconds for the detector's series, writes the pedestal file)."""
+
     async def set_output(self, filename: str, filepath: str, file_index: int) -> None:
         """The file settings for the next acquisition (the seed's attributes)."""
 

@@ -14,6 +14,8 @@ All pushes happen on the device's event loop: from the commands and from the one
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -37,6 +39,9 @@ CLASS_NAME = "Rayline"
 MAX_SOURCES = 256
 ABORT_TIMEOUT = 10.0
 CLAIM_TIMEOUT = 2.0  # how long a command waits for a start in progress
+DARK_POLL = 0.05  # record_pedestal: how often it looks whether its acquisition started
+DARK_START_TIMEOUT = 30.0  # ... and how long it waits for that
+DARK_CANCEL_WAIT = 5.0  # a deleted device waits this long for its dark run to stop
 
 #: counter attribute -> Status field
 COUNTERS = {"received_frames": "received", "processed_frames": "processed",
@@ -93,6 +98,10 @@ def _device_setting(name: str) -> Callable[[RaylineDevice, Any], Awaitable[None]
     return write
 
 
+async def _dark_run_text(self: RaylineDevice) -> str:
+    return self._dark_text
+
+
 async def _timings(self: RaylineDevice) -> str:
     st = self._status
     return json.dumps({} if st is None else {k: round(v, 6) for k, v in st.timings.items()})
@@ -129,6 +138,11 @@ class RaylineDevice(Device):  # type: ignore[misc]
                                 doc="frames processed per second")
     acquisition = attribute(dtype=int, fget=_counter("acquisition"),
                             doc="number of the current (else last) acquisition; 0 before")
+    dark_run = attribute(
+        dtype=str, fget=_dark_run_text,
+        doc="JSON: the last Jungfrau dark run (record_pedestal): state (waiting, recorded, "
+            "failed), gain, acquisition, and once recorded frames, file, missing gains and "
+            "warnings, or the error")
     timings = attribute(
         dtype=str, fget=_timings,
         doc="JSON: wall-clock time (s since the epoch) of each step of the running "
@@ -183,9 +197,11 @@ class RaylineDevice(Device):  # type: ignore[misc]
         self._archived: dict[str, Any] = {}
         self._next_archive = 0.0
         self._sequence = 0
+        self._dark_text = "{}"
+        self._dark_task: asyncio.Task[None] | None = None
         self._show(DevState.INIT, "Starting: waiting for the pipeline's first status.")
         for name in ("State", "Status", *COUNTERS, "filename", "filepath", "file_index",
-                     "previous_file_index", "live_period", "stop_timeout"):
+                     "previous_file_index", "live_period", "stop_timeout", "dark_run"):
             self.set_change_event(name, True, False)
         for name in COUNTERS:
             self.set_archive_event(name, True, False)
@@ -199,6 +215,11 @@ class RaylineDevice(Device):  # type: ignore[misc]
         self._live.start()
 
     async def delete_device(self) -> None:
+        task = self._dark_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, DARK_CANCEL_WAIT)
         await self._live.stop()
 
     # -- commands -----------------------------------------------------------------------------
@@ -232,6 +253,57 @@ class RaylineDevice(Device):  # type: ignore[misc]
             await self.session.control.reset_pedestal()
         except Exception as exc:
             self._fail("reset_pedestal", exc)
+
+    @command(dtype_in=int, doc_in="Jungfrau dark run of this gain: 0 (detector dark), 1 or 2 "
+             "(detector forced into G1/G2)", dtype_out=int,
+             doc_out="the dark run's acquisition (started when the command returns: send the "
+             "dark series; the dark_run attribute says when it is recorded)")  # type: ignore[untyped-decorator]
+    async def record_pedestal(self, gain: int) -> int:
+        origin = "record_pedestal"
+        if gain not in (0, 1, 2):
+            refuse(f"{origin}: gain must be 0, 1 or 2, got {gain}", origin)
+        await self._claim(origin)
+        try:
+            status = await self._live.poll_status()
+            if status.running or (self._dark_task is not None and not self._dark_task.done()):
+                refuse(f"{origin}: acquisition {status.acquisition} is running", origin)
+            before = status.acquisition or 0
+            self._dark_task = asyncio.get_running_loop().create_task(self._dark_run(gain))
+            deadline = time.monotonic() + DARK_START_TIMEOUT
+            while time.monotonic() < deadline:  # started: the client may send the series
+                status = await self._live.poll_status()
+                if (status.acquisition or 0) > before:
+                    return int(status.acquisition or 0)
+                if self._dark_task.done():
+                    break
+                await asyncio.sleep(DARK_POLL)
+            refuse(f"{origin}: the dark run did not start: {self._dark_text}", origin)
+        except DevFailed:
+            raise
+        except Exception as exc:
+            self._fail(origin, exc)
+        finally:
+            self._release()
+        raise AssertionError("unreachable")
+
+    async def _dark_run(self, gain: int) -> None:
+        """The dark run, owned by the device (cancelled with it)."""
+        self._set_dark({"state": "waiting", "gain": gain})
+        try:
+            record = await self.session.control.record_pedestal(
+                gain, self.session.config.acquisition_timeout)
+        except asyncio.CancelledError:
+            self._set_dark({"state": "failed", "gain": gain, "error": "cancelled"})
+            raise
+        except Exception as exc:
+            logger.error("record_pedestal: dark run of G%d failed: %s", gain, exc)
+            self._set_dark({"state": "failed", "gain": gain, "error": str(exc)})
+            return
+        self._set_dark({"state": "recorded", **dataclasses.asdict(record)})
+
+    def _set_dark(self, value: dict[str, Any]) -> None:
+        self._dark_text = json.dumps(value)
+        self.push("dark_run", self._dark_text)
 
     @command(doc_in="push the current results to event subscribers now")  # type: ignore[untyped-decorator]
     async def update_images_events(self) -> None:

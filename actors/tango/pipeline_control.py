@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from actors.config import PipelineConfig
 from actors.core.api import PipelineApi, StopSummary, StopTimeout
 from actors.core.chain import Parameter, ReducerChain
+from actors.core.darkrun import DarkRunRecord
 from actors.core.status import Snapshot, Status
 from actors.reduce.base import OutputSpec, OutputValue
 from actors.tango.declare import chain_for
@@ -74,6 +75,10 @@ class PipelineControl:
 
     async def reset_pedestal(self) -> None:
         await self._run(self.pipeline.reset_pedestal)
+
+    async def record_pedestal(self, gain: int, timeout: float) -> DarkRunRecord:
+        return await self._run(functools.partial(self.pipeline.record_pedestal, gain, None,
+                                                 timeout), timeout + self.call_timeout)
 
     async def set_output(self, filename: str, filepath: str, file_index: int) -> None:
         await self._run(functools.partial(self.pipeline.set_output, filename, filepath,

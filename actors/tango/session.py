@@ -30,7 +30,7 @@ RESERVED = (
     "source_names", "source_received", "source_lost", "source_rejected", "source_dropped",
     "filename", "filepath", "file_index", "previous_file_index", "live_period",
     "stop_timeout", "start_receiver", "stop_receiver", "abort_receiver", "reset_pedestal",
-    "update_images_events", "Start", "Stop", "Abort")
+    "update_images_events", "Start", "Stop", "Abort", "timings", "dark_run", "record_pedestal")
 
 DEFAULT_SERIES_LENGTH = 1000
 

@@ -106,3 +106,40 @@ def test_a_dark_run_needs_its_reducer_and_a_file(tmp_path: Path) -> None:
                              backend="local")
     with Pipeline(config) as pipe, pytest.raises(ValueError, match="jungfrau_pedestal"):
         pipe.record_pedestal(0)
+
+
+@pytest.mark.tango
+def test_the_tango_command_takes_a_dark_run(tmp_path: Path,
+                                            sender_threads: Callable[..., SenderThread]) -> None:
+    """record_pedestal(1) on the device returns once the dark run's acquisition runs; the
+    series sent then, dark_run says what was recorded, and the file has it."""
+    import json
+
+    import tango
+
+    scene = {**SCENE, "mode": "dark", "forced_gain": 1}
+    settings = SimulatorSettings(detector="jungfrau", frames=DARK_FRAMES, lossless=True,
+                                 seed=4, scene=scene)
+    pedestal = str(tmp_path / "pedestal.h5")
+    with Simulator(settings) as sim:
+        np.save(tmp_path / "gain.npy", sim.scene.calibration.gain)  # type: ignore[union-attr]
+        reducers = [{"type": "jungfrau", "gain_file": str(tmp_path / "gain.npy"),
+                     "pedestal_file": pedestal}, {"type": "jungfrau_pedestal"}]
+        with Pipeline(pipeline_config(sim.endpoint, Protocol.SLS, reducers, backend="local",
+                                      tango={"enabled": True, "database": False})) as pipe:
+            assert pipe.tango_address is not None
+            dev = tango.DeviceProxy(pipe.tango_address)
+            dev.set_timeout_millis(30_000)
+            with pytest.raises(tango.DevFailed, match="gain must be 0, 1 or 2"):
+                dev.record_pedestal(3)
+            assert dev.record_pedestal(1) == 1
+            assert json.loads(dev.read_attribute("dark_run").value)["state"] == "waiting"
+            sender_threads(sim.run).join()
+            wait_until(lambda: json.loads(dev.read_attribute("dark_run").value)["state"]
+                       != "waiting", 60, lambda: dev.read_attribute("dark_run").value)
+            done = json.loads(dev.read_attribute("dark_run").value)
+    assert done["state"] == "recorded", done
+    assert (done["gain"], done["frames"], done["file"]) == (1, DARK_FRAMES, pedestal)
+    ped, _ = read_pedestal(pedestal, (ROWS, COLS), allow_missing=True)
+    truth = sim.scene.calibration.pedestal[1]  # type: ignore[union-attr]
+    assert np.abs(ped[1] - truth).max() < 1.0
