@@ -143,3 +143,48 @@ def test_the_tango_command_takes_a_dark_run(tmp_path: Path,
     ped, _ = read_pedestal(pedestal, (ROWS, COLS), allow_missing=True)
     truth = sim.scene.calibration.pedestal[1]  # type: ignore[union-attr]
     assert np.abs(ped[1] - truth).max() < 1.0
+
+
+def test_module_streams_are_converted_on_the_assembled_frames(backend: str,
+                                                              tmp_path: Path) -> None:
+    """Two module streams (one PUB each), a frame range where module 1 is missing processed
+    with incomplete: mask: the converter excludes the missing module's pixels of those
+    frames and counts every other photon."""
+    import threading
+
+    from actors.config import parse_config
+    from actors.sim.modules import ModuleSettings, ModuleSimulator
+
+    n, lose = 16, [3, 4]
+    scene = {**PHOTONS, "rows": 2 * ROWS}
+    truth = JungfrauScene(**scene, seed=6)
+    np.save(tmp_path / "gain.npy", truth.calibration.gain)
+    np.save(tmp_path / "pedestal.npy", truth.calibration.pedestal)
+    settings = ModuleSettings(SimulatorSettings(detector="jungfrau", frames=n, lossless=True,
+                                                seed=6, scene=scene),
+                              modules=(2, 1), lose={1: lose})
+    with ModuleSimulator(settings) as sim:
+        config = {"backend": backend, "workers": 2, "tango": {"enabled": False},
+                  "ray": {"worker_cpus": 0.5}, "output": {"enabled": False},
+                  "sources": [{"endpoint": ep, "protocol": "sls", "name": f"m{i}"}
+                              for i, ep in enumerate(sim.endpoints)],
+                  "reducers": [{"type": "jungfrau", "gain_file": str(tmp_path / "gain.npy"),
+                                "pedestal_file": str(tmp_path / "pedestal.npy"),
+                                "photon_energy": truth.photon_energy}],
+                  "batch": {"max_frames": 4},
+                  "modules": {"timeout": 2.0, "incomplete": "mask"}}
+        with Pipeline(parse_config(config)) as pipe:
+            pipe.start_acquisition()
+            sender = threading.Thread(target=sim.run)
+            sender.start()
+            result = pipe.wait_acquisition(timeout=120)
+            sender.join(60)
+    assert result.outcome == "finished" and result.ledger.processed == n, result.error
+    counts = np.stack([truth.photon_counts(i) for i in range(n)])
+    stages = np.stack([truth.gain_stage(c * truth.photon_energy) for c in counts])
+    counts[lose, ROWS:] = 0  # module 1 (the lower half) never sent those frames
+    got = np.asarray(result.outputs["photon_img"])
+    low = ~(stages == 2).any(axis=0)
+    np.testing.assert_array_equal(got[low], counts.sum(axis=0)[low])
+    excluded = np.asarray(result.outputs["invalid_pixels"].values)  # (not the masked ones)
+    assert not excluded.any()
