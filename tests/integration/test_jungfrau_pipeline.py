@@ -16,6 +16,7 @@ import pytest
 from actors import Pipeline
 from actors.core.api import PipelineApi
 from actors.core.darkrun import DarkRunRecord
+from actors.reduce.base import Batch
 from actors.reduce.jungfrau.pedestal_file import read_pedestal
 from actors.sim.content import JungfrauScene
 from actors.sim.simulator import Simulator, SimulatorSettings
@@ -188,3 +189,34 @@ def test_module_streams_are_converted_on_the_assembled_frames(backend: str,
     np.testing.assert_array_equal(got[low], counts.sum(axis=0)[low])
     excluded = np.asarray(result.outputs["invalid_pixels"].values)  # (not the masked ones)
     assert not excluded.any()
+
+
+def test_a_tracked_pedestal_is_the_same_whatever_the_workers_and_batches(
+        backend: str, tmp_path: Path, sender_threads: Callable[..., SenderThread]) -> None:
+    from actors.core.chain import ReducerChain
+    from actors.wire.model import Geometry
+    from tests.reference.moench_data import run_batches
+
+    n = 60
+    truth = JungfrauScene(**PHOTONS, seed=8)
+    np.save(tmp_path / "gain.npy", truth.calibration.gain)
+    np.save(tmp_path / "pedestal.npy", truth.calibration.pedestal)
+    spec = {"type": "jungfrau", "gain_file": str(tmp_path / "gain.npy"),
+            "pedestal_file": str(tmp_path / "pedestal.npy"), "photon_energy": 12.4,
+            "track_pedestal": True, "pedestal_epoch": 10, "pedestal_lag": 1,
+            "pedestal_frames": 20}
+    settings = SimulatorSettings(detector="jungfrau", frames=n, lossless=True, seed=8,
+                                 scene=PHOTONS)
+    with Simulator(settings) as sim, Pipeline(pipeline_config(
+            sim.endpoint, Protocol.SLS, [spec], backend=backend, workers=2)) as pipe:
+        pipe.start_acquisition()
+        sender_threads(sim.run).join()
+        result = pipe.wait_acquisition(timeout=120)
+    assert result.outcome == "finished" and result.ledger.processed == n
+    frames = np.stack([truth.frame(i) for i in range(n)])
+    reducer = ReducerChain.from_specs([spec], Geometry(ROWS, COLS, "uint16")).reducers[0]
+    whole = Batch(0, frames, np.arange(n, dtype=np.int64))
+    prefix, _ = run_batches(reducer, [whole])
+    want = reducer.outputs(prefix)
+    np.testing.assert_array_equal(result.outputs["pedestal_g0"], want["pedestal_g0"])
+    np.testing.assert_array_equal(result.outputs["photon_img"], want["photon_img"])

@@ -119,3 +119,27 @@ def test_frames_that_are_not_uint16_are_refused() -> None:
     with pytest.raises(ValueError, match="uint16"):
         convert(np.zeros((1, *shape), np.uint32), ped, gain, bad, None,
                 Accumulated.zeros(1, shape))
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba not importable")
+def test_pedestal_samples_are_the_g0_pixels_without_a_photon_on_both_paths() -> None:
+    from actors.reduce.jungfrau.convert import Samples
+
+    rng = np.random.default_rng(5)
+    shape = (16, 40)
+    ped, gain, bad = calibration(rng, shape)
+    frames = raw_frames(rng, 6, shape)
+    got = []
+    for backend in ("numba", "numpy"):
+        smp = Samples(3.0, *(np.zeros(shape, np.int64) for _ in range(3)))
+        convert(frames, ped, gain, bad, None, Accumulated.zeros(6, shape), None,
+                backend, smp)  # type: ignore[arg-type]
+        got.append(smp)
+    e, excluded, g = energies(frames, ped, gain, bad)
+    z = ~excluded & (g == 0) & (np.abs(e) < 3.0)
+    adc = np.where(z, frames & 0x3FFF, 0).astype(np.int64)
+    for smp in got:
+        np.testing.assert_array_equal(smp.c, z.sum(axis=0))
+        np.testing.assert_array_equal(smp.s, adc.sum(axis=0))
+        np.testing.assert_array_equal(smp.q, (adc * adc).sum(axis=0))
+    assert z.any()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,9 @@ class Calibration:
     unusable: int = 0  # pixels made bad by a zero/non-finite gain or pedestal
     files: dict[str, str] = field(default_factory=dict)  # role -> path(s), for the record
     pedestal_info: dict[str, Any] = field(default_factory=dict)  # the dark runs' provenance
+    #: the G0 dark run's (mean, σ, samples per pixel), when the pedestal file has them: the
+    #: start of G0 pedestal tracking
+    g0_run: tuple[F64, F64, npt.NDArray[np.int64]] | None = None
 
     @property
     def missing(self) -> list[str]:
@@ -230,7 +233,7 @@ def _stamp(path: str) -> tuple[str, int, int]:
 @lru_cache(maxsize=4)
 def _load_cached(gains: tuple[str, ...], pedestal: str, mask: str | None,
                  shape: tuple[int, int], stamp: tuple[Any, ...]) -> Calibration:
-    from actors.reduce.jungfrau.pedestal_file import read_pedestal
+    from actors.reduce.jungfrau.pedestal_file import read_gain_run, read_pedestal
 
     g = load_gains(gains, shape)
     ped, info = read_pedestal(pedestal, shape, allow_missing=True)
@@ -238,4 +241,4 @@ def _load_cached(gains: tuple[str, ...], pedestal: str, mask: str | None,
     files = {"gain": ", ".join(gains), "pedestal": pedestal}
     if mask is not None:
         files["mask"] = mask
-    return assemble(ped, g, bad, files, info)
+    return replace(assemble(ped, g, bad, files, info), g0_run=read_gain_run(pedestal, 0, shape))

@@ -69,15 +69,27 @@ class Accumulated:
                    np.zeros(n, np.int64))
 
 
+@dataclass(frozen=True)
+class Samples:
+    """Where the G0 pedestal-tracking samples go: a G0 pixel whose |E| is below
+    ``threshold`` keV (no photon) adds its ADC to ``c`` (count), ``s`` (Σ), ``q`` (Σ²)."""
+
+    threshold: float
+    c: npt.NDArray[np.integer[Any]]
+    s: npt.NDArray[np.integer[Any]]
+    q: I64
+
+
 def convert(frames: npt.NDArray[Any], pedestal: F64, gain: F64, bad: npt.NDArray[np.bool_],
             photon_energy: float | None, acc: Accumulated,
             energy_out: npt.NDArray[np.float32] | None = None,
-            backend: Backend = "auto") -> None:
+            backend: Backend = "auto", samples: Samples | None = None) -> None:
     """Convert ``frames`` (n, rows, cols) uint16 and add into ``acc``.
 
     ``pedestal`` and ``gain`` are (3, rows, cols) float64 (ADU, ADU/keV; gains 0, 1, 2),
     ``bad`` (rows, cols) True for excluded pixels. ``energy_out`` (n, rows, cols) float32,
-    when given, receives each frame's energies (0 where excluded).
+    when given, receives each frame's energies (0 where excluded). ``samples``, when given,
+    collects the pedestal samples of the G0 pixels without a photon.
     """
     if frames.shape[0] == 0:
         return
@@ -86,11 +98,13 @@ def convert(frames: npt.NDArray[Any], pedestal: F64, gain: F64, bad: npt.NDArray
     eph = 0.0 if photon_energy is None else float(photon_energy)
     if resolve_backend(backend) == "numba":
         out = np.empty((1, 1, 1), np.float32) if energy_out is None else energy_out
+        none = np.zeros((1, 1), np.int64)
+        smp = samples or Samples(0.0, none, none, none)
         _kernel(frames, pedestal, gain, bad, eph, out, energy_out is not None, acc.energy,
                 acc.photons, acc.energy_total, acc.photon_total, acc.g1, acc.g2, acc.invalid,
-                BAND_ROWS)
+                BAND_ROWS, samples is not None, smp.threshold, smp.c, smp.s, smp.q)
     else:
-        _numpy_convert(frames, pedestal, gain, bad, eph, acc, energy_out)
+        _numpy_convert(frames, pedestal, gain, bad, eph, acc, energy_out, samples)
 
 
 def energies(frames: npt.NDArray[Any], pedestal: F64, gain: F64, bad: npt.NDArray[np.bool_]
@@ -113,10 +127,17 @@ def photons_of(e: F64, photon_energy: float) -> I64:
 
 def _numpy_convert(frames: npt.NDArray[Any], pedestal: F64, gain: F64,
                    bad: npt.NDArray[np.bool_], eph: float, acc: Accumulated,
-                   energy_out: npt.NDArray[np.float32] | None, chunk: int = 8) -> None:
+                   energy_out: npt.NDArray[np.float32] | None, samples: Samples | None,
+                   chunk: int = 8) -> None:
     for lo in range(0, frames.shape[0], chunk):
         hi = min(frames.shape[0], lo + chunk)
         e, excluded, g = energies(frames[lo:hi], pedestal, gain, bad)
+        if samples is not None:
+            z = ~excluded & (g == 0) & (np.abs(e) < samples.threshold)
+            adc = np.where(z, frames[lo:hi] & ADC_MASK, 0).astype(np.int64)
+            samples.c[...] += z.sum(axis=0)
+            samples.s[...] += adc.sum(axis=0)
+            samples.q[...] += (adc * adc).sum(axis=0)
         for k in range(hi - lo):
             acc.energy[...] += e[k]
         acc.energy_total[lo:hi] = e.sum(axis=(1, 2))
@@ -146,7 +167,8 @@ _row_sum = jit(_row_sum_py, reassociate=True)
 
 def _kernel_py(frames: Any, ped: Any, gain: Any, bad: Any, eph: float, out: Any,
                write_out: bool, esum: Any, phimg: Any, etot: Any, ptot: Any, ng1: Any,
-               ng2: Any, ninv: Any, band: int) -> None:
+               ng2: Any, ninv: Any, band: int, track: bool, tthr: float, sc: Any, ss: Any,
+               sq: Any) -> None:
     n, R, C = frames.shape
     e = np.zeros(C)
     for t in range(n):
@@ -203,6 +225,17 @@ def _kernel_py(frames: Any, ped: Any, gain: Any, bad: Any, eph: float, out: Any,
                         k = np.int64(np.floor(x / eph + 0.5)) if x > 0.0 else np.int64(0)
                         pacc[c] += k
                         pt += k
+                if track:  # G0 pixels without a photon: pedestal samples
+                    scr = sc[i]
+                    ssr = ss[i]
+                    sqr = sq[i]
+                    for c in range(C):
+                        v = np.int64(raw[c])
+                        z = np.int64(((v >> 14) == 0) & (not badr[c]) & (abs(e[c]) < tthr))
+                        a = (v & 0x3FFF) * z
+                        scr[c] += z
+                        ssr[c] += a
+                        sqr[c] += a * a
                 if write_out:
                     orow = out[t, i]
                     for c in range(C):

@@ -151,3 +151,24 @@ def _attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
             value = value.decode()
         out[key] = value
     return out
+
+
+def read_gain_run(path: str, gain: int, shape: tuple[int, int]
+                  ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64],
+                             npt.NDArray[np.int64]] | None:
+    """(mean, σ, samples per pixel) of one gain's dark run in a rayline pedestal file, or
+    None (no such file, format or gain: a ``.npy`` pedestal has no σ or counts)."""
+    if not os.path.isfile(path) or not path.lower().endswith(HDF5_SUFFIXES):
+        return None
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            name = GAINS[gain]
+            if name not in f or f[name]["mean"].shape != shape:
+                return None
+            g = f[name]
+            return (np.asarray(g["mean"][()], np.float64), np.asarray(g["std"][()], np.float64),
+                    np.asarray(g["count"][()], np.int64))
+    except (OSError, KeyError):
+        return None

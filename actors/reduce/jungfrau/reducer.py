@@ -28,7 +28,7 @@ a reducer reads the raw frames, as before.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -50,7 +50,15 @@ from actors.reduce.jungfrau.calibration import (
     gain_shape,
     load_calibration,
 )
-from actors.reduce.jungfrau.convert import Accumulated, convert
+from actors.reduce.jungfrau.convert import Accumulated, Samples, convert
+from actors.reduce.moench.partial import (
+    MoenchPartial,
+    final_state,
+    fold_before,
+    initial_partial,
+    merge_partials,
+)
+from actors.reduce.moench.pedestal import EpochSamples, PedestalState, StateChain
 from actors.reduce.series import SeriesChunks
 from actors.wire.model import Geometry
 
@@ -80,6 +88,17 @@ class JungfrauSettings(ReducerSettings):
         None, gt=0, allow_inf_nan=False, json_schema_extra={"unit": "keV"},
         description="photon energy (keV): photons = floor(E / photon_energy + 0.5) for "
         "E > 0; unset: no photon image")
+    track_pedestal: bool = Field(
+        False, description="track the G0 pedestal during the run from the G0 pixels without "
+        "a photon (epoch-synchronous, as the MOENCH pedestal: results do not depend on the "
+        "number of workers), starting from the G0 dark run")
+    track_threshold: float | None = Field(
+        None, gt=0, allow_inf_nan=False, json_schema_extra={"unit": "keV"},
+        description="a G0 pixel with |E| below this is a pedestal sample (default: half the "
+        "photon energy, else 3 keV)")
+    pedestal_epoch: int = Field(100, ge=1, description="frames per pedestal epoch E")
+    pedestal_lag: int = Field(1, ge=0, description="epochs of lag L before a state is used")
+    pedestal_frames: int = Field(1000, ge=1, description="MovingStat capacity N (frames)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,14 +107,19 @@ class JungfrauPartial:
     photons: I64 | None = None
     frames: int = 0
     series: tuple[SeriesChunks, ...] = tuple(SeriesChunks(dt) for _, dt, _, _ in SERIES)
+    #: G0 pedestal tracking: the epochs' samples and, in a prefix, the pedestal state (the
+    #: MOENCH pedestal's partial with no images: the same exact, associative folding)
+    tracker: MoenchPartial | None = None
 
 
 @dataclass(frozen=True, eq=False)
 class Converted:
-    """One batch's conversion: what it adds up, and the frames when asked for."""
+    """One batch's conversion: what it adds up, the frames when asked for, and the pedestal
+    samples when tracking."""
 
     acc: Accumulated
     frames: npt.NDArray[np.float32] | None
+    tracker: MoenchPartial | None = None
 
 
 class JungfrauReducer(Reducer[JungfrauSettings, JungfrauPartial]):
@@ -135,6 +159,9 @@ class JungfrauReducer(Reducer[JungfrauSettings, JungfrauPartial]):
                            "photons per pixel, summed over the frames"),
                 *(OutputSpec(name, "series", dtype, (), unit, doc)
                   for name, dtype, unit, doc in SERIES),
+                OutputSpec("pedestal_g0", "image", "float64", shape, "ADU",
+                           "the G0 pedestal the conversion ended with (tracked, or the "
+                           "dark run's)"),
                 OutputSpec("bad_pixels", "scalar", "int64", (), "pixels",
                            "pixels the calibration excludes (mask, zero or non-finite gain "
                            "or pedestal)"),
@@ -144,11 +171,77 @@ class JungfrauReducer(Reducer[JungfrauSettings, JungfrauPartial]):
     def empty(self) -> JungfrauPartial:
         return JungfrauPartial()
 
+    # -- G0 pedestal tracking (the MOENCH pedestal's epoch hand-off) --------------------------
+    @property
+    def epoch_length(self) -> int | None:
+        return self.settings.pedestal_epoch if self.settings.track_pedestal else None
+
+    def _dark_state(self) -> PedestalState:
+        """The G0 dark run as a MovingStat state (n = its samples, at most the capacity);
+        pixels without one start empty and take the file's pedestal until sampled."""
+        run = self.calibration.g0_run
+        shape = self.geometry.shape
+        if run is None:  # a pedestal without σ or counts: full weight, σ = 0
+            n = np.full(shape, self.settings.pedestal_frames, np.int64)
+            mean = self.calibration.pedestal[0]
+            return PedestalState(readonly(n), readonly(mean * n), readonly(mean * mean * n))
+        mean, std, count = run
+        n = np.minimum(count, self.settings.pedestal_frames)
+        return PedestalState(readonly(n), readonly(mean * n),
+                             readonly((std * std + mean * mean) * n))
+
+    def initial(self, carried: Any = None) -> JungfrauPartial:
+        if not self.settings.track_pedestal:
+            return self.empty()
+        if carried is None:
+            state = self._dark_state()
+        elif isinstance(carried, PedestalState) and carried.shape == self.geometry.shape:
+            state = carried
+        else:
+            raise ValueError(f"reducer {self.name!r}: initial state must be a PedestalState "
+                             f"of shape {self.geometry.shape}")
+        return JungfrauPartial(tracker=initial_partial(state, self.settings.pedestal_lag))
+
+    def state_needed(self, first_frame: int, last_frame: int) -> tuple[int, ...]:
+        if not self.settings.track_pedestal:
+            return ()
+        E, L = self.settings.pedestal_epoch, self.settings.pedestal_lag
+        e0, e1 = first_frame // E, last_frame // E
+        keys = {max(e - 1 - L, -1) for e in range(e0, min(e1, e0 + L) + 1)}
+        if e1 >= e0 + 1 + L:
+            keys.add(max(e0 - 1, -1))
+        return tuple(sorted(keys))
+
+    def advance(self, prefix: JungfrauPartial, next_frame: int) -> JungfrauPartial:
+        if prefix.tracker is None:
+            return prefix
+        if prefix.tracker.last_frame is not None and next_frame <= prefix.tracker.last_frame:
+            raise ValueError(f"advance to frame {next_frame}, but the prefix already holds "
+                             f"frame {prefix.tracker.last_frame}")
+        return replace(prefix, tracker=fold_before(
+            prefix.tracker, next_frame // self.settings.pedestal_epoch,
+            self.settings.pedestal_frames))
+
+    def published_states(self, prefix: JungfrauPartial) -> dict[int, Any]:
+        if prefix.tracker is None or prefix.tracker.prefix is None:
+            return {}
+        return dict(prefix.tracker.prefix.published())
+
+    def carry_over(self, prefix: JungfrauPartial) -> PedestalState | None:
+        if prefix.tracker is None or prefix.tracker.prefix is None:
+            return None
+        return final_state(prefix.tracker, self.settings.pedestal_frames)
+
+    def _g0(self, state: PedestalState) -> F64:
+        """The G0 pedestal of a tracked state (the file's where a pixel has no sample)."""
+        return np.where(state.n > 0, state.mean(), self.calibration.pedestal[0])
+
     # -- the work -----------------------------------------------------------------------
-    def converted(self, batch: Batch) -> Converted:
-        """This batch's conversion (computed once per batch, whoever asks first)."""
+    def converted(self, batch: Batch, state: Mapping[int, Any] | None = None) -> Converted:
+        """This batch's conversion (computed once per batch, whoever asks first: the chain
+        runs this reducer before the ones that read its frames)."""
         return batch.shared(("jungfrau", id(self), self.frames_wanted),
-                            lambda: self._convert(batch))
+                            lambda: self._convert(batch, state))
 
     def converted_batch(self, batch: Batch) -> Batch:
         """The batch as later reducers with ``input: <this reducer>`` see it: float32 keV,
@@ -163,14 +256,41 @@ class JungfrauReducer(Reducer[JungfrauSettings, JungfrauPartial]):
         bad = self.calibration.bad
         return bad if batch.mask is None else readonly(bad | batch.mask)
 
-    def _convert(self, batch: Batch) -> Converted:
+    def _convert(self, batch: Batch, state: Mapping[int, Any] | None) -> Converted:
         cal = self.calibration
+        s = self.settings
         acc = Accumulated.zeros(batch.n, self.geometry.shape)
         out = (np.empty((batch.n, *self.geometry.shape), np.float32)
                if self.frames_wanted else None)
-        convert(batch.frames, cal.pedestal, cal.gain, self._bad(batch),
-                self.settings.photon_energy, acc, out, self.backend)
-        return Converted(acc, None if out is None else readonly(out))
+        if not s.track_pedestal:
+            convert(batch.frames, cal.pedestal, cal.gain, self._bad(batch), s.photon_energy,
+                    acc, out, self.backend)
+            return Converted(acc, None if out is None else readonly(out))
+        # per epoch segment: the G0 pedestal of the state after epoch e - 1 - L, and the
+        # segment's samples for epoch e (as the MOENCH pedestal)
+        E, L, N = s.pedestal_epoch, s.pedestal_lag, s.pedestal_frames
+        fn = np.asarray(batch.frame_numbers, np.int64)
+        states = StateChain(dict(state or {}), int(fn[0]) // E, N)
+        threshold = s.track_threshold or (0.5 * s.photon_energy if s.photon_energy else 3.0)
+        epochs = fn // E
+        cuts = np.flatnonzero(np.diff(epochs)) + 1
+        bad = self._bad(batch)
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, batch.n], strict=True):
+            e = int(epochs[lo])
+            pedestal = np.stack([self._g0(states.after(e - 1 - L)), cal.pedestal[1],
+                                 cal.pedestal[2]])
+            smp = EpochSamples.zeros(self.geometry.shape)
+            part = Accumulated(acc.energy, acc.photons, acc.energy_total[lo:hi],
+                               acc.photon_total[lo:hi], acc.g1[lo:hi], acc.g2[lo:hi],
+                               acc.invalid[lo:hi])
+            convert(batch.frames[lo:hi], pedestal, cal.gain, bad, s.photon_energy, part,
+                    None if out is None else out[lo:hi], self.backend,
+                    Samples(threshold, smp.c, smp.s, smp.q))
+            states.add(e, smp.frozen())
+        tracker = MoenchPartial(pending=states.samples, first_frame=int(fn[0]),
+                                last_frame=int(fn[-1]),
+                                local_fold_epoch=states.local_fold_epoch)
+        return Converted(acc, None if out is None else readonly(out), tracker)
 
     def process(self, batch: Batch, state: Mapping[int, Any] | None = None
                 ) -> JungfrauPartial:
@@ -179,25 +299,34 @@ class JungfrauReducer(Reducer[JungfrauSettings, JungfrauPartial]):
                              f"!= geometry {self.geometry.shape}")
         if batch.n == 0:
             return self.empty()
-        a = self.converted(batch).acc
+        done = self.converted(batch, state)
+        a = done.acc
         fn = batch.frame_numbers
         values = (a.energy_total, a.photon_total, a.g1, a.g2, a.invalid)
         return JungfrauPartial(
             readonly(a.energy), readonly(a.photons), batch.n,
             tuple(SeriesChunks.of(fn, v, dt) for v, (_, dt, _, _) in zip(values, SERIES,
-                                                                         strict=True)))
+                                                                         strict=True)),
+            done.tracker)
 
     def merge(self, a: JungfrauPartial, b: JungfrauPartial) -> JungfrauPartial:
+        tracker = self._merge_tracker(a.tracker, b.tracker)
         if not b.frames:
-            return a
+            return a if tracker is a.tracker else replace(a, tracker=tracker)
         if not a.frames:
-            return b
+            return b if tracker is b.tracker else replace(b, tracker=tracker)
         assert a.energy is not None and b.energy is not None
         assert a.photons is not None and b.photons is not None
         return JungfrauPartial(readonly(a.energy + b.energy), readonly(a.photons + b.photons),
                                a.frames + b.frames,
                                tuple(x.concat(y) for x, y in zip(a.series, b.series,
-                                                                 strict=True)))
+                                                                 strict=True)), tracker)
+
+    def _merge_tracker(self, a: MoenchPartial | None, b: MoenchPartial | None
+                       ) -> MoenchPartial | None:
+        if a is None or b is None:
+            return b if a is None else a
+        return merge_partials(a, b, self.settings.pedestal_epoch, self.settings.pedestal_frames)
 
     def warnings(self, outputs: Mapping[str, OutputValue]) -> list[str]:
         missing = self.calibration.missing
@@ -216,6 +345,11 @@ class JungfrauReducer(Reducer[JungfrauSettings, JungfrauPartial]):
                            else partial.photons)}
         for chunks, (name, _, _, _) in zip(partial.series, SERIES, strict=True):
             out[name] = chunks.to_series()
+        tracker = partial.tracker
+        if tracker is not None and tracker.prefix is not None:
+            out["pedestal_g0"] = self._g0(final_state(tracker, self.settings.pedestal_frames))
+        else:
+            out["pedestal_g0"] = self.calibration.pedestal[0]
         out["bad_pixels"] = int(np.count_nonzero(self.calibration.bad))
         out["converted_frames"] = partial.frames
         return out

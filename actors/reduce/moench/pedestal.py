@@ -135,3 +135,37 @@ def _moments_py(n: Any, S: Any, Q: Any, mu: Any, sd: Any) -> None:
 
 
 _moments = jit(_moments_py)
+
+
+class StateChain:
+    """The pedestal states one batch uses: the supplied ones (after epochs before the batch)
+    and, for epochs inside it, the last supplied state folded with the batch's own samples
+    (the batch-cut rule makes that the state every other grouping would publish)."""
+
+    def __init__(self, supplied: dict[int, PedestalState], first_epoch: int, capacity: int):
+        self.supplied = supplied
+        self.e0 = first_epoch
+        self.capacity = capacity
+        self.samples: dict[int, EpochSamples] = {}
+        self.local_fold_epoch: int | None = None
+        self._local: tuple[int, PedestalState] | None = None  # (epoch, state after it)
+
+    def add(self, epoch: int, samples: EpochSamples) -> None:
+        self.samples[epoch] = samples
+
+    def after(self, epoch: int) -> PedestalState:
+        if epoch < self.e0:
+            key = max(epoch, -1)
+            if key not in self.supplied:
+                raise KeyError(f"pedestal state after epoch {key} was not supplied "
+                               f"(have {sorted(self.supplied)}); see state_needed()")
+            return self.supplied[key]
+        if self._local is None:
+            self._local = (self.e0 - 1, self.after(self.e0 - 1))
+            self.local_fold_epoch = self.e0
+        at, st = self._local
+        for e in sorted(k for k in self.samples if at < k <= epoch):
+            st = st.fold(self.samples[e], self.capacity)
+        self._local = (max(at, epoch), st)
+        return st
+

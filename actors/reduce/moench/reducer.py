@@ -48,7 +48,7 @@ from actors.reduce.moench.partial import (
     merge_partials,
 )
 from actors.reduce.moench.pattern import frame_types
-from actors.reduce.moench.pedestal import EpochSamples, PedestalState
+from actors.reduce.moench.pedestal import EpochSamples, PedestalState, StateChain
 from actors.reduce.moench.settings import MoenchSettings
 from actors.reduce.series import SeriesChunks
 from actors.wire.model import Geometry
@@ -166,7 +166,7 @@ class MoenchReducer(Reducer[MoenchSettings, MoenchPartial]):
         fn = np.asarray(batch.frame_numbers, dtype=np.int64)
         types = frame_types(fn, self._pattern, split_pump=s.split_pump,
                             process_pedestal_img=s.process_pedestal_img)
-        states = _StateChain(dict(state or {}), fn[0] // self._E, self._N)
+        states = StateChain(dict(state or {}), fn[0] // self._E, self._N)
         counts_dtype = count_dtype(batch.n)
         acc = Accumulators.zeros(self.geometry.shape, counts_dtype)
         photons = np.zeros(batch.n, np.int64)
@@ -233,35 +233,3 @@ class MoenchReducer(Reducer[MoenchSettings, MoenchPartial]):
                 f"{self.min_pedestal_frames} frames it needs: its analog, threshold and "
                 "counting images are not to be trusted (take a dark run first: "
                 "process_pedestal_img true, or processing_pattern ped without split_pump)"]
-
-
-class _StateChain:
-    """States a batch uses: supplied ones (epochs before the batch) and local folds."""
-
-    def __init__(self, supplied: dict[int, PedestalState], first_epoch: int, capacity: int):
-        self.supplied = supplied
-        self.e0 = first_epoch
-        self.capacity = capacity
-        self.samples: dict[int, EpochSamples] = {}
-        self.local_fold_epoch: int | None = None
-        self._local: tuple[int, PedestalState] | None = None  # (epoch, state after it)
-
-    def add(self, epoch: int, samples: EpochSamples) -> None:
-        self.samples[epoch] = samples
-
-    def after(self, epoch: int) -> PedestalState:
-        if epoch < self.e0:
-            key = max(epoch, -1)
-            if key not in self.supplied:
-                raise KeyError(f"pedestal state after epoch {key} was not supplied "
-                               f"(have {sorted(self.supplied)}); see state_needed()")
-            return self.supplied[key]
-        if self._local is None:
-            self._local = (self.e0 - 1, self.after(self.e0 - 1))
-            self.local_fold_epoch = self.e0
-        at, st = self._local
-        for e in sorted(k for k in self.samples if at < k <= epoch):
-            st = st.fold(self.samples[e], self.capacity)
-        self._local = (max(at, epoch), st)
-        return st
-
