@@ -131,6 +131,9 @@ def test_the_tango_command_takes_a_dark_run(tmp_path: Path,
             assert pipe.tango_address is not None
             dev = tango.DeviceProxy(pipe.tango_address)
             dev.set_timeout_millis(30_000)
+            attrs = set(dev.get_attribute_list())
+            assert {"energy_img", "photon_img", "g1_pixels", "g2_pixels", "invalid_pixels",
+                    "pedestal_mean", "dark_run", "photon_energy"} <= attrs, attrs
             with pytest.raises(tango.DevFailed, match="gain must be 0, 1 or 2"):
                 dev.record_pedestal(3)
             assert dev.record_pedestal(1) == 1
