@@ -215,7 +215,11 @@ class PipelineBase:
         if gain not in (0, 1, 2):
             raise ValueError(f"gain must be 0, 1 or 2, got {gain!r}")
         specs = self.config.reducers
-        current = dict(self.status().parameters)
+        status = self.status()
+        if status.running:  # (its next batches would be recorded as dark frames)
+            raise RuntimeError(f"acquisition {status.acquisition} is running: stop or abort it "
+                               "before a dark run")
+        current = dict(status.parameters)
         names = [spec.name for spec in self.control().outputs_spec()]
         plan = plan_dark_run(specs, current, names, file)
         ingest = self._ingest()

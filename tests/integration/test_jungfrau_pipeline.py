@@ -105,8 +105,13 @@ def test_dark_runs_then_photons_equal_the_injected_ones(
 def test_a_dark_run_needs_its_reducer_and_a_file(tmp_path: Path) -> None:
     config = pipeline_config("tcp://127.0.0.1:1", Protocol.SLS, [{"type": "sum"}],
                              backend="local")
-    with Pipeline(config) as pipe, pytest.raises(ValueError, match="jungfrau_pedestal"):
-        pipe.record_pedestal(0)
+    with Pipeline(config) as pipe:
+        with pytest.raises(ValueError, match="jungfrau_pedestal"):
+            pipe.record_pedestal(0)
+        pipe.start_acquisition()
+        with pytest.raises(RuntimeError, match="acquisition 1 is running"):
+            pipe.record_pedestal(0)
+        pipe.abort()
 
 
 @pytest.mark.tango
