@@ -58,7 +58,12 @@ from actors.reduce.moench.partial import (
     initial_partial,
     merge_partials,
 )
-from actors.reduce.moench.pedestal import EpochSamples, PedestalState, StateChain
+from actors.reduce.moench.pedestal import (
+    EpochSamples,
+    PedestalState,
+    StateChain,
+    states_needed,
+)
 from actors.reduce.series import SeriesChunks
 from actors.wire.model import Geometry
 
@@ -205,12 +210,8 @@ class JungfrauReducer(Reducer[JungfrauSettings, JungfrauPartial]):
     def state_needed(self, first_frame: int, last_frame: int) -> tuple[int, ...]:
         if not self.settings.track_pedestal:
             return ()
-        E, L = self.settings.pedestal_epoch, self.settings.pedestal_lag
-        e0, e1 = first_frame // E, last_frame // E
-        keys = {max(e - 1 - L, -1) for e in range(e0, min(e1, e0 + L) + 1)}
-        if e1 >= e0 + 1 + L:
-            keys.add(max(e0 - 1, -1))
-        return tuple(sorted(keys))
+        return states_needed(first_frame, last_frame, self.settings.pedestal_epoch,
+                             self.settings.pedestal_lag)
 
     def advance(self, prefix: JungfrauPartial, next_frame: int) -> JungfrauPartial:
         if prefix.tracker is None:

@@ -137,6 +137,17 @@ def _moments_py(n: Any, S: Any, Q: Any, mu: Any, sd: Any) -> None:
 _moments = jit(_moments_py)
 
 
+def states_needed(first_frame: int, last_frame: int, epoch: int, lag: int) -> tuple[int, ...]:
+    """The published states a batch of frames ``first_frame .. last_frame`` needs: for each
+    of its epochs e, the state after e − 1 − lag, up to the first epoch it can fold itself
+    (from there on it folds its own samples onto the state after its first epoch − 1)."""
+    e0, e1 = first_frame // epoch, last_frame // epoch
+    keys = {max(e - 1 - lag, -1) for e in range(e0, min(e1, e0 + lag) + 1)}
+    if e1 >= e0 + 1 + lag:
+        keys.add(max(e0 - 1, -1))
+    return tuple(sorted(keys))
+
+
 class StateChain:
     """The pedestal states one batch uses: the supplied ones (after epochs before the batch)
     and, for epochs inside it, the last supplied state folded with the batch's own samples

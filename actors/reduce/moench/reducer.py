@@ -48,7 +48,12 @@ from actors.reduce.moench.partial import (
     merge_partials,
 )
 from actors.reduce.moench.pattern import frame_types
-from actors.reduce.moench.pedestal import EpochSamples, PedestalState, StateChain
+from actors.reduce.moench.pedestal import (
+    EpochSamples,
+    PedestalState,
+    StateChain,
+    states_needed,
+)
 from actors.reduce.moench.settings import MoenchSettings
 from actors.reduce.series import SeriesChunks
 from actors.wire.model import Geometry
@@ -135,11 +140,7 @@ class MoenchReducer(Reducer[MoenchSettings, MoenchPartial]):
 
     # -- state hand-off -----------------------------------------------------------------
     def state_needed(self, first_frame: int, last_frame: int) -> tuple[int, ...]:
-        e0, e1 = first_frame // self._E, last_frame // self._E
-        keys = {max(e - 1 - self._L, -1) for e in range(e0, min(e1, e0 + self._L) + 1)}
-        if e1 >= e0 + 1 + self._L:
-            keys.add(max(e0 - 1, -1))
-        return tuple(sorted(keys))
+        return states_needed(first_frame, last_frame, self._E, self._L)
 
     def advance(self, prefix: MoenchPartial, next_frame: int) -> MoenchPartial:
         if prefix.last_frame is not None and next_frame <= prefix.last_frame:
