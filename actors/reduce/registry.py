@@ -96,27 +96,29 @@ def reducer_class(type_name: str) -> ReducerClass:
     return load_reducer_class(type_name)
 
 
-def frame_for(spec: Mapping[str, Any]) -> tuple[int, int] | None:
-    """The exact frame the entry's settings are for (:meth:`Reducer.frame_for`), if any."""
+def _validated(spec: Mapping[str, Any]) -> tuple[ReducerClass, Any] | None:
+    """(class, validated settings) of a config entry, or None when it does not validate
+    (building it reports why)."""
     config = dict(spec)
     try:
         cls = reducer_class(str(config.pop("type", "")))
         config.pop("name", None)
-        return cls.frame_for(cls.Settings.model_validate(config))
+        return cls, cls.Settings.model_validate(config)
     except (ReducerConfigError, ValueError, ImportError):
         return None
 
 
+def frame_for(spec: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The exact frame the entry's settings are for (:meth:`Reducer.frame_for`), if any."""
+    found = _validated(spec)
+    return None if found is None else found[0].frame_for(found[1])
+
+
 def min_frame(spec: Mapping[str, Any]) -> tuple[int, int]:
     """The smallest frame the entry's settings fit (:meth:`Reducer.min_frame`); (1, 1) for
-    an entry that does not validate (building it reports why)."""
-    config = dict(spec)
-    try:
-        cls = reducer_class(str(config.pop("type", "")))
-        config.pop("name", None)
-        return cls.min_frame(cls.Settings.model_validate(config))
-    except (ReducerConfigError, ValueError, ImportError):
-        return (1, 1)
+    an entry that does not validate."""
+    found = _validated(spec)
+    return (1, 1) if found is None else found[0].min_frame(found[1])
 
 
 def build_reducer(spec: Mapping[str, Any], geometry: Geometry) -> Reducer[Any, Any]:
