@@ -228,3 +228,24 @@ def test_a_tracked_pedestal_is_the_same_whatever_the_workers_and_batches(
     want = reducer.outputs(prefix)
     np.testing.assert_array_equal(result.outputs["pedestal_g0"], want["pedestal_g0"])
     np.testing.assert_array_equal(result.outputs["photon_img"], want["photon_img"])
+
+
+def test_a_calibration_for_another_detector_fails_the_acquisition_naming_the_file(
+        tmp_path: Path, sender_threads: Callable[..., SenderThread]) -> None:
+    """Gain maps made for a 32×64 detector, a 64×128 stream: the first frame ends the
+    acquisition 'failed', and the error names the file and both shapes."""
+    truth = JungfrauScene(**PHOTONS, seed=9)
+    np.save(tmp_path / "small.npy", np.ones((3, 32, 64)))
+    np.save(tmp_path / "pedestal.npy", truth.calibration.pedestal)
+    spec = {"type": "jungfrau", "gain_file": str(tmp_path / "small.npy"),
+            "pedestal_file": str(tmp_path / "pedestal.npy")}
+    settings = SimulatorSettings(detector="jungfrau", frames=8, lossless=True, seed=9,
+                                 scene=PHOTONS)
+    with Simulator(settings) as sim, Pipeline(pipeline_config(
+            sim.endpoint, Protocol.SLS, [spec], backend="local")) as pipe:
+        pipe.start_acquisition()
+        sender_threads(sim.run).join()
+        failed = pipe.wait_acquisition(timeout=60)
+    assert failed.outcome == "failed", failed
+    assert "small.npy" in str(failed.error) and "(3, 32, 64)" in str(failed.error)
+    assert "(3, 64, 128)" in str(failed.error), failed.error
