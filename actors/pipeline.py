@@ -219,9 +219,7 @@ class PipelineBase:
         if status.running:  # (its next batches would be recorded as dark frames)
             raise RuntimeError(f"acquisition {status.acquisition} is running: stop or abort it "
                                "before a dark run")
-        current = dict(status.parameters)
-        names = [spec.name for spec in self.control().outputs_spec()]
-        plan = plan_dark_run(specs, current, names, file)
+        plan = plan_dark_run(specs, dict(status.parameters), file)
         ingest = self._ingest()
         ingest.set({plan.gain: gain, plan.record: True})
         try:

@@ -32,11 +32,17 @@ class DarkRunPlan:
     record: str  # ... and its 'record'
     file: str  # where the pedestal goes
     reload: tuple[tuple[str, str], ...]  # (jungfrau pedestal_file parameter, its value)
-    outputs: Mapping[str, str]  # dark reducer output -> its name in the chain's outputs
+    reducer: str  # the jungfrau_pedestal reducer's name
+
+    def output(self, outputs: Mapping[str, OutputValue], name: str) -> OutputValue:
+        """The dark reducer's output ``name`` (``<reducer>.<name>`` when another reducer
+        has an output of that name)."""
+        qualified = f"{self.reducer}.{name}"
+        return outputs[qualified if qualified in outputs else name]
 
 
 def plan_dark_run(specs: Sequence[Mapping[str, Any]], current: Mapping[str, Any],
-                  output_names: Sequence[str], file: str | None = None) -> DarkRunPlan:
+                  file: str | None = None) -> DarkRunPlan:
     """The plan for ``specs`` (the chain's reducers) with the parameters' ``current``
     values; ValueError (saying what to add) when the chain cannot take a dark run."""
     darks = [s for s in specs if s.get("type") == "jungfrau_pedestal"]
@@ -57,14 +63,8 @@ def plan_dark_run(specs: Sequence[Mapping[str, Any]], current: Mapping[str, Any]
         raise ValueError("no pedestal file to write: give one (file=...), or set the "
                          "jungfrau_pedestal reducer's 'file' or a jungfrau reducer's "
                          "'pedestal_file'")
-    names = set(output_names)
-    outputs = {}
-    for out in ("pedestal_mean", "pedestal_std", "pedestal_count", "dark_frames",
-                "wrong_gain_pixels"):
-        qualified = f"{dark_name}.{out}"
-        outputs[out] = qualified if qualified in names else out
     return DarkRunPlan(params[(dark_name, "gain")], params[(dark_name, "record")], str(path),
-                       reload, outputs)
+                       reload, dark_name)
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,11 @@ def dark_arrays(outputs: Mapping[str, OutputValue], plan: DarkRunPlan
                 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64],
                            npt.NDArray[np.int64], int, float]:
     """(mean, σ, count, frames, wrong-gain fraction) of a dark run's outputs."""
-    mean = np.asarray(outputs[plan.outputs["pedestal_mean"]], np.float64)
-    std = np.asarray(outputs[plan.outputs["pedestal_std"]], np.float64)
-    count = np.asarray(outputs[plan.outputs["pedestal_count"]], np.int64)
-    frames = int(outputs[plan.outputs["dark_frames"]])  # type: ignore[arg-type]
-    wrong = outputs[plan.outputs["wrong_gain_pixels"]]
+    mean = np.asarray(plan.output(outputs, "pedestal_mean"), np.float64)
+    std = np.asarray(plan.output(outputs, "pedestal_std"), np.float64)
+    count = np.asarray(plan.output(outputs, "pedestal_count"), np.int64)
+    frames = int(plan.output(outputs, "dark_frames"))  # type: ignore[arg-type]
+    wrong = plan.output(outputs, "wrong_gain_pixels")
     wrong_total = int(np.sum(wrong.values)) if isinstance(wrong, Series) else 0
     fraction = wrong_total / (frames * mean.size) if frames else 0.0
     return mean, std, count, frames, fraction
