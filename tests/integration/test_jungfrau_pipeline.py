@@ -115,10 +115,13 @@ def test_a_dark_run_needs_its_reducer_and_a_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.tango
-def test_the_tango_command_takes_a_dark_run(tmp_path: Path,
+@pytest.mark.ray
+def test_the_tango_command_takes_a_dark_run(ray_runtime: None, tmp_path: Path,
                                             sender_threads: Callable[..., SenderThread]) -> None:
     """record_pedestal(1) on the device returns once the dark run's acquisition runs; the
-    series sent then, dark_run says what was recorded, and the file has it."""
+    series sent then, dark_run says what was recorded, and the file has it. (On Ray: the
+    device runs in its own actor. A local backend's device would be this test process's
+    one Tango server, which test_pipeline's device test needs.)"""
     import json
 
     import tango
@@ -131,7 +134,7 @@ def test_the_tango_command_takes_a_dark_run(tmp_path: Path,
         np.save(tmp_path / "gain.npy", sim.scene.calibration.gain)  # type: ignore[union-attr]
         reducers = [{"type": "jungfrau", "gain_file": str(tmp_path / "gain.npy"),
                      "pedestal_file": pedestal}, {"type": "jungfrau_pedestal"}]
-        with Pipeline(pipeline_config(sim.endpoint, Protocol.SLS, reducers, backend="local",
+        with Pipeline(pipeline_config(sim.endpoint, Protocol.SLS, reducers, backend="ray",
                                       tango={"enabled": True, "database": False})) as pipe:
             assert pipe.tango_address is not None
             dev = tango.DeviceProxy(pipe.tango_address)

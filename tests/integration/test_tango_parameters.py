@@ -40,10 +40,26 @@ EVERY_REDUCER = [
 ]
 
 
+def jungfrau_reducers(directory: Path) -> list[dict[str, Any]]:
+    """The Jungfrau converter and dark-run reducers, with calibration files for SMALL."""
+    import numpy as np
+
+    shape = (SMALL["rows"], SMALL["cols"])
+    np.save(directory / "gain.npy", np.stack([np.full(shape, 40.0), np.full(shape, -1.5),
+                                              np.full(shape, -0.1)]))
+    np.save(directory / "pedestal.npy", np.stack([np.full(shape, 3000.0),
+                                                  np.full(shape, 14000.0),
+                                                  np.full(shape, 15000.0)]))
+    return [{"type": "jungfrau", "gain_file": str(directory / "gain.npy"),
+             "pedestal_file": str(directory / "pedestal.npy"), "photon_energy": 12.4},
+            {"type": "jungfrau_pedestal"}]
+
+
 @pytest.fixture(scope="module")
-def every_reducer() -> Iterator[str]:
-    assert {r["type"] for r in EVERY_REDUCER} >= set(BUILTIN)
-    config = parse_config({"source": {"geometry": SMALL}, "reducers": EVERY_REDUCER,
+def every_reducer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    reducers = [*EVERY_REDUCER, *jungfrau_reducers(tmp_path_factory.mktemp("calibration"))]
+    assert {r["type"] for r in reducers} >= set(BUILTIN)
+    config = parse_config({"source": {"geometry": SMALL}, "reducers": reducers,
                            "output": {"enabled": False}, "live_period": 0.2})
     server = ServerProcess(config, fake_control)
     try:
@@ -60,7 +76,9 @@ def test_the_device_starts_with_every_built_in_and_the_example_reducer(
     attrs = {a.lower() for a in dev.get_attribute_list()}
     for name in ("analog_img", "sum", "mean", "max", "total", "roi_corner", "radial",
                  "radial_frames", "hits", "hits_count", "min_pixels", "hits_threshold",
-                 "moench_threshold", "sum_saturation_value", "min_value", "com_row"):
+                 "moench_threshold", "sum_saturation_value", "min_value", "com_row",
+                 "energy_img", "photon_img", "g2_pixels", "photon_energy", "pedestal_mean",
+                 "dark_run", "timings"):
         assert name in attrs, name
     bound = dev.get_attribute_config("min_pixels")  # an int bound stays an int
     assert bound.data_type == tango.CmdArgType.DevLong64 and bound.min_value == "0"
