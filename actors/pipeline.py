@@ -226,7 +226,11 @@ class PipelineBase:
             acquisition = self.start_acquisition()
             logger.info("dark run of G%d: acquisition %d started, waiting for the detector's "
                         "dark series", gain, acquisition)
-            result = self.wait_acquisition(timeout)
+            try:
+                result = self.wait_acquisition(timeout)
+            except TimeoutError:  # no series came: the dark run must not go on recording
+                self.abort()
+                raise
         finally:
             ingest.set({plan.record: False})
         if result.outcome != "finished":

@@ -1,5 +1,5 @@
-"""The Jungfrau dark-run workflow's decisions (pure): which reducers and parameters a dark run uses,
-where its pedestal goes, and what its result says.
+"""The Jungfrau dark-run workflow's decisions (pure): which reducers and parameters a dark
+run uses, where its pedestal goes, and what its result says.
 
 :meth:`actors.pipeline.PipelineBase.record_pedestal` carries them out: it sets the
 ``jungfrau_pedestal`` reducer's ``gain`` and ``record`` for one acquisition, waits for the

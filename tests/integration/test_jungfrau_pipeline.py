@@ -112,6 +112,16 @@ def test_a_dark_run_needs_its_reducer_and_a_file(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError, match="acquisition 1 is running"):
             pipe.record_pedestal(0)
         pipe.abort()
+    # no dark series comes: the dark run is aborted, not left recording
+    dark = [{"type": "jungfrau_pedestal", "file": str(tmp_path / "p.h5")}]
+    config = pipeline_config("tcp://127.0.0.1:1", Protocol.SLS, dark, backend="local")
+    with Pipeline(config) as pipe:
+        with pytest.raises(TimeoutError):
+            pipe.record_pedestal(2, timeout=0.5)
+        status = pipe.status()
+        assert status.state == "idle" and status.parameters["record"] is False
+        assert pipe.wait_acquisition(timeout=10).outcome == "aborted"
+    assert not (tmp_path / "p.h5").exists()
 
 
 @pytest.mark.tango
