@@ -249,6 +249,8 @@ class PipelineBase:
             detector="" if detector is None else (detector.description or "")))
         if plan.reload:
             ingest.set(dict(plan.reload))  # same paths: a new setup rereads the file
+        if gain == 0:  # a tracked G0 pedestal restarts from this dark run, not the carried one
+            self.reset_pedestal()
         _, info = read_pedestal(plan.file, mean.shape, allow_missing=True)
         warnings = dark_run_warnings(gain, wrong, count)
         for text in warnings:
