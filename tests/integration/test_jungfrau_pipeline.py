@@ -53,7 +53,8 @@ def test_dark_runs_then_photons_equal_the_injected_ones(
     np.save(tmp_path / "gain.npy", truth.calibration.gain)
     pedestal = str(tmp_path / "pedestal.h5")
     reducers = [{"type": "jungfrau", "gain_file": str(tmp_path / "gain.npy"),
-                 "pedestal_file": pedestal, "photon_energy": truth.photon_energy},
+                 "pedestal_file": pedestal, "photon_energy": truth.photon_energy,
+                 "track_pedestal": True, "pedestal_epoch": 4},
                 {"type": "jungfrau_pedestal"}]
     settings = SimulatorSettings(detector="jungfrau", frames=DARK_FRAMES, lossless=True,
                                  seed=3, scene=SCENE)
@@ -92,6 +93,10 @@ def test_dark_runs_then_photons_equal_the_injected_ones(
     np.testing.assert_array_equal(result.outputs["g2_pixels"].values,
                                   (stages == 2).sum(axis=(1, 2)))
     assert result.outputs["dark_frames"] == 0  # not recording outside a dark run
+    # the tracked G0 pedestal started from the G0 dark run (not from anything carried over
+    # from the dark runs) and stays on the detector's
+    tracked = np.asarray(result.outputs["pedestal_g0"])
+    assert np.abs(tracked - truth.calibration.pedestal[0]).max() < 3.0
     # the file says which calibration made its energies
     assert result.file is not None
     with h5py.File(result.file) as f:
