@@ -12,7 +12,7 @@ from actors.reduce.base import Series
 from actors.sim.simulator import Simulator, SimulatorSettings
 from actors.wire.model import Protocol
 from tests.conftest import SenderThread
-from tests.helpers import pipeline_config
+from tests.helpers import pipeline_config, wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -78,6 +78,14 @@ def test_rayline_status_reads_a_running_service(ray_runtime: None) -> None:
         pipe.start_acquisition()
         sim.run()
         pipe.wait_acquisition(timeout=60)
+        # the device shows what its last status poll saw: wait until it saw this acquisition
+        import tango
+
+        proxy = tango.DeviceProxy(pipe.tango_address)
+        wait_until(lambda: (proxy.read_attribute("acquisition").value,
+                            proxy.read_attribute("received_frames").value) == (1, 10)
+                   and "result" in json.loads(proxy.read_attribute("timings").value),
+                   30, "the device to see the acquisition's end")
         out = subprocess.run([sys.executable, "-m", "actors", "status", pipe.tango_address,
                               "--json"], capture_output=True, text=True, timeout=60,
                              check=True)
