@@ -53,8 +53,8 @@ from actors.reduce.jungfrau.calibration import (
 from actors.reduce.jungfrau.convert import Accumulated, Samples, convert
 from actors.reduce.moench.partial import (
     MoenchPartial,
+    advance_prefix,
     final_state,
-    fold_before,
     initial_partial,
     merge_partials,
 )
@@ -216,11 +216,8 @@ class JungfrauReducer(Reducer[JungfrauSettings, JungfrauPartial]):
     def advance(self, prefix: JungfrauPartial, next_frame: int) -> JungfrauPartial:
         if prefix.tracker is None:
             return prefix
-        if prefix.tracker.last_frame is not None and next_frame <= prefix.tracker.last_frame:
-            raise ValueError(f"advance to frame {next_frame}, but the prefix already holds "
-                             f"frame {prefix.tracker.last_frame}")
-        return replace(prefix, tracker=fold_before(
-            prefix.tracker, next_frame // self.settings.pedestal_epoch,
+        return replace(prefix, tracker=advance_prefix(
+            prefix.tracker, next_frame, self.settings.pedestal_epoch,
             self.settings.pedestal_frames))
 
     def published_states(self, prefix: JungfrauPartial) -> dict[int, Any]:

@@ -169,6 +169,16 @@ def fold_before(p: MoenchPartial, epoch: int, capacity: int) -> MoenchPartial:
     return replace(p, pending=pending, prefix=new_prefix)
 
 
+def advance_prefix(p: MoenchPartial, next_frame: int, epoch_length: int,
+                   capacity: int) -> MoenchPartial:
+    """The prefix ``p`` with every epoch before ``next_frame``'s folded (the next batch
+    starts at ``next_frame``, which must come after every frame ``p`` holds)."""
+    if p.last_frame is not None and next_frame <= p.last_frame:
+        raise ValueError(f"advance to frame {next_frame}, but the prefix already holds "
+                         f"frame {p.last_frame}")
+    return fold_before(p, next_frame // epoch_length, capacity)
+
+
 def final_state(p: MoenchPartial, capacity: int) -> PedestalState:
     """The pedestal after every epoch of the prefix ``p`` (pending epochs folded)."""
     if p.prefix is None:

@@ -42,8 +42,8 @@ from actors.reduce.jit import Backend
 from actors.reduce.moench.classify import Accumulators, Flags, count_dtype, process_segment
 from actors.reduce.moench.partial import (
     MoenchPartial,
+    advance_prefix,
     final_state,
-    fold_before,
     initial_partial,
     merge_partials,
 )
@@ -143,10 +143,7 @@ class MoenchReducer(Reducer[MoenchSettings, MoenchPartial]):
         return states_needed(first_frame, last_frame, self._E, self._L)
 
     def advance(self, prefix: MoenchPartial, next_frame: int) -> MoenchPartial:
-        if prefix.last_frame is not None and next_frame <= prefix.last_frame:
-            raise ValueError(f"advance to frame {next_frame}, but the prefix already holds "
-                             f"frame {prefix.last_frame}")
-        return fold_before(prefix, next_frame // self._E, self._N)
+        return advance_prefix(prefix, next_frame, self._E, self._N)
 
     def published_states(self, prefix: MoenchPartial) -> dict[int, Any]:
         if prefix.prefix is None:
