@@ -144,6 +144,9 @@ class JungfrauReducer(Reducer[JungfrauSettings, JungfrauPartial]):
         self.calibration: Calibration = load_calibration(
             settings.gain_file, settings.pedestal_file, settings.mask_file, geometry.shape)
         self.frames_wanted = False  # set by the chain when a later reducer reads them
+        #: tracking: the pedestals a segment converts with (the file's G1, G2; the tracked
+        #: G0 written per segment), allocated once instead of stacked per segment
+        self._tracked: F64 | None = None
 
     @classmethod
     def frame_for(cls, settings: JungfrauSettings) -> tuple[int, int] | None:
@@ -273,10 +276,12 @@ class JungfrauReducer(Reducer[JungfrauSettings, JungfrauPartial]):
         epochs = fn // E
         cuts = np.flatnonzero(np.diff(epochs)) + 1
         bad = self._bad(batch)
+        if self._tracked is None:  # G1 and G2 planes once; the G0 plane per segment
+            self._tracked = cal.pedestal.copy()
+        pedestal = self._tracked
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, batch.n], strict=True):
             e = int(epochs[lo])
-            pedestal = np.stack([self._g0(states.after(e - 1 - L)), cal.pedestal[1],
-                                 cal.pedestal[2]])
+            pedestal[0] = self._g0(states.after(e - 1 - L))
             smp = EpochSamples.zeros(self.geometry.shape)
             part = Accumulated(acc.energy, acc.photons, acc.energy_total[lo:hi],
                                acc.photon_total[lo:hi], acc.g1[lo:hi], acc.g2[lo:hi],
