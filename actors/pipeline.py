@@ -210,7 +210,7 @@ class PipelineBase:
         reducer read the file again. Raises if the acquisition does not complete or no frame
         came; warns (in the returned record and the log) when many pixels were not in the
         gain."""
-        from actors.reduce.jungfrau.pedestal_file import DarkRun, read_pedestal, write_dark_run
+        from actors.reduce.jungfrau.pedestal_file import DarkRun, missing_gains, write_dark_run
 
         if gain not in (0, 1, 2):
             raise ValueError(f"gain must be 0, 1 or 2, got {gain!r}")
@@ -251,12 +251,11 @@ class PipelineBase:
             ingest.set(dict(plan.reload))  # same paths: a new setup rereads the file
         if gain == 0:  # a tracked G0 pedestal restarts from this dark run, not the carried one
             self.reset_pedestal()
-        _, info = read_pedestal(plan.file, mean.shape, allow_missing=True)
         warnings = dark_run_warnings(gain, wrong, count)
         for text in warnings:
             logger.warning("%s", text)
         return DarkRunRecord(plan.file, gain, acquisition, frames, wrong,
-                             tuple(info.get("missing", ())), tuple(warnings))
+                             missing_gains(plan.file), tuple(warnings))
 
     # -- internals ------------------------------------------------------------------------------
     def _ingest(self) -> IngestPort:

@@ -89,6 +89,17 @@ def write_dark_run(path: str, run: DarkRun) -> None:
                 run.frames)
 
 
+def missing_gains(path: str) -> tuple[str, ...]:
+    """The gains (g0, g1, g2) a rayline pedestal file has no dark run for (all of them when
+    there is no such file); reads no pixel data."""
+    if not os.path.isfile(path):
+        return GAINS
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return tuple(g for g in GAINS if g not in f)
+
+
 def read_pedestal(path: str, shape: tuple[int, int], *, allow_missing: bool = False
                   ) -> tuple[npt.NDArray[np.float64], dict[str, Any]]:
     """(3, rows, cols) pedestals and the provenance of each gain, checked against the
