@@ -20,13 +20,13 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
 from actors.output.nx import iso8601, nx_group, write_field, write_text
+from actors.reduce.jungfrau.calibration import file_stamp
 
 logger = logging.getLogger(__name__)
 
@@ -53,18 +53,10 @@ def write_calibration(entry: h5py.Group, settings: Mapping[str, Any]) -> None:
 
 def _write_files(group: h5py.Group, paths: Sequence[str]) -> None:
     write_text(group, "path", "\n".join(paths), long_name="one path per line")
-    facts = [_file_facts(p, *_stamp(p)) for p in paths]
+    facts = [_file_facts(*file_stamp(p)) for p in paths]
     write_field(group, "size", np.asarray([f[0] for f in facts], np.int64), units="B")
     write_text(group, "modified", "\n".join(f[1] for f in facts))
     write_text(group, "sha256", "\n".join(f[2] for f in facts))
-
-
-def _stamp(path: str) -> tuple[int, int]:
-    try:
-        st = Path(path).stat()
-    except OSError:
-        return (-1, -1)
-    return (st.st_size, st.st_mtime_ns)
 
 
 @lru_cache(maxsize=16)

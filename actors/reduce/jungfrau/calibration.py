@@ -218,15 +218,17 @@ def load_calibration(gain: str | Sequence[str], pedestal: str, mask: str | None,
     """Read and check every calibration file for a detector frame of ``shape`` (cached by
     path, size and modification time: a worker rebuilding its reducers reads them once)."""
     gains = (gain,) if isinstance(gain, str) else tuple(gain)
-    stamp = tuple(_stamp(p) for p in (*gains, pedestal, *(() if mask is None else (mask,))))
+    stamp = tuple(file_stamp(p) for p in (*gains, pedestal, *(() if mask is None else (mask,))))
     return _load_cached(gains, pedestal, mask, shape, stamp)
 
 
-def _stamp(path: str) -> tuple[str, int, int]:
+def file_stamp(path: str) -> tuple[str, int, int]:
+    """(path, size, modification time in ns) — a version of the file, for caches; size and
+    time -1 when it cannot be read (the loader then raises the clear error)."""
     try:
         st = Path(path).stat()
     except OSError:
-        return (path, -1, -1)  # the loader raises the clear error
+        return (path, -1, -1)
     return (path, st.st_size, st.st_mtime_ns)
 
 
